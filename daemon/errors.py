@@ -1,0 +1,101 @@
+"""A small error hierarchy whose messages tell people what to do next.
+
+Each error knows its HTTP status and OpenAI error `type`/`code`, so the front door maps any of
+them to an OpenAI-shaped body in one place (`api.error_response`).
+"""
+
+from __future__ import annotations
+
+
+class AssistantError(Exception):
+    """Base of every error the daemon reports to a person or a client."""
+
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def to_body(self) -> dict[str, object]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class ConfigError(AssistantError):
+    """Settings or a config file a person wrote are wrong; the daemon cannot start."""
+
+    code = "invalid_config"
+
+
+class ModelFileError(AssistantError):
+    """The model file is missing, unreadable or not a GGUF."""
+
+    code = "model_file_error"
+
+
+class InvalidRequest(AssistantError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class ContextOverflow(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class FimUnsupported(InvalidRequest):
+    code = "fim_unsupported"
+
+
+class ModelNotFound(AssistantError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, requested: str, served: str) -> None:
+        super().__init__(
+            f"model '{requested}' is not served here; this daemon serves '{served}' "
+            "(GET /v1/models lists it)",
+            param="model",
+        )
+
+
+class PayloadTooLarge(AssistantError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class Unavailable(AssistantError):
+    """The request was not admitted; retrying later will work. Carries Retry-After."""
+
+    status = 503
+    type = "server_error"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class QueueFull(Unavailable):
+    code = "queue_full"
+
+
+class WorkerUnavailable(Unavailable):
+    code = "model_unavailable"
+
+
+class WorkerFailed(AssistantError):
+    """The worker died or misbehaved while serving an admitted request."""
+
+    status = 502
+    code = "worker_failed"

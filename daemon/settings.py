@@ -1,0 +1,157 @@
+"""All daemon settings in one typed class: defaults < config file < ASSISTANT_* env < flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+import psutil
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from daemon.errors import ConfigError
+
+# Neither Ollama (11434), LM Studio (1234) nor llama-server (8080).
+DEFAULT_PORT = 8377
+
+_config_file_values: ContextVar[dict[str, Any]] = ContextVar("config_file_values", default={})
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """Values read from the TOML file named by --config / ASSISTANT_CONFIG."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _config_file_values.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_config_file_values.get())
+
+
+class Settings(BaseSettings):
+    """How the daemon runs. Every field is also an ASSISTANT_<NAME> variable and a --flag."""
+
+    model_config = SettingsConfigDict(env_prefix="ASSISTANT_", extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address to listen on (loopback by default).")
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535, description="Port of the OpenAI-compatible API.")
+    model: Path | None = Field(None, description="Path of a local .gguf file to serve.")
+    model_id: str | None = Field(
+        None, description="Model id clients use (default: derived from the file name)."
+    )
+    threads: int = Field(
+        default_factory=lambda: psutil.cpu_count(logical=False) or 1,
+        ge=1,
+        le=512,
+        description="CPU threads for decoding (default: physical cores).",
+    )
+    n_ctx: int = Field(4096, ge=256, le=1_048_576, description="Context length in tokens.")
+    n_gpu_layers: int = Field(
+        -1, ge=-1, description="Layers to offload to the GPU (-1 = all; ignored by CPU builds)."
+    )
+    queue_size: int = Field(
+        16, ge=0, le=10_000, description="Generation requests that may wait; more get 503."
+    )
+    queue_timeout_s: float = Field(
+        300.0, gt=0, description="Longest a request waits for its turn or for the model to load."
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body accepted (bytes)."
+    )
+    worker_start_timeout_s: float = Field(
+        180.0, gt=0, description="Longest a worker may take to load its model."
+    )
+    restart_backoff_s: float = Field(
+        0.5, ge=0, description="First delay before restarting a crashed worker (doubles)."
+    )
+    max_restarts: int = Field(
+        5, ge=0, description="Crashes tolerated within restart_window_s before giving up."
+    )
+    restart_window_s: float = Field(300.0, gt=0, description="Window for counting crashes.")
+    log_level: str = Field("info", description="Log level: debug, info, warning or error.")
+    config: Path | None = Field(None, description="TOML file with any of these settings.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be one of debug, info, warning, error")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _ConfigFileSource(settings_cls)
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser(prog: str = "assistantd") -> argparse.ArgumentParser:
+    """One --flag per settings field, with the field's description as help."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve a local GGUF model to editors over an OpenAI-compatible API.",
+        epilog="Every flag is also an environment variable: ASSISTANT_<FLAG_NAME>.",
+    )
+    for name, field in Settings.model_fields.items():
+        default = "" if field.default_factory else f" [default: {field.default}]"
+        parser.add_argument(
+            _flag(name), dest=name, default=argparse.SUPPRESS, help=f"{field.description}{default}"
+        )
+    return parser
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist: create it or drop --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(
+            f"config file {path} has unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(Settings.model_fields)}"
+        )
+    return data
+
+
+def load_settings(argv: list[str] | None = None) -> Settings:
+    """Parse flags, read the config file they or the environment name, and validate it all."""
+    flags = vars(build_parser().parse_args(argv))
+    config_path = flags.get("config") or os.environ.get("ASSISTANT_CONFIG")
+    file_values = _read_config_file(Path(config_path)) if config_path else {}
+    token = _config_file_values.set(file_values)
+    try:
+        return Settings(**flags)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+    finally:
+        _config_file_values.reset(token)
