@@ -99,3 +99,20 @@ class WorkerFailed(AssistantError):
 
     status = 502
     code = "worker_failed"
+
+
+class WorkerStartFailed(AssistantError):
+    """The worker could not load the model; carries its exit status and stderr tail."""
+
+    code = "model_load_failed"
+
+
+class ReportedError(AssistantError):
+    """An error the worker reported for one request, re-raised in the daemon as it was."""
+
+    def __init__(self, event: dict[str, object]) -> None:
+        super().__init__(str(event.get("message", "the model worker reported an error")))
+        self.status = int(event.get("status", 500))  # type: ignore[call-overload]
+        self.type = str(event.get("error_type", "server_error"))
+        self.code = event.get("code")  # type: ignore[assignment]
+        self.param = event.get("param")  # type: ignore[assignment]

@@ -1,0 +1,144 @@
+"""`assistantd`: run the daemon in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import uvicorn
+
+from daemon.admission import Admission
+from daemon.api import DaemonState, create_app
+from daemon.errors import AssistantError, ConfigError, ModelFileError
+from daemon.naming import model_id_for, validate_model_id
+from daemon.settings import Settings, load_settings
+from daemon.supervisor import Supervisor
+from daemon.worker import WorkerSpec
+
+log = logging.getLogger("assistantd")
+
+# Exit codes: a service manager should not restart-loop on a startup failure.
+EXIT_STARTUP_FAILED = 2
+
+GGUF_MAGIC = b"GGUF"
+
+
+def check_model_file(path: Path | None) -> Path:
+    if path is None:
+        raise ConfigError(
+            "no model to serve: pass --model PATH/TO/MODEL.gguf or set ASSISTANT_MODEL "
+            "(scripts/fetch_models.py fetches a small one)"
+        )
+    path = path.expanduser()
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist: check the path given to --model")
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path}: {exc.strerror}") from None
+    if magic != GGUF_MAGIC:
+        raise ModelFileError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
+    return path.resolve()
+
+
+def check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"port {port} on {host} is already in use (is assistantd already running? "
+                    f"try `assistantctl status`); choose another with --port"
+                ) from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def build_state(settings: Settings, runtime_dir: Path) -> DaemonState:
+    model_path = check_model_file(settings.model)
+    model_id = validate_model_id(settings.model_id) if settings.model_id else model_id_for(model_path)
+    spec = WorkerSpec(
+        model_path=model_path,
+        model_id=model_id,
+        n_ctx=settings.n_ctx,
+        threads=settings.threads,
+        n_gpu_layers=settings.n_gpu_layers,
+        socket_path=runtime_dir / "worker.sock",
+    )
+    supervisor = Supervisor(
+        spec,
+        start_timeout_s=settings.worker_start_timeout_s,
+        backoff_s=settings.restart_backoff_s,
+        max_restarts=settings.max_restarts,
+        restart_window_s=settings.restart_window_s,
+    )
+    admission = Admission(settings.queue_size, settings.queue_timeout_s)
+    return DaemonState(settings=settings, supervisor=supervisor, admission=admission, model_id=model_id)
+
+
+async def serve(settings: Settings) -> int:
+    with tempfile.TemporaryDirectory(prefix="assistantd-") as runtime:
+        state = build_state(settings, Path(runtime))
+        app = create_app(state)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=settings.log_level == "debug",
+            timeout_graceful_shutdown=30,
+        )
+        server = uvicorn.Server(config)
+        exit_code = 0
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_app: object) -> AsyncIterator[None]:
+            state.supervisor.start()
+            watch = asyncio.create_task(first_load())
+            yield
+            watch.cancel()
+            await state.supervisor.stop()
+
+        async def first_load() -> None:
+            nonlocal exit_code
+            if await state.supervisor.wait_settled() == "failed":
+                log.error("assistantd cannot serve: %s", state.supervisor.last_error)
+                exit_code = EXIT_STARTUP_FAILED
+                server.should_exit = True
+            else:
+                log.info(
+                    "serving %s at %s/v1", state.model_id, settings.base_url
+                )
+
+        app.router.lifespan_context = lifespan
+        await server.serve()
+        return exit_code
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        settings = load_settings(argv)
+        logging.basicConfig(
+            level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        check_model_file(settings.model)
+        check_port_free(settings.host, settings.port)
+    except AssistantError as exc:
+        print(f"assistantd: {exc.message}", file=sys.stderr)
+        sys.exit(EXIT_STARTUP_FAILED)
+    sys.exit(asyncio.run(serve(settings)))
+
+
+if __name__ == "__main__":
+    main()

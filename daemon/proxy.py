@@ -1,0 +1,108 @@
+"""One admitted generation, from taking a turn to giving it back, exactly once.
+
+The daemon holds the queue; the worker decodes. On a client disconnect the generation is
+aborted: the worker's stop flag is set (checked on every token) and the turn is released, so
+the next request never waits for an abandoned one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from daemon.admission import Admission
+from daemon.stats import RequestRecord, Stats
+from daemon.supervisor import Supervisor
+from daemon.worker_client import WorkerStream
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def run_in_background(coro: Any) -> None:
+    """Cleanup that must happen even when the calling task is being cancelled."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+class Generation:
+    def __init__(
+        self,
+        *,
+        admission: Admission,
+        supervisor: Supervisor,
+        stats: Stats,
+        endpoint: str,
+        wait_timeout_s: float,
+    ) -> None:
+        self._admission = admission
+        self._supervisor = supervisor
+        self._stats = stats
+        self._endpoint = endpoint
+        self._wait_timeout_s = wait_timeout_s
+        self._stream: WorkerStream | None = None
+        self._holding = False
+        self._closed = False
+        self._first: dict[str, Any] | None = None
+        self._opened_at = time.perf_counter()
+        self._queue_ms = 0.0
+        self._first_token_at: float | None = None
+        self.end: dict[str, Any] = {}
+        self.id = uuid.uuid4().hex
+
+    async def open(self, kind: str, params: dict[str, Any]) -> None:
+        """Wait for a turn and the first event, so errors become proper HTTP statuses."""
+        await self._admission.acquire()
+        self._holding = True
+        self._queue_ms = (time.perf_counter() - self._opened_at) * 1000
+        try:
+            client = await self._supervisor.client(self._wait_timeout_s)
+            self._stream = await client.open_generation(self.id, kind, params)
+            self._events = self._stream.events()
+            self._first = await anext(self._events)
+        except BaseException:
+            self.close("error")
+            raise
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Chunk events; the end event is kept in `self.end`."""
+        assert self._first is not None
+        event: dict[str, Any] | None = self._first
+        while event is not None:
+            if event["type"] == "end":
+                self.end = event
+                return
+            if self._first_token_at is None:
+                self._first_token_at = time.perf_counter()
+            yield event
+            event = await anext(self._events, None)
+
+    def close(self, outcome: str) -> None:
+        """Give the turn back and record the request; safe to call from a cancelled task."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._holding:
+            self._admission.release()
+        if self._stream is not None:
+            run_in_background(self._stream.aclose())
+        usage = self.end.get("usage", {})
+        timings = self.end.get("timings", {})
+        self._stats.record(
+            RequestRecord(
+                endpoint=self._endpoint,
+                outcome=outcome,
+                queue_ms=round(self._queue_ms, 2),
+                prompt_tokens=usage.get("prompt_tokens", 0),
+                completion_tokens=usage.get("completion_tokens", 0),
+                ttft_ms=(
+                    round((self._first_token_at - self._opened_at) * 1000, 2)
+                    if self._first_token_at
+                    else None
+                ),
+                decode_tok_s=round(timings["predicted_per_second"], 2) if timings else None,
+            )
+        )
