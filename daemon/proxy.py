@@ -81,14 +81,20 @@ class Generation:
             event = await anext(self._events, None)
 
     def close(self, outcome: str) -> None:
-        """Give the turn back and record the request; safe to call from a cancelled task."""
+        """Give the turn back now; stop the worker and record the request in the background.
+
+        Safe to call from a task that is being cancelled (a client that went away)."""
         if self._closed:
             return
         self._closed = True
         if self._holding:
             self._admission.release()
+        run_in_background(self._finish(outcome))
+
+    async def _finish(self, outcome: str) -> None:
         if self._stream is not None:
-            run_in_background(self._stream.aclose())
+            end = await self._stream.finish()
+            self.end = self.end or end or {}
         usage = self.end.get("usage", {})
         timings = self.end.get("timings", {})
         self._stats.record(

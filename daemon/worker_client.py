@@ -35,11 +35,13 @@ class WorkerClient:
             raise OSError(str(exc)) from exc
         return response.json()  # type: ignore[no-any-return]
 
-    async def cancel(self, request_id: str) -> None:
+    async def cancel(self, request_id: str) -> dict[str, Any] | None:
+        """Stop a generation; returns its end event (tokens actually generated) if known."""
         try:
-            await self._http.post(f"/cancel/{request_id}", timeout=2.0)
-        except httpx.HTTPError:
-            pass  # the worker is gone or busy dying: nothing left to cancel
+            response = await self._http.post(f"/cancel/{request_id}", timeout=15.0)
+            return response.json().get("end")  # type: ignore[no-any-return]
+        except (httpx.HTTPError, ValueError):
+            return None  # the worker is gone or dying: nothing left to cancel
 
     async def open_generation(
         self, request_id: str, kind: str, params: dict[str, Any]
@@ -79,10 +81,12 @@ class WorkerStream:
                 self.finished = True
             yield event
 
-    async def aclose(self) -> None:
-        if not self.finished:
-            await self._client.cancel(self.request_id)
-        await self._response.aclose()
+    async def finish(self) -> dict[str, Any] | None:
+        """Stop decoding if still running; return the worker's end event, if it has one."""
+        try:
+            return None if self.finished else await self._client.cancel(self.request_id)
+        finally:
+            await self._response.aclose()
 
 
 async def _events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import ctypes
 import json
 import os
@@ -55,39 +56,60 @@ def _error_event(exc: BaseException) -> dict[str, Any]:
     }
 
 
+class _Generation:
+    """Book-keeping for one generation: its stop flag, and its end event once done."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.done = asyncio.Event()
+        self.end: dict[str, Any] | None = None
+
+
 def build_app(engine: Engine) -> Starlette:
     generation_lock = threading.Lock()
-    stop_flags: dict[str, threading.Event] = {}
+    # Recent generations by request id, finished ones included, so a cancel arriving after
+    # the stream closed still finds the final token count.
+    generations: collections.OrderedDict[str, _Generation] = collections.OrderedDict()
 
     async def info(request: Request) -> JSONResponse:
         return JSONResponse({**engine.info(), "pid": os.getpid()})
 
     async def cancel(request: Request) -> JSONResponse:
-        flag = stop_flags.get(request.path_params["request_id"])
-        if flag is not None:
-            flag.set()
-        return JSONResponse({"cancelled": flag is not None})
+        """Stop a generation and answer with its end event once decoding has stopped."""
+        gen = generations.get(request.path_params["request_id"])
+        if gen is None:
+            return JSONResponse({"cancelled": False, "end": None})
+        gen.stop.set()
+        try:
+            await asyncio.wait_for(gen.done.wait(), 10.0)
+        except TimeoutError:
+            pass
+        return JSONResponse({"cancelled": True, "end": gen.end})
 
     async def generate(request: Request) -> StreamingResponse:
         body = await request.json()
-        request_id: str = body["id"]
-        stop = threading.Event()
-        stop_flags[request_id] = stop
+        gen = _Generation()
+        generations[body["id"]] = gen
+        while len(generations) > 64:
+            generations.popitem(last=False)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
         def run() -> None:
             with generation_lock:
                 try:
-                    if not stop.is_set():
-                        for event in engine.generate(body["kind"], body["params"], stop.is_set):
+                    if not gen.stop.is_set():
+                        for event in engine.generate(body["kind"], body["params"], gen.stop.is_set):
+                            if event["type"] == "end":
+                                gen.end = event
                             loop.call_soon_threadsafe(queue.put_nowait, event)
                 except BaseException as exc:  # reported to the daemon, never swallowed
                     loop.call_soon_threadsafe(queue.put_nowait, _error_event(exc))
                 finally:
                     loop.call_soon_threadsafe(queue.put_nowait, None)
+                    loop.call_soon_threadsafe(gen.done.set)
 
-        threading.Thread(target=run, name=f"gen-{request_id}", daemon=True).start()
+        threading.Thread(target=run, name=f"gen-{body['id']}", daemon=True).start()
 
         async def events() -> AsyncIterator[bytes]:
             try:
@@ -95,8 +117,7 @@ def build_app(engine: Engine) -> Starlette:
                     yield json.dumps(event).encode() + b"\n"
             finally:
                 # Also reached when the daemon drops the connection: stop decoding.
-                stop.set()
-                stop_flags.pop(request_id, None)
+                gen.stop.set()
 
         return StreamingResponse(events(), media_type="application/x-ndjson")
 
