@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import errno
 import logging
+import signal
 import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import uvicorn
@@ -64,6 +65,23 @@ def check_port_free(host: str, port: int) -> None:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
+class _Server(uvicorn.Server):
+    """SIGTERM/SIGINT only set a flag the serve loop acts on (drain, then stop the worker);
+    a second SIGINT forces. Unlike uvicorn's default, the signal is not re-raised at exit,
+    so a clean drain exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
 def build_state(settings: Settings, runtime_dir: Path) -> DaemonState:
     model_path = check_model_file(settings.model)
     model_id = validate_model_id(settings.model_id) if settings.model_id else model_id_for(model_path)
@@ -98,7 +116,7 @@ async def serve(settings: Settings) -> int:
             access_log=settings.log_level == "debug",
             timeout_graceful_shutdown=30,
         )
-        server = uvicorn.Server(config)
+        server = _Server(config)
         exit_code = 0
 
         @contextlib.asynccontextmanager

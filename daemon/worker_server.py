@@ -3,14 +3,13 @@
 Protocol (daemon ↔ worker only, never exposed):
   GET  /info                 → model facts (n_ctx, fim, ...)
   POST /generate             → NDJSON events: {"type": "chunk"|"end"|"error", ...}
-  POST /cancel/{request_id}  → sets that generation's stop flag
+  POST /cancel/{request_id}  → stops that generation; answers its end event once stopped
   POST /embed                → {"data": [[...]], "prompt_tokens": n}
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import ctypes
 import json
@@ -20,14 +19,10 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
-from starlette.routing import Route
+from http.server import BaseHTTPRequestHandler
+from socketserver import ThreadingUnixStreamServer
 
 from daemon.engine import Engine
 from daemon.errors import AssistantError
@@ -61,83 +56,125 @@ class _Generation:
 
     def __init__(self) -> None:
         self.stop = threading.Event()
-        self.done = asyncio.Event()
+        self.done = threading.Event()
         self.end: dict[str, Any] | None = None
 
 
-def build_app(engine: Engine) -> Starlette:
-    generation_lock = threading.Lock()
-    # Recent generations by request id, finished ones included, so a cancel arriving after
-    # the stream closed still finds the final token count.
-    generations: collections.OrderedDict[str, _Generation] = collections.OrderedDict()
+class WorkerState:
+    """Shared by the handler threads: the engine, one-at-a-time decoding, recent generations."""
 
-    async def info(request: Request) -> JSONResponse:
-        return JSONResponse({**engine.info(), "pid": os.getpid()})
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.generation_lock = threading.Lock()
+        self._lock = threading.Lock()
+        # Finished generations are kept too, so a cancel that arrives after the stream
+        # closed still answers with the final token count.
+        self._generations: collections.OrderedDict[str, _Generation] = collections.OrderedDict()
 
-    async def cancel(request: Request) -> JSONResponse:
-        """Stop a generation and answer with its end event once decoding has stopped."""
-        gen = generations.get(request.path_params["request_id"])
-        if gen is None:
-            return JSONResponse({"cancelled": False, "end": None})
-        gen.stop.set()
-        try:
-            await asyncio.wait_for(gen.done.wait(), 10.0)
-        except TimeoutError:
-            pass
-        return JSONResponse({"cancelled": True, "end": gen.end})
-
-    async def generate(request: Request) -> StreamingResponse:
-        body = await request.json()
+    def register(self, request_id: str) -> _Generation:
         gen = _Generation()
-        generations[body["id"]] = gen
-        while len(generations) > 64:
-            generations.popitem(last=False)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        with self._lock:
+            self._generations[request_id] = gen
+            while len(self._generations) > 64:
+                self._generations.popitem(last=False)
+        return gen
 
-        def run() -> None:
-            with generation_lock:
+    def find(self, request_id: str) -> _Generation | None:
+        with self._lock:
+            return self._generations.get(request_id)
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Each request on its own thread; a generation writes its events straight to the socket
+    from the thread that decodes, so no token waits for another thread to be scheduled."""
+
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # the daemon logs requests; the worker's stderr is kept for errors
+
+    def _json_body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length", "0"))
+        return json.loads(self.rfile.read(length)) if length else {}  # type: ignore[no-any-return]
+
+    def _reply(self, payload: dict[str, Any], status: int = 200) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path == "/info":
+            self._reply({**self.server.state.engine.info(), "pid": os.getpid()})
+        else:
+            self._reply({"message": "not found"}, 404)
+
+    def do_POST(self) -> None:
+        state = self.server.state
+        if self.path == "/generate":
+            self._generate(state, self._json_body())
+        elif self.path.startswith("/cancel/"):
+            gen = state.find(self.path.removeprefix("/cancel/"))
+            if gen is not None:
+                gen.stop.set()
+                gen.done.wait(10.0)
+            self._reply({"cancelled": gen is not None, "end": gen.end if gen else None})
+        elif self.path == "/embed":
+            try:
+                vectors, count = state.engine.embed(self._json_body()["input"])
+            except Exception as exc:
+                event = _error_event(exc)
+                self._reply(event, int(event["status"]))
+            else:
+                self._reply({"data": vectors, "prompt_tokens": count})
+        else:
+            self._reply({"message": "not found"}, 404)
+
+    def _generate(self, state: WorkerState, body: dict[str, Any]) -> None:
+        gen = state.register(body["id"])
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Connection", "close")  # the body ends when the stream closes
+        self.end_headers()
+        self.close_connection = True
+        try:
+            with state.generation_lock:
+                events = state.engine.generate(body["kind"], body["params"], gen.stop.is_set)
                 try:
                     if not gen.stop.is_set():
-                        for event in engine.generate(body["kind"], body["params"], gen.stop.is_set):
+                        for event in events:
                             if event["type"] == "end":
                                 gen.end = event
-                            loop.call_soon_threadsafe(queue.put_nowait, event)
+                            self._send_event(event)
+                except OSError:
+                    gen.stop.set()  # the daemon hung up: stop decoding
                 except BaseException as exc:  # reported to the daemon, never swallowed
-                    loop.call_soon_threadsafe(queue.put_nowait, _error_event(exc))
+                    self._send_event(_error_event(exc))
                 finally:
-                    loop.call_soon_threadsafe(queue.put_nowait, None)
-                    loop.call_soon_threadsafe(gen.done.set)
+                    events.close()  # finish llama.cpp's generator before the next one starts
+        except OSError:
+            pass
+        finally:
+            gen.done.set()
 
-        threading.Thread(target=run, name=f"gen-{body['id']}", daemon=True).start()
+    def _send_event(self, event: dict[str, Any]) -> None:
+        self.wfile.write(json.dumps(event).encode() + b"\n")
+        self.wfile.flush()
 
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                while (event := await queue.get()) is not None:
-                    yield json.dumps(event).encode() + b"\n"
-            finally:
-                # Also reached when the daemon drops the connection: stop decoding.
-                gen.stop.set()
 
-        return StreamingResponse(events(), media_type="application/x-ndjson")
+class _Server(ThreadingUnixStreamServer):
+    daemon_threads = True
 
-    async def embed(request: Request) -> JSONResponse:
-        body = await request.json()
-        try:
-            vectors, count = await asyncio.to_thread(engine.embed, body["input"])
-        except Exception as exc:
-            event = _error_event(exc)
-            return JSONResponse(event, status_code=int(event["status"]))
-        return JSONResponse({"data": vectors, "prompt_tokens": count})
+    def __init__(self, path: str, state: WorkerState) -> None:
+        self.state = state
+        super().__init__(path, Handler)
 
-    return Starlette(
-        routes=[
-            Route("/info", info),
-            Route("/generate", generate, methods=["POST"]),
-            Route("/cancel/{request_id}", cancel, methods=["POST"]),
-            Route("/embed", embed, methods=["POST"]),
-        ]
-    )
+    def get_request(self) -> tuple[Any, Any]:
+        conn, _ = super().get_request()
+        return conn, ("worker", 0)  # BaseHTTPRequestHandler wants a (host, port) address
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -179,10 +216,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         print(f"could not load {args.model}: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_LOAD_FAILED)
-    config = uvicorn.Config(
-        build_app(engine), uds=args.socket, log_level="warning", access_log=False, lifespan="off"
-    )
-    uvicorn.Server(config).run()
+    server = _Server(args.socket, WorkerState(engine))
+    os.chmod(args.socket, 0o600)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    server.serve_forever(poll_interval=1.0)
 
 
 if __name__ == "__main__":

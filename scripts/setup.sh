@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv and install assistantd with its test extras. Idempotent; pip caches the
+# llama-cpp-python wheel it builds (about 6 minutes on 2 cores the first time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[test]"

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite against the real test models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+.venv/bin/python scripts/fetch_models.py >/dev/null
+exec .venv/bin/python -m pytest "$@"
