@@ -14,6 +14,7 @@ plus how long GET /v1/models takes while a long generation runs.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -46,12 +47,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _measure(stream: Callable[[], object]) -> Sample:
+def _prompts() -> Iterator[str]:
+    """The same prompt behind a different first line each run, so every run evaluates its
+    prompt (as an editor's ever-changing context does) instead of hitting the prompt cache."""
+    for n in itertools.count():
+        yield f"# run {n}\n{PROMPT}"
+
+
+def _measure(stream: Callable[[str], Iterator[str]], prompt: str) -> Sample:
     """Time a stream of text pieces: first piece, then the decode rate after it."""
     start = time.perf_counter()
     first = last = None
     count = 0
-    for piece in stream():  # type: ignore[attr-defined]
+    for piece in stream(prompt):
         if not piece:
             continue
         now = time.perf_counter()
@@ -67,20 +75,21 @@ def in_process(model: Path) -> Callable[[], Sample]:
 
     llm = Llama(str(model), n_ctx=N_CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
 
-    def pieces():  # type: ignore[no-untyped-def]
+    def pieces(prompt: str) -> Iterator[str]:
         for chunk in llm.create_completion(
-            PROMPT, max_tokens=MAX_TOKENS, temperature=0, stream=True
+            prompt, max_tokens=MAX_TOKENS, temperature=0, stream=True
         ):
             yield chunk["choices"][0]["text"]
 
-    return lambda: _measure(pieces)
+    prompts = _prompts()
+    return lambda: _measure(pieces, next(prompts))
 
 
 def over_http(base_url: str) -> Callable[[], Sample]:
     http = httpx.Client(timeout=300)
 
-    def pieces():  # type: ignore[no-untyped-def]
-        body = {"prompt": PROMPT, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True}
+    def pieces(prompt: str) -> Iterator[str]:
+        body = {"prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True}
         with http.stream("POST", base_url + "/v1/completions", json=body) as response:
             response.raise_for_status()
             for line in response.iter_lines():
@@ -88,7 +97,8 @@ def over_http(base_url: str) -> Callable[[], Sample]:
                     choices = json.loads(line[6:])["choices"]
                     yield choices[0]["text"] if choices else ""
 
-    return lambda: _measure(pieces)
+    prompts = _prompts()
+    return lambda: _measure(pieces, next(prompts))
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180) -> None:
@@ -168,7 +178,7 @@ def main() -> None:
     args = parser.parse_args()
     paths = fetch_models.fetch_all(args.models)
 
-    print(f"prompt {PROMPT!r}, max_tokens {MAX_TOKENS}, {THREADS} threads, n_ctx {N_CTX}, "
+    print(f"prompt '# run N' + {PROMPT!r}, max_tokens {MAX_TOKENS}, {THREADS} threads, n_ctx {N_CTX}, "
           f"median of {args.runs} runs after a warm-up\n")
     print("| model | mode | TTFT ms | decode tok/s | tokens | tok/s vs in-process | "
           "TTFT − in-process ms | /v1/models during generation ms |")
