@@ -18,6 +18,7 @@ import uvicorn
 from daemon.admission import Admission
 from daemon.api import DaemonState, create_app
 from daemon.errors import AssistantError, ConfigError, ModelFileError
+from daemon.gguf_header import read_local
 from daemon.naming import model_id_for, validate_model_id
 from daemon.settings import Settings, load_settings
 from daemon.supervisor import Supervisor
@@ -28,9 +29,6 @@ log = logging.getLogger("assistantd")
 # Exit codes: a service manager should not restart-loop on a startup failure.
 EXIT_STARTUP_FAILED = 2
 
-GGUF_MAGIC = b"GGUF"
-
-
 def check_model_file(path: Path | None) -> Path:
     if path is None:
         raise ConfigError(
@@ -40,13 +38,7 @@ def check_model_file(path: Path | None) -> Path:
     path = path.expanduser()
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist: check the path given to --model")
-    try:
-        with path.open("rb") as handle:
-            magic = handle.read(4)
-    except OSError as exc:
-        raise ModelFileError(f"cannot read model file {path}: {exc.strerror}") from None
-    if magic != GGUF_MAGIC:
-        raise ModelFileError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
+    read_local(path)  # sanity-checks the header before llama.cpp ever opens the file
     return path.resolve()
 
 

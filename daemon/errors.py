@@ -116,3 +116,9 @@ class ReportedError(AssistantError):
         self.type = str(event.get("error_type", "server_error"))
         self.code = event.get("code")  # type: ignore[assignment]
         self.param = event.get("param")  # type: ignore[assignment]
+
+
+class GGUFError(ModelFileError):
+    """A GGUF header that is malformed, truncated or crafted; never handed to llama.cpp."""
+
+    code = "invalid_gguf"

@@ -44,16 +44,31 @@ def test_file_that_is_not_gguf(tmp_path: Path) -> None:
     assert "not a GGUF file" in result.stderr
 
 
-def test_truncated_gguf_fails_to_load_with_the_workers_reason(
-    tmp_path: Path, models: dict[str, Path]
-) -> None:
+def test_a_sound_gguf_llama_cpp_cannot_load_reports_the_workers_reason(tmp_path: Path) -> None:
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "unknown-arch.gguf"
+    writer = gguf.GGUFWriter(str(path), "no-such-architecture")
+    writer.add_block_count(1)
+    writer.add_tensor("weight", np.ones((4, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    result = run_daemon("--model", str(path), "--port", str(free_port()))
+    assert result.returncode == EXIT_STARTUP_FAILED
+    assert "while loading" in result.stderr
+    assert "could not load" in result.stderr
+
+
+def test_truncated_gguf_is_refused_before_loading(tmp_path: Path, models: dict[str, Path]) -> None:
     broken = tmp_path / "truncated.gguf"
     with models["smollm2"].open("rb") as src:
         broken.write_bytes(src.read(1 << 20))
     result = run_daemon("--model", str(broken), "--port", str(free_port()))
     assert result.returncode == EXIT_STARTUP_FAILED
-    assert "while loading" in result.stderr
-    assert "could not load" in result.stderr
+    assert "runs past the end of the file" in result.stderr
 
 
 def test_port_in_use_is_explained(models: dict[str, Path]) -> None:
