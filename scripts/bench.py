@@ -171,14 +171,65 @@ def run(runner: Callable[[], Sample], runs: int) -> tuple[float, float, int]:
     )
 
 
+def _peak_rss(pid: int) -> int:
+    """The worker's high-water mark of resident memory (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc (Linux only)")
+
+
+def memory_table(paths: dict[str, Path]) -> None:
+    """Predicted peak memory vs the worker's measured peak RSS, with a prompt that fills the
+    context (the worst case a planner must budget for)."""
+    from daemon.architecture import from_header
+    from daemon.estimate import footprint
+    from daemon.gguf_header import read_local
+
+    print("\n| model | n_ctx | predicted MiB | measured peak RSS MiB | error |")
+    print("|---|---:|---:|---:|---:|")
+    for name, path in paths.items():
+        arch = from_header(read_local(path))
+        for n_ctx in (2048, 8192):
+            predicted = footprint(arch, path.stat().st_size, n_ctx).total_bytes
+            port = _free_port()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "daemon", "--model", str(path), "--port", str(port),
+                 "--n-ctx", str(n_ctx), "--threads", str(THREADS), "--log-level", "warning"],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            url = f"http://127.0.0.1:{port}"
+            try:
+                _wait_ready(url, proc)
+                with httpx.Client(base_url=url, timeout=600) as http:
+                    probe = http.post("/v1/completions", json={"prompt": "x = 1\n" * 100,
+                                                               "max_tokens": 1}).json()
+                    per_rep = probe["usage"]["prompt_tokens"] / 100
+                    reps = int((n_ctx - 64) / per_rep)
+                    http.post("/v1/completions", json={"prompt": "x = 1\n" * reps,
+                                                       "max_tokens": 8}).raise_for_status()
+                    pid = http.get("/status").json()["worker"]["pid"]
+                measured = _peak_rss(pid)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
+            print(f"| {name} | {n_ctx} | {predicted / 2**20:.0f} | {measured / 2**20:.0f} | "
+                  f"{(predicted - measured) / measured:+.1%} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--models", nargs="*", default=list(fetch_models.MODELS))
+    parser.add_argument("--only", choices=["speed", "memory"], help="run one table")
     args = parser.parse_args()
     paths = fetch_models.fetch_all(args.models)
+    if args.only != "speed":
+        memory_table(paths)
+    if args.only == "memory":
+        return
 
-    print(f"prompt '# run N' + {PROMPT!r}, max_tokens {MAX_TOKENS}, {THREADS} threads, n_ctx {N_CTX}, "
+    print(f"\nprompt '# run N' + {PROMPT!r}, max_tokens {MAX_TOKENS}, {THREADS} threads, n_ctx {N_CTX}, "
           f"median of {args.runs} runs after a warm-up\n")
     print("| model | mode | TTFT ms | decode tok/s | tokens | tok/s vs in-process | "
           "TTFT − in-process ms | /v1/models during generation ms |")
