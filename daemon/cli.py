@@ -6,11 +6,16 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from daemon.settings import DEFAULT_PORT
+from daemon.catalog import load_catalog
+from daemon.errors import AssistantError
+from daemon.hardware import Machine, probe
+from daemon.planner import Plan, compute_budget, gib, plan
+from daemon.settings import DEFAULT_PORT, load_settings
 
 EXIT_NOT_RUNNING = 3
 
@@ -66,6 +71,67 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan_for(machine_file: Path | None) -> Plan:
+    settings = load_settings([])
+    machine = Machine.load(machine_file) if machine_file else probe()
+    budget = compute_budget(
+        machine,
+        ram_reserve=settings.ram_reserve,
+        vram_reserve=settings.vram_reserve,
+        ram_override=settings.ram_budget,
+        vram_override=settings.vram_budget,
+    )
+    return plan(
+        load_catalog(settings.catalog), machine, budget,
+        n_ctx=settings.n_ctx, prefer=settings.prefer, min_tok_s=settings.min_tok_s,
+    )
+
+
+def _plan_table(result: Plan) -> str:
+    budget = result.budget
+    lines = [
+        f"budget: {gib(budget.ram_bytes)} RAM, {gib(budget.vram_bytes)} VRAM"
+        + (" (unified memory)" if budget.unified else "") + f", context {result.n_ctx} tokens",
+        *[f"note: {note}" for note in budget.notes],
+        "",
+        f"{'':2}{'model':32} {'quant':7} {'file':>9} {'RAM':>9} {'VRAM':>9} {'place':8} "
+        f"{'tok/s':>6} {'quality':>7}  fits / reason",
+    ]
+    for index, c in enumerate(result.candidates):
+        mark = "▶ " if index == 0 and c.fits else "  "
+        size = ("~" if c.file_bytes_estimated else "") + gib(c.file_bytes).replace(" GiB", "G")
+        place = c.placement + (f"({c.n_gpu_layers})" if c.placement == "partial" else "")
+        lines.append(
+            f"{mark}{c.model:32} {c.quant:7} {size:>9} {gib(c.ram_bytes).replace(' GiB', 'G'):>9} "
+            f"{gib(c.vram_bytes).replace(' GiB', 'G'):>9} {place:8} {c.predicted_tok_s:>6.1f} "
+            f"{c.quality:>7.1f}  {'yes' if c.fits else 'no: ' + c.reason}"
+        )
+    lines.append("\n~ file size estimated from parameters × bits per weight (hub not consulted)")
+    return "\n".join(lines)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    result = _plan_for(args.machine)
+    print(json.dumps(result.to_json(), indent=2) if args.json else _plan_table(result))
+    return 0 if result.chosen else 1
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    machine = probe()
+    if args.json:
+        print(json.dumps(machine.to_json(), indent=2))
+    else:
+        print(f"RAM {gib(machine.ram_bytes)} ({gib(machine.available_bytes)} available), "
+              f"{machine.cpu_cores} cores, {machine.cpu_model} [{' '.join(machine.cpu_flags)}], "
+              f"~{machine.memory_bandwidth_gbs} GB/s")
+        for gpu in machine.gpus:
+            print(f"GPU {gpu.vendor} {gpu.name}: {gib(gpu.vram_bytes)} ({gib(gpu.free_bytes)} free)")
+        print(f"GPU offload in this llama-cpp-python build: {'yes' if machine.gpu_offload else 'no'}")
+        if machine.offload_note():
+            print(f"note: {machine.offload_note()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assistantctl", description="Control assistantd.")
     parser.add_argument(
@@ -75,12 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="what the daemon is doing")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+    plan_cmd = commands.add_parser("plan", help="which model and quant fit this (or a described) machine")
+    plan_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    plan_cmd.add_argument("--machine", type=Path, help="JSON file describing another machine")
+    plan_cmd.set_defaults(func=cmd_plan)
+    probe_cmd = commands.add_parser("probe", help="what this machine has")
+    probe_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    probe_cmd.set_defaults(func=cmd_probe)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    sys.exit(args.func(args))
+    try:
+        code = args.func(args)
+    except AssistantError as exc:
+        print(f"assistantctl: {exc.message}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
 
 
 if __name__ == "__main__":

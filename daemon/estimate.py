@@ -28,11 +28,15 @@ KV_BYTES_PER_ELEMENT = 2  # f16 cache
 
 
 def file_bytes_estimate(arch: ModelArch, quant: str) -> int:
+    """Bits per weight for the body; the token-embedding matrix at Q8_0 at least, as llama.cpp
+    quantizes it (it doubles as the output layer when tied, and dominates small models)."""
     try:
         bits = BITS_PER_WEIGHT[quant.upper()]
     except KeyError:
         raise ValueError(f"unknown quant type {quant!r}") from None
-    return int(arch.n_params * bits / 8)
+    embedding = min(arch.n_vocab * arch.n_embd, arch.n_params)
+    body = arch.n_params - embedding
+    return int((body * bits + embedding * max(bits, BITS_PER_WEIGHT["Q8_0"])) / 8)
 
 
 def kv_cache_bytes(arch: ModelArch, n_ctx: int, swa_full: bool = True) -> int:

@@ -45,6 +45,7 @@ class Machine:
     gpu_offload: bool = False
     unified_memory: bool = False
     gpus: list[GPU] = field(default_factory=list)
+    memory_bandwidth_gbs: float | None = None
 
     @property
     def available_bytes(self) -> int:
@@ -164,6 +165,22 @@ def can_offload() -> bool:
         return False
 
 
+def measure_bandwidth(size_bytes: int = 128 * 1024 * 1024, repeats: int = 3) -> float:
+    """Copy throughput of RAM (GB/s, read + write), best of a few copies."""
+    import time
+
+    import numpy as np
+
+    src = np.ones(size_bytes // 8)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return round(2 * size_bytes / best / 1e9, 1)
+
+
 def probe(
     nvml: ModuleType | None = None,
     sysfs: Path = Path("/sys"),
@@ -184,4 +201,5 @@ def probe(
         gpu_offload=can_offload() if offload is None else offload,
         unified_memory=apple,
         gpus=gpus,
+        memory_bandwidth_gbs=measure_bandwidth(),
     )

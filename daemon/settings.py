@@ -7,16 +7,17 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psutil
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ByteSize, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
+from daemon.catalog import DEFAULT_CATALOG
 from daemon.errors import ConfigError
 
 # Neither Ollama (11434), LM Studio (1234) nor llama-server (8080).
@@ -76,6 +77,25 @@ class Settings(BaseSettings):
     )
     restart_window_s: float = Field(300.0, gt=0, description="Window for counting crashes.")
     log_level: str = Field("info", description="Log level: debug, info, warning or error.")
+    catalog: Path = Field(DEFAULT_CATALOG, description="Model catalog (TOML) the planner chooses from.")
+    prefer: Literal["speed", "balanced", "quality"] = Field(
+        "balanced", description="What the planner favours: speed, balanced or quality."
+    )
+    min_tok_s: float = Field(
+        8.0, ge=0, description="Slowest predicted decode speed (tok/s) the planner accepts."
+    )
+    ram_reserve: ByteSize = Field(
+        ByteSize(2 * 1024**3), description="RAM left for the rest of the machine, e.g. 2GiB."
+    )
+    vram_reserve: ByteSize = Field(
+        ByteSize(512 * 1024**2), description="VRAM left free on each GPU, e.g. 512MiB."
+    )
+    ram_budget: ByteSize | None = Field(
+        None, description="Use exactly this much RAM for the model (overrides the measurement)."
+    )
+    vram_budget: ByteSize | None = Field(
+        None, description="Use exactly this much VRAM for the model (overrides the measurement)."
+    )
     config: Path | None = Field(None, description="TOML file with any of these settings.")
 
     @field_validator("log_level")
