@@ -122,3 +122,18 @@ class GGUFError(ModelFileError):
     """A GGUF header that is malformed, truncated or crafted; never handed to llama.cpp."""
 
     code = "invalid_gguf"
+
+
+class HubUnavailable(AssistantError):
+    """The hub (or HF_ENDPOINT) cannot be reached or refused; cached files may still serve."""
+
+    status = 503
+    code = "hub_unavailable"
+
+
+class DiskFull(AssistantError):
+    code = "disk_full"
+
+
+class ChecksumMismatch(AssistantError):
+    code = "checksum_mismatch"

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import fetch_models  # noqa: E402
+from hubserver import HubServer  # noqa: E402,F401
 
 # Special tokens of SmolLM2's vocabulary that the FIM test model declares as its FIM tokens.
 FIM_PRE, FIM_SUF, FIM_MID = "<issue_start>", "<issue_comment>", "<issue_closed>"
@@ -153,3 +154,35 @@ def smol_fim(fim_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     daemon.wait_healthy()
     yield daemon
     daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def quant_ladder(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real further quants of SmolLM2 made with llama.cpp's own quantizer."""
+    import llama_cpp
+
+    out_dir = tmp_path_factory.mktemp("ladder")
+    ftypes = {"Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
+              "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
+              "Q2_K": llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K}
+    ladder = {}
+    for quant, ftype in ftypes.items():
+        target = out_dir / f"smollm2-135m-instruct-{quant.lower()}.gguf"
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = ftype
+        params.allow_requantize = True
+        params.nthread = 2
+        rc = llama_cpp.llama_model_quantize(
+            str(models["smollm2"]).encode(), str(target).encode(), params)
+        assert rc == 0, f"quantizing to {quant} failed"
+        ladder[quant] = target
+    return ladder
+
+
+@pytest.fixture
+def hub() -> Iterator["HubServer"]:
+    from hubserver import HubServer
+
+    server = HubServer()
+    yield server
+    server.close()
