@@ -17,10 +17,11 @@ import uvicorn
 
 from daemon.admission import Admission
 from daemon.api import DaemonState, create_app
-from daemon.errors import AssistantError, ConfigError, ModelFileError
+from daemon.errors import AssistantError, ConfigError, ModelFileError, WorkerStartFailed
 from daemon.gguf_header import read_local
 from daemon.naming import model_id_for, validate_model_id
 from daemon.settings import Settings, load_settings
+from daemon.provision import provision
 from daemon.supervisor import Supervisor
 from daemon.worker import WorkerSpec
 
@@ -29,12 +30,7 @@ log = logging.getLogger("assistantd")
 # Exit codes: a service manager should not restart-loop on a startup failure.
 EXIT_STARTUP_FAILED = 2
 
-def check_model_file(path: Path | None) -> Path:
-    if path is None:
-        raise ConfigError(
-            "no model to serve: pass --model PATH/TO/MODEL.gguf or set ASSISTANT_MODEL "
-            "(scripts/fetch_models.py fetches a small one)"
-        )
+def check_model_file(path: Path) -> Path:
     path = path.expanduser()
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist: check the path given to --model")
@@ -74,31 +70,40 @@ class _Server(uvicorn.Server):
                 loop.remove_signal_handler(sig)
 
 
-def build_state(settings: Settings, runtime_dir: Path) -> DaemonState:
-    model_path = check_model_file(settings.model)
-    model_id = validate_model_id(settings.model_id) if settings.model_id else model_id_for(model_path)
+def attach_model(
+    state: DaemonState, path: Path, model_id: str, n_ctx: int, n_gpu_layers: int, runtime: Path
+) -> None:
+    """Give the daemon its model: a supervisor that will run a worker for it."""
+    settings = state.settings
     spec = WorkerSpec(
-        model_path=model_path,
+        model_path=path,
         model_id=model_id,
-        n_ctx=settings.n_ctx,
+        n_ctx=n_ctx,
         threads=settings.threads,
-        n_gpu_layers=settings.n_gpu_layers,
-        socket_path=runtime_dir / "worker.sock",
+        n_gpu_layers=n_gpu_layers,
+        socket_path=runtime / "worker.sock",
     )
-    supervisor = Supervisor(
+    state.supervisor = Supervisor(
         spec,
         start_timeout_s=settings.worker_start_timeout_s,
         backoff_s=settings.restart_backoff_s,
         max_restarts=settings.max_restarts,
         restart_window_s=settings.restart_window_s,
     )
-    admission = Admission(settings.queue_size, settings.queue_timeout_s)
-    return DaemonState(settings=settings, supervisor=supervisor, admission=admission, model_id=model_id)
+    state.model_id = model_id
 
 
 async def serve(settings: Settings) -> int:
-    with tempfile.TemporaryDirectory(prefix="assistantd-") as runtime:
-        state = build_state(settings, Path(runtime))
+    with tempfile.TemporaryDirectory(prefix="assistantd-") as tmp:
+        runtime = Path(tmp)
+        state = DaemonState(
+            settings=settings, admission=Admission(settings.queue_size, settings.queue_timeout_s)
+        )
+        if settings.model is not None:
+            path = check_model_file(settings.model)
+            model_id = validate_model_id(settings.model_id) if settings.model_id \
+                else model_id_for(path)
+            attach_model(state, path, model_id, settings.n_ctx, settings.n_gpu_layers, runtime)
         app = create_app(state)
         config = uvicorn.Config(
             app,
@@ -111,24 +116,37 @@ async def serve(settings: Settings) -> int:
         server = _Server(config)
         exit_code = 0
 
-        @contextlib.asynccontextmanager
-        async def lifespan(_app: object) -> AsyncIterator[None]:
-            state.supervisor.start()
-            watch = asyncio.create_task(first_load())
-            yield
-            watch.cancel()
-            await state.supervisor.stop()
-
-        async def first_load() -> None:
+        async def start_serving() -> None:
+            """Provision a model if none was given, then run it; a first failure is fatal."""
             nonlocal exit_code
-            if await state.supervisor.wait_settled() == "failed":
-                log.error("assistantd cannot serve: %s", state.supervisor.last_error)
+            try:
+                if state.supervisor is None:
+                    chosen = await asyncio.to_thread(provision, settings, state.provision)
+                    log.info("chose %s: %s", chosen.model_id, chosen.why)
+                    check_model_file(chosen.path)
+                    model_id = validate_model_id(settings.model_id) if settings.model_id \
+                        else chosen.model_id
+                    attach_model(state, chosen.path, model_id, chosen.n_ctx,
+                                 chosen.n_gpu_layers, runtime)
+                assert state.supervisor is not None
+                state.supervisor.start()
+                if await state.supervisor.wait_settled() == "failed":
+                    raise WorkerStartFailed(state.supervisor.last_error or "the worker failed")
+                log.info("serving %s at %s/v1", state.model_id, settings.base_url)
+            except AssistantError as exc:
+                log.error("assistantd cannot serve: %s", exc.message)
+                state.provision.set("error")
+                state.provision.notes.append(exc.message)
                 exit_code = EXIT_STARTUP_FAILED
                 server.should_exit = True
-            else:
-                log.info(
-                    "serving %s at %s/v1", state.model_id, settings.base_url
-                )
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_app: object) -> AsyncIterator[None]:
+            task = asyncio.create_task(start_serving())
+            yield
+            task.cancel()
+            if state.supervisor is not None:
+                await state.supervisor.stop()
 
         app.router.lifespan_context = lifespan
         await server.serve()
@@ -142,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
             level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        check_model_file(settings.model)
+        if settings.model is not None:
+            check_model_file(settings.model)
         check_port_free(settings.host, settings.port)
     except AssistantError as exc:
         print(f"assistantd: {exc.message}", file=sys.stderr)

@@ -30,7 +30,9 @@ from daemon.errors import (
     ModelNotFound,
     PayloadTooLarge,
     Unavailable,
+    WorkerUnavailable,
 )
+from daemon.provision import ProvisionStatus
 from daemon.proxy import Generation
 from daemon.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, InfillRequest
 from daemon.settings import Settings
@@ -45,20 +47,39 @@ Shape = Callable[[list[dict[str, Any]], dict[str, Any], str], dict[str, Any]]
 
 @dataclass
 class DaemonState:
-    """What the front door needs from the rest of the daemon."""
+    """What the front door needs from the rest of the daemon. Until a model is chosen and
+    fetched (no --model), there is no supervisor and `provision` says what is happening."""
 
     settings: Settings
-    supervisor: Supervisor
     admission: Admission
-    model_id: str
+    provision: ProvisionStatus = field(default_factory=ProvisionStatus)
+    supervisor: Supervisor | None = None
+    model_id: str = ""
     stats: Stats = field(default_factory=Stats)
     created: int = field(default_factory=lambda: int(time.time()))
 
     @property
+    def state(self) -> str:
+        return self.supervisor.state if self.supervisor else self.provision.state
+
+    @property
     def n_ctx(self) -> int:
-        return int(self.supervisor.worker_info.get("n_ctx", self.settings.n_ctx))
+        if self.supervisor is None:
+            return self.settings.n_ctx
+        return int(self.supervisor.worker_info.get("n_ctx", self.supervisor.spec.n_ctx))
+
+    def require_supervisor(self) -> Supervisor:
+        if self.supervisor is None:
+            progress = self.provision.download
+            detail = (f" ({100 * progress.done_bytes / progress.total_bytes:.0f}%)"
+                      if progress and progress.total_bytes else "")
+            raise WorkerUnavailable(
+                f"no model is loaded yet: assistantd is {self.provision.state}{detail}; "
+                "`assistantctl status` shows progress", retry_after_s=10)
+        return self.supervisor
 
     def check_model(self, requested: str | None) -> None:
+        self.require_supervisor()
         if requested is not None and requested != self.model_id:
             raise ModelNotFound(requested, self.model_id)
 
@@ -140,7 +161,7 @@ def create_app(state: DaemonState) -> FastAPI:
     def generation(endpoint: str) -> Generation:
         return Generation(
             admission=state.admission,
-            supervisor=state.supervisor,
+            supervisor=state.require_supervisor(),
             stats=state.stats,
             endpoint=endpoint,
             wait_timeout_s=settings.queue_timeout_s,
@@ -223,7 +244,7 @@ def create_app(state: DaemonState) -> FastAPI:
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        current = state.supervisor.state
+        current = state.state
         if current == "serving":
             return JSONResponse({"status": "ok"})
         body = {
@@ -234,13 +255,25 @@ def create_app(state: DaemonState) -> FastAPI:
 
     @app.get("/status")
     async def status() -> dict[str, Any]:
+        common = {
+            "state": state.state,
+            "endpoint": f"{settings.base_url}/v1",
+            "pid": os.getpid(),
+            "provision": state.provision.to_json(),
+            "queue": {
+                "active": state.admission.active,
+                "waiting": state.admission.waiting,
+                "capacity": settings.queue_size,
+            },
+            **state.stats.snapshot(),
+        }
         sup = state.supervisor
+        if sup is None:
+            return {**common, "model": None, "worker": None}
         worker = sup.worker
         info = sup.worker_info
         return {
-            "state": sup.state,
-            "endpoint": f"{settings.base_url}/v1",
-            "pid": os.getpid(),
+            **common,
             "model": {
                 "id": state.model_id,
                 "path": str(sup.spec.model_path),
@@ -255,12 +288,6 @@ def create_app(state: DaemonState) -> FastAPI:
                 "restarts": sup.restarts,
                 "last_error": sup.last_error,
             },
-            "queue": {
-                "active": state.admission.active,
-                "waiting": state.admission.waiting,
-                "capacity": settings.queue_size,
-            },
-            **state.stats.snapshot(),
         }
 
     @app.post("/v1/chat/completions")
@@ -333,7 +360,7 @@ def create_app(state: DaemonState) -> FastAPI:
         await state.admission.acquire()
         outcome = "error"
         try:
-            client = await state.supervisor.client(settings.queue_timeout_s)
+            client = await state.require_supervisor().client(settings.queue_timeout_s)
             result = await client.embed(body.inputs)
             outcome = "ok"
         finally:

