@@ -20,8 +20,8 @@ from daemon.api import DaemonState, create_app
 from daemon.errors import AssistantError, ConfigError, ModelFileError, WorkerStartFailed
 from daemon.gguf_header import read_local
 from daemon.naming import model_id_for, validate_model_id
-from daemon.settings import Settings, load_settings
 from daemon.provision import provision
+from daemon.settings import Settings, load_settings
 from daemon.supervisor import Supervisor
 from daemon.worker import WorkerSpec
 
@@ -29,6 +29,7 @@ log = logging.getLogger("assistantd")
 
 # Exit codes: a service manager should not restart-loop on a startup failure.
 EXIT_STARTUP_FAILED = 2
+
 
 def check_model_file(path: Path) -> Path:
     path = path.expanduser()
@@ -101,8 +102,9 @@ async def serve(settings: Settings) -> int:
         )
         if settings.model is not None:
             path = check_model_file(settings.model)
-            model_id = validate_model_id(settings.model_id) if settings.model_id \
-                else model_id_for(path)
+            model_id = (
+                validate_model_id(settings.model_id) if settings.model_id else model_id_for(path)
+            )
             attach_model(state, path, model_id, settings.n_ctx, settings.n_gpu_layers, runtime)
         app = create_app(state)
         config = uvicorn.Config(
@@ -124,10 +126,14 @@ async def serve(settings: Settings) -> int:
                     chosen = await asyncio.to_thread(provision, settings, state.provision)
                     log.info("chose %s: %s", chosen.model_id, chosen.why)
                     check_model_file(chosen.path)
-                    model_id = validate_model_id(settings.model_id) if settings.model_id \
+                    model_id = (
+                        validate_model_id(settings.model_id)
+                        if settings.model_id
                         else chosen.model_id
-                    attach_model(state, chosen.path, model_id, chosen.n_ctx,
-                                 chosen.n_gpu_layers, runtime)
+                    )
+                    attach_model(
+                        state, chosen.path, model_id, chosen.n_ctx, chosen.n_gpu_layers, runtime
+                    )
                 assert state.supervisor is not None
                 state.supervisor.start()
                 if await state.supervisor.wait_settled() == "failed":
@@ -157,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = load_settings(argv)
         logging.basicConfig(
-            level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         logging.getLogger("httpx").setLevel(logging.WARNING)
         if settings.model is not None:

@@ -71,11 +71,16 @@ class DaemonState:
     def require_supervisor(self) -> Supervisor:
         if self.supervisor is None:
             progress = self.provision.download
-            detail = (f" ({100 * progress.done_bytes / progress.total_bytes:.0f}%)"
-                      if progress and progress.total_bytes else "")
+            detail = (
+                f" ({100 * progress.done_bytes / progress.total_bytes:.0f}%)"
+                if progress and progress.total_bytes
+                else ""
+            )
             raise WorkerUnavailable(
                 f"no model is loaded yet: assistantd is {self.provision.state}{detail}; "
-                "`assistantctl status` shows progress", retry_after_s=10)
+                "`assistantctl status` shows progress",
+                retry_after_s=10,
+            )
         return self.supervisor
 
     def check_model(self, requested: str | None) -> None:
@@ -322,8 +327,19 @@ def create_app(state: DaemonState) -> FastAPI:
         body = await read_body(request, InfillRequest, settings.max_body_bytes)
         state.check_model(body.model)
         params = body.model_dump(
-            include={"input_prefix", "input_suffix", "input_extra", "prompt", "temperature",
-                     "top_k", "top_p", "min_p", "stop", "seed", "t_max_predict_ms"},
+            include={
+                "input_prefix",
+                "input_suffix",
+                "input_extra",
+                "prompt",
+                "temperature",
+                "top_k",
+                "top_p",
+                "min_p",
+                "stop",
+                "seed",
+                "t_max_predict_ms",
+            },
             exclude_none=True,
         )
         params["max_tokens"] = state.check_limit(body.token_limit, "n_predict")
@@ -379,4 +395,3 @@ def create_app(state: DaemonState) -> FastAPI:
         )
 
     return app
-

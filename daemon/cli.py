@@ -29,7 +29,7 @@ def _default_url() -> str:
 def _fetch_status(url: str) -> dict[str, Any]:
     response = httpx.get(f"{url}/status", timeout=5.0)
     response.raise_for_status()
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 def _human(status: dict[str, Any]) -> str:
@@ -46,7 +46,8 @@ def _human(status: dict[str, Any]) -> str:
         f"uptime     {int(uptime // 3600)}h {int(uptime % 3600 // 60)}m {int(uptime % 60)}s",
         f"requests   {status['requests_served']} served, {status['requests_cancelled']} cancelled, "
         f"{status['requests_failed']} failed, {status['requests_rejected']} rejected",
-        f"queue      {queue['active']} running, {queue['waiting']} waiting (capacity {queue['capacity']})",
+        f"queue      {queue['active']} running, {queue['waiting']} waiting "
+        f"(capacity {queue['capacity']})",
         f"worker     pid {worker['pid']}, {worker['restarts']} restarts",
     ]
     if worker["last_error"]:
@@ -82,8 +83,12 @@ def _plan_for(machine_file: Path | None) -> Plan:
         vram_override=settings.vram_budget,
     )
     return plan(
-        load_catalog(settings.catalog), machine, budget,
-        n_ctx=settings.n_ctx, prefer=settings.prefer, min_tok_s=settings.min_tok_s,
+        load_catalog(settings.catalog),
+        machine,
+        budget,
+        n_ctx=settings.n_ctx,
+        prefer=settings.prefer,
+        min_tok_s=settings.min_tok_s,
     )
 
 
@@ -91,7 +96,8 @@ def _plan_table(result: Plan) -> str:
     budget = result.budget
     lines = [
         f"budget: {gib(budget.ram_bytes)} RAM, {gib(budget.vram_bytes)} VRAM"
-        + (" (unified memory)" if budget.unified else "") + f", context {result.n_ctx} tokens",
+        + (" (unified memory)" if budget.unified else "")
+        + f", context {result.n_ctx} tokens",
         *[f"note: {note}" for note in budget.notes],
         "",
         f"{'':2}{'model':32} {'quant':7} {'file':>9} {'RAM':>9} {'VRAM':>9} {'place':8} "
@@ -121,12 +127,18 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(machine.to_json(), indent=2))
     else:
-        print(f"RAM {gib(machine.ram_bytes)} ({gib(machine.available_bytes)} available), "
-              f"{machine.cpu_cores} cores, {machine.cpu_model} [{' '.join(machine.cpu_flags)}], "
-              f"~{machine.memory_bandwidth_gbs} GB/s")
+        print(
+            f"RAM {gib(machine.ram_bytes)} ({gib(machine.available_bytes)} available), "
+            f"{machine.cpu_cores} cores, {machine.cpu_model} [{' '.join(machine.cpu_flags)}], "
+            f"~{machine.memory_bandwidth_gbs} GB/s"
+        )
         for gpu in machine.gpus:
-            print(f"GPU {gpu.vendor} {gpu.name}: {gib(gpu.vram_bytes)} ({gib(gpu.free_bytes)} free)")
-        print(f"GPU offload in this llama-cpp-python build: {'yes' if machine.gpu_offload else 'no'}")
+            print(
+                f"GPU {gpu.vendor} {gpu.name}: {gib(gpu.vram_bytes)} ({gib(gpu.free_bytes)} free)"
+            )
+        print(
+            f"GPU offload in this llama-cpp-python build: {'yes' if machine.gpu_offload else 'no'}"
+        )
         if machine.offload_note():
             print(f"note: {machine.offload_note()}")
     return 0
@@ -141,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="what the daemon is doing")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
-    plan_cmd = commands.add_parser("plan", help="which model and quant fit this (or a described) machine")
+    plan_cmd = commands.add_parser(
+        "plan", help="which model and quant fit this (or a described) machine"
+    )
     plan_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     plan_cmd.add_argument("--machine", type=Path, help="JSON file describing another machine")
     plan_cmd.set_defaults(func=cmd_plan)

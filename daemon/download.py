@@ -53,8 +53,11 @@ class Progress:
     def to_json(self) -> dict[str, object]:
         eta = self.eta_s
         return {
-            "repo": self.repo, "file": self.file, "done_bytes": self.done_bytes,
-            "total_bytes": self.total_bytes, "rate_bytes_per_s": round(self.rate_bps),
+            "repo": self.repo,
+            "file": self.file,
+            "done_bytes": self.done_bytes,
+            "total_bytes": self.total_bytes,
+            "rate_bytes_per_s": round(self.rate_bps),
             "eta_s": round(eta, 1) if eta is not None else None,
         }
 
@@ -97,8 +100,12 @@ class Downloader:
         root = repo_dir(self.cache, model.repo)
         (root / "blobs").mkdir(parents=True, exist_ok=True)
         missing = [f for f in model.files if not self._verified_blob(root, f)]
-        needed = sum(f.size - self._partial(root, f).stat().st_size
-                     if self._partial(root, f).exists() else f.size for f in missing)
+        needed = sum(
+            f.size - self._partial(root, f).stat().st_size
+            if self._partial(root, f).exists()
+            else f.size
+            for f in missing
+        )
         free = self._disk_free(root)
         if missing and needed + DISK_MARGIN > free:
             raise DiskFull(
@@ -107,9 +114,12 @@ class Downloader:
                 f"{free / 2**30:.2f} GiB free: free some space or set ASSISTANT_RAM_BUDGET lower "
                 "to pick a smaller model"
             )
-        self.progress = Progress(repo=model.repo, total_bytes=model.total_bytes,
-                                 done_bytes=model.total_bytes - needed,
-                                 resumed_from=model.total_bytes - needed)
+        self.progress = Progress(
+            repo=model.repo,
+            total_bytes=model.total_bytes,
+            done_bytes=model.total_bytes - needed,
+            resumed_from=model.total_bytes - needed,
+        )
         for remote in missing:
             self._download(model, root, remote)
         return [self._place(model, root, f) for f in model.files]
@@ -132,7 +142,7 @@ class Downloader:
 
     def _download(self, model: RemoteModel, root: Path, remote: RemoteFile) -> None:
         self.progress.file = remote.name
-        for attempt in (1, 2):
+        for _attempt in (1, 2):
             self._transfer(model, root, remote)
             partial = self._partial(root, remote)
             if sha256_of(partial) == remote.sha256:
@@ -159,8 +169,9 @@ class Downloader:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         try:
-            with httpx.stream("GET", url, headers=headers, follow_redirects=True,
-                              timeout=httpx.Timeout(30.0)) as response:
+            with httpx.stream(
+                "GET", url, headers=headers, follow_redirects=True, timeout=httpx.Timeout(30.0)
+            ) as response:
                 if response.status_code == 200 and have:
                     have = 0  # the server ignored the range: start over
                     partial.unlink(missing_ok=True)
@@ -183,9 +194,13 @@ class Downloader:
             p = self.progress
             pct = 100 * p.done_bytes / p.total_bytes if p.total_bytes else 0
             eta = f"{p.eta_s:.0f}s" if p.eta_s is not None else "?"
-            print(f"\r{p.file}: {pct:5.1f}% {p.done_bytes / 2**20:.0f}/"
-                  f"{p.total_bytes / 2**20:.0f} MiB {p.rate_bps / 2**20:.1f} MiB/s ETA {eta}  ",
-                  end="", file=sys.stderr, flush=True)
+            print(
+                f"\r{p.file}: {pct:5.1f}% {p.done_bytes / 2**20:.0f}/"
+                f"{p.total_bytes / 2**20:.0f} MiB {p.rate_bps / 2**20:.1f} MiB/s ETA {eta}  ",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _place(self, model: RemoteModel, root: Path, remote: RemoteFile) -> Path:
         """Link the verified blob where huggingface_hub looks for it."""

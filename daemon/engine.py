@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 import llama_cpp
@@ -46,6 +46,11 @@ def _as_list(stop: str | list[str] | None) -> list[str]:
     if stop is None:
         return []
     return [stop] if isinstance(stop, str) else list(stop)
+
+
+def _stream(result: object) -> Iterator[dict[str, Any]]:
+    """create_completion(stream=True) returns an iterator of chunk dicts."""
+    return cast(Iterator[dict[str, Any]], result)
 
 
 def _as_chat_chunks(chunks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -141,7 +146,9 @@ class _Progress:
                 "predicted_n": completion,
                 "predicted_ms": predicted_ms,
                 "predicted_per_second": (
-                    (completion - 1) / predicted_ms * 1000 if predicted_ms and completion > 1 else 0.0
+                    (completion - 1) / predicted_ms * 1000
+                    if predicted_ms and completion > 1
+                    else 0.0
                 ),
             },
         }
@@ -202,7 +209,7 @@ class Engine:
 
     def generate(
         self, kind: str, params: dict[str, Any], should_stop: Callable[[], bool]
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         """Yield one `chunk` event per token, then one `end` event with usage and timings."""
         deadline_ms = params.get("t_max_predict_ms")
         deadline = time.perf_counter() + deadline_ms / 1000 if deadline_ms else None
@@ -217,11 +224,15 @@ class Engine:
         if kind == "chat":
             prompt, stops = self._chat_prompt(params["messages"])
             common["stop"] = [*_as_list(common.get("stop")), *stops]
-            chunks = _as_chat_chunks(self.llm.create_completion(prompt=prompt, **common))
+            chunks = _as_chat_chunks(_stream(self.llm.create_completion(prompt=prompt, **common)))
         elif kind == "completion":
-            chunks = self.llm.create_completion(prompt=self._completion_prompt(params), **common)
+            chunks = _stream(
+                self.llm.create_completion(prompt=self._completion_prompt(params), **common)
+            )
         elif kind == "infill":
-            chunks = self.llm.create_completion(prompt=self._infill_prompt(params), **common)
+            chunks = _stream(
+                self.llm.create_completion(prompt=self._infill_prompt(params), **common)
+            )
         else:
             raise InvalidRequest(f"unknown generation kind {kind!r}")
 
@@ -244,13 +255,15 @@ class Engine:
     def _chat_prompt(self, messages: list[dict[str, Any]]) -> tuple[list[int], list[str]]:
         """Render the GGUF's own chat template in jinja2's sandbox, then tokenize it."""
         try:
-            rendered = self._chat_formatter(messages=messages)
+            rendered = self._chat_formatter(messages=cast(Any, messages))
         except jinja2.exceptions.SecurityError as exc:
             raise InvalidRequest(
                 f"the model's chat template tried something unsafe and was stopped: {exc}"
             ) from None
         except (ValueError, TypeError, jinja2.exceptions.TemplateError) as exc:
-            raise InvalidRequest(f"the model's chat template rejected these messages: {exc}") from None
+            raise InvalidRequest(
+                f"the model's chat template rejected these messages: {exc}"
+            ) from None
         prompt = rendered.prompt
         if not self.has_chat_template and self._add_bos:
             prompt = self.llm._model.token_get_text(self.llm.token_bos()) + prompt
@@ -263,7 +276,7 @@ class Engine:
         suffix = params.get("suffix")
         if suffix is None:
             # Strings are tokenized with special tokens parsed, so client-built FIM prompts work.
-            return prompt  # type: ignore[no-any-return]
+            return prompt
         return self._fim_tokens(prefix=prompt, suffix=suffix, extra=[])
 
     def _infill_prompt(self, params: dict[str, Any]) -> list[int]:

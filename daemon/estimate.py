@@ -1,6 +1,7 @@
 """Memory and speed of one candidate, per device, from architecture numbers alone.
 
-Memory = weights + KV cache + compute buffers + a fixed runtime overhead. Speed ≈ efficiency × memory bandwidth / bytes read per token.
+Memory = weights + KV cache + compute buffers + a fixed runtime overhead.
+Speed ≈ efficiency × memory bandwidth / bytes read per token.
 """
 
 from __future__ import annotations
@@ -14,10 +15,28 @@ GiB = 1024 * MiB
 
 # Average bits per weight of llama.cpp quant types (llama-quantize's own listing, whole files).
 BITS_PER_WEIGHT = {
-    "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "Q5_K_S": 5.54,
-    "Q5_0": 5.5, "Q5_1": 6.0, "Q4_K_M": 4.89, "Q4_K_S": 4.58, "Q4_0": 4.55, "Q4_1": 5.0,
-    "IQ4_XS": 4.46, "IQ4_NL": 4.5, "Q3_K_L": 4.27, "Q3_K_M": 3.91, "Q3_K_S": 3.5,
-    "IQ3_M": 3.66, "IQ3_XXS": 3.06, "Q2_K": 3.35, "IQ2_M": 2.7, "IQ2_XS": 2.31,
+    "F16": 16.0,
+    "BF16": 16.0,
+    "Q8_0": 8.5,
+    "Q6_K": 6.56,
+    "Q5_K_M": 5.69,
+    "Q5_K_S": 5.54,
+    "Q5_0": 5.5,
+    "Q5_1": 6.0,
+    "Q4_K_M": 4.89,
+    "Q4_K_S": 4.58,
+    "Q4_0": 4.55,
+    "Q4_1": 5.0,
+    "IQ4_XS": 4.46,
+    "IQ4_NL": 4.5,
+    "Q3_K_L": 4.27,
+    "Q3_K_M": 3.91,
+    "Q3_K_S": 3.5,
+    "IQ3_M": 3.66,
+    "IQ3_XXS": 3.06,
+    "Q2_K": 3.35,
+    "IQ2_M": 2.7,
+    "IQ2_XS": 2.31,
 }
 
 # What the worker process needs beyond tensors: Python, llama.cpp's code, the worker's own
@@ -78,7 +97,9 @@ class Footprint:
         return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.host_bytes
 
 
-def footprint(arch: ModelArch, weights_bytes: int, n_ctx: int, *, on_gpu: bool = False) -> Footprint:
+def footprint(
+    arch: ModelArch, weights_bytes: int, n_ctx: int, *, on_gpu: bool = False
+) -> Footprint:
     return Footprint(
         weights_bytes=weights_bytes,
         kv_bytes=kv_cache_bytes(arch, n_ctx),

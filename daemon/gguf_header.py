@@ -29,7 +29,19 @@ MAX_ELEMENTS = 1 << 48
 KEEP_ARRAY = 256  # longer arrays keep only their type and length
 
 # GGUF value types → struct formats (8 = string, 9 = array handled apart).
-_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_SCALARS = {
+    0: "B",
+    1: "b",
+    2: "H",
+    3: "h",
+    4: "I",
+    5: "i",
+    6: "f",
+    7: "?",
+    10: "Q",
+    11: "q",
+    12: "d",
+}
 _STRING, _ARRAY = 8, 9
 
 

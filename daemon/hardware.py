@@ -17,8 +17,20 @@ import psutil
 
 from daemon.errors import ConfigError
 
-SIMD_FLAGS = ("avx", "avx2", "avx512f", "avx512_bf16", "avx_vnni", "fma", "f16c", "neon", "asimd",
-              "sve", "dotprod", "i8mm")
+SIMD_FLAGS = (
+    "avx",
+    "avx2",
+    "avx512f",
+    "avx512_bf16",
+    "avx_vnni",
+    "fma",
+    "f16c",
+    "neon",
+    "asimd",
+    "sve",
+    "dotprod",
+    "i8mm",
+)
 
 
 @dataclass
@@ -55,10 +67,17 @@ class Machine:
         """Why GPUs present are not used, with the fix."""
         if self.gpus and not self.gpu_offload:
             names = ", ".join(g.name for g in self.gpus)
-            backend = "Metal" if self.unified_memory else "CUDA" if self.gpus[0].vendor == "nvidia" \
+            backend = (
+                "Metal"
+                if self.unified_memory
+                else "CUDA"
+                if self.gpus[0].vendor == "nvidia"
                 else "ROCm/Vulkan"
-            return (f"this llama-cpp-python build is CPU-only; reinstall it with {backend} "
-                    f"to use the {names}")
+            )
+            return (
+                f"this llama-cpp-python build is CPU-only; reinstall it with {backend} "
+                f"to use the {names}"
+            )
         return None
 
     def to_json(self) -> dict[str, Any]:
@@ -71,8 +90,10 @@ class Machine:
             fields = {k: v for k, v in data.items() if k != "gpus"}
             machine = cls(**fields, gpus=gpus)
         except TypeError as exc:
-            raise ConfigError(f"{source}: {exc}; expected keys like ram_bytes, cpu_cores, "
-                              "gpu_offload, unified_memory, gpus[{vendor, name, vram_bytes}]") from None
+            raise ConfigError(
+                f"{source}: {exc}; expected keys like ram_bytes, cpu_cores, "
+                "gpu_offload, unified_memory, gpus[{vendor, name, vram_bytes}]"
+            ) from None
         if machine.ram_bytes <= 0 or machine.cpu_cores <= 0:
             raise ConfigError(f"{source}: ram_bytes and cpu_cores must be positive")
         return machine
@@ -110,9 +131,10 @@ def probe_nvidia(nvml: ModuleType | None) -> list[GPU]:
     """NVIDIA cards through NVML; none when the library or a driver is missing."""
     if nvml is None:
         try:
-            import pynvml as nvml  # type: ignore[no-redef]
+            import pynvml
         except ImportError:
             return []
+        nvml = pynvml
     try:
         nvml.nvmlInit()
     except Exception:
@@ -128,8 +150,16 @@ def probe_nvidia(nvml: ModuleType | None) -> list[GPU]:
                 capability: str | None = f"{major}.{minor}"
             except Exception:
                 capability = None
-            gpus.append(GPU("nvidia", _text(nvml.nvmlDeviceGetName(handle)), int(memory.total),
-                            int(memory.free), driver, capability))
+            gpus.append(
+                GPU(
+                    "nvidia",
+                    _text(nvml.nvmlDeviceGetName(handle)),
+                    int(memory.total),
+                    int(memory.free),
+                    driver,
+                    capability,
+                )
+            )
         return gpus
     finally:
         nvml.nvmlShutdown()
@@ -148,8 +178,11 @@ def probe_amd(sysfs: Path) -> list[GPU]:
         try:
             total_b = int(total.read_text())
             used_b = int(used.read_text()) if used.exists() else 0
-            name = (card / "product_name").read_text().strip() if (card / "product_name").exists() \
+            name = (
+                (card / "product_name").read_text().strip()
+                if (card / "product_name").exists()
                 else f"AMD GPU ({card.parent.name})"
+            )
         except (OSError, ValueError):
             continue
         gpus.append(GPU("amd", name, total_b, total_b - used_b))

@@ -43,9 +43,13 @@ class RemoteModel:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> RemoteModel:  # type: ignore[type-arg]
-        return cls(data["repo"], data["quant"], data["commit"],
-                   tuple(RemoteFile(**f) for f in data["files"]))
+    def from_json(cls, data: dict) -> RemoteModel:
+        return cls(
+            data["repo"],
+            data["quant"],
+            data["commit"],
+            tuple(RemoteFile(**f) for f in data["files"]),
+        )
 
 
 def _matches(name: str, quant: str) -> bool:
@@ -67,8 +71,15 @@ def cached(cache_dir: Path, repo: str, quant: str) -> RemoteModel | None:
         return None
 
 
-def resolve(repo: str, quant: str, *, cache_dir: Path, endpoint: str | None = None,
-            revision: str = "main", timeout_s: float = 10.0) -> RemoteModel:
+def resolve(
+    repo: str,
+    quant: str,
+    *,
+    cache_dir: Path,
+    endpoint: str | None = None,
+    revision: str = "main",
+    timeout_s: float = 10.0,
+) -> RemoteModel:
     """Ask the hub which files hold `quant` in `repo` at `revision`; cache the answer."""
     api = HfApi(endpoint=endpoint)
     try:
@@ -79,10 +90,14 @@ def resolve(repo: str, quant: str, *, cache_dir: Path, endpoint: str | None = No
         raise HubUnavailable(f"the hub is unreachable ({type(exc).__name__}: {exc})") from None
     files = []
     for sibling in info.siblings or []:
-        if not sibling.rfilename.lower().endswith(".gguf") or not _matches(sibling.rfilename, quant):
+        if not sibling.rfilename.lower().endswith(".gguf") or not _matches(
+            sibling.rfilename, quant
+        ):
             continue
         if sibling.lfs is None or sibling.size is None:
-            raise ModelFileError(f"{repo}/{sibling.rfilename} has no sha256 on the hub; refusing it")
+            raise ModelFileError(
+                f"{repo}/{sibling.rfilename} has no sha256 on the hub; refusing it"
+            )
         files.append(RemoteFile(sibling.rfilename, int(sibling.size), sibling.lfs.sha256))
     if not files:
         raise ModelFileError(f"{repo} has no {quant} GGUF at {revision}")

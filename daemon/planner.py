@@ -24,10 +24,28 @@ from daemon.hardware import Machine
 # Quality points lost to quantization (HumanEval-scale), a rule of thumb from published
 # perplexity/accuracy deltas of llama.cpp k-quants; Q8_0 is treated as lossless.
 QUANT_PENALTY = {
-    "F16": 0.0, "BF16": 0.0, "Q8_0": 0.0, "Q6_K": 0.3, "Q5_K_M": 0.8, "Q5_K_S": 1.0,
-    "Q5_0": 1.2, "Q5_1": 1.0, "Q4_K_M": 1.8, "Q4_K_S": 2.4, "Q4_0": 3.0, "Q4_1": 2.6,
-    "IQ4_XS": 2.2, "IQ4_NL": 2.4, "Q3_K_L": 4.0, "Q3_K_M": 5.0, "Q3_K_S": 7.0, "IQ3_M": 5.0,
-    "IQ3_XXS": 8.0, "Q2_K": 12.0, "IQ2_M": 14.0, "IQ2_XS": 18.0,
+    "F16": 0.0,
+    "BF16": 0.0,
+    "Q8_0": 0.0,
+    "Q6_K": 0.3,
+    "Q5_K_M": 0.8,
+    "Q5_K_S": 1.0,
+    "Q5_0": 1.2,
+    "Q5_1": 1.0,
+    "Q4_K_M": 1.8,
+    "Q4_K_S": 2.4,
+    "Q4_0": 3.0,
+    "Q4_1": 2.6,
+    "IQ4_XS": 2.2,
+    "IQ4_NL": 2.4,
+    "Q3_K_L": 4.0,
+    "Q3_K_M": 5.0,
+    "Q3_K_S": 7.0,
+    "IQ3_M": 5.0,
+    "IQ3_XXS": 8.0,
+    "Q2_K": 12.0,
+    "IQ2_M": 14.0,
+    "IQ2_XS": 18.0,
 }
 # How much speed counts against quality, by preference.
 SPEED_WEIGHT = {"quality": 0.5, "balanced": 3.0, "speed": 10.0}
@@ -54,7 +72,9 @@ def compute_budget(
 ) -> Budget:
     """Measured free memory minus what the rest of the machine needs, or the user's override."""
     notes = []
-    ram = ram_override if ram_override is not None else max(machine.available_bytes - ram_reserve, 0)
+    ram = (
+        ram_override if ram_override is not None else max(machine.available_bytes - ram_reserve, 0)
+    )
     if ram_override is not None:
         notes.append(f"RAM budget set by override to {gib(ram)}")
     vram = 0
@@ -64,8 +84,9 @@ def compute_budget(
     note = machine.offload_note()
     if note:
         notes.append(note)
-    return Budget(ram, vram, unified=machine.unified_memory and machine.gpu_offload,
-                  notes=tuple(notes))
+    return Budget(
+        ram, vram, unified=machine.unified_memory and machine.gpu_offload, notes=tuple(notes)
+    )
 
 
 def gib(n: float) -> str:
@@ -155,9 +176,12 @@ def _placements(
     if layers > 0:
         share = layers / arch.n_layer
         vram = int(layers * per_layer + gpu_compute)
-        ram = int(cpu.host_bytes + (1 - share) * (cpu.weights_bytes + cpu.kv_bytes) + cpu.compute_bytes)
-        options.append(("partial", layers, ram, vram,
-                        _speed(read * share, read * (1 - share), cpu_bw, gpu_bw)))
+        ram = int(
+            cpu.host_bytes + (1 - share) * (cpu.weights_bytes + cpu.kv_bytes) + cpu.compute_bytes
+        )
+        options.append(
+            ("partial", layers, ram, vram, _speed(read * share, read * (1 - share), cpu_bw, gpu_bw))
+        )
     options.append(cpu_only)
     return options
 
@@ -205,20 +229,52 @@ def plan(
             quality = model.quality - QUANT_PENALTY.get(quant, 5.0)
             if chosen_option is None:
                 placement, layers, ram, vram, tok_s = options[-1]
-                candidates.append(Candidate(
-                    model.id, quant, placement, layers, ctx, file_bytes, known is None, ram, vram,
-                    round(tok_s, 1), False, quality, fits=False,
-                    reason=reasons[-1].split(": ", 1)[1] if len(options) == 1 else " | ".join(reasons),
-                    repo=model.repo))
+                candidates.append(
+                    Candidate(
+                        model.id,
+                        quant,
+                        placement,
+                        layers,
+                        ctx,
+                        file_bytes,
+                        known is None,
+                        ram,
+                        vram,
+                        round(tok_s, 1),
+                        False,
+                        quality,
+                        fits=False,
+                        reason=reasons[-1].split(": ", 1)[1]
+                        if len(options) == 1
+                        else " | ".join(reasons),
+                        repo=model.repo,
+                    )
+                )
                 continue
             placement, layers, ram, vram, tok_s, was_measured = chosen_option
             score = quality + weight * math.log2(max(tok_s, 0.1))
-            candidates.append(Candidate(
-                model.id, quant, placement, layers, ctx, file_bytes, known is None, ram, vram,
-                round(tok_s, 1), was_measured, quality, score=round(score, 2), fits=True,
-                reason=f"fits ({placement}, {gib(ram)} RAM"
-                       + (f", {gib(vram)} VRAM" if vram else "") + ")",
-                repo=model.repo))
+            candidates.append(
+                Candidate(
+                    model.id,
+                    quant,
+                    placement,
+                    layers,
+                    ctx,
+                    file_bytes,
+                    known is None,
+                    ram,
+                    vram,
+                    round(tok_s, 1),
+                    was_measured,
+                    quality,
+                    score=round(score, 2),
+                    fits=True,
+                    reason=f"fits ({placement}, {gib(ram)} RAM"
+                    + (f", {gib(vram)} VRAM" if vram else "")
+                    + ")",
+                    repo=model.repo,
+                )
+            )
     fitting = sorted((c for c in candidates if c.fits), key=lambda c: -c.score)
     rejected = [c for c in candidates if not c.fits]
     return Plan(machine, budget, fitting + rejected, n_ctx)

@@ -99,8 +99,11 @@ def provision(settings: Settings, status: ProvisionStatus) -> Chosen:
     catalog = {m.id: m for m in load_catalog(settings.catalog)}
     cache = hf_cache_dir()
     budget = compute_budget(
-        machine, ram_reserve=settings.ram_reserve, vram_reserve=settings.vram_reserve,
-        ram_override=settings.ram_budget, vram_override=settings.vram_budget,
+        machine,
+        ram_reserve=settings.ram_reserve,
+        vram_reserve=settings.vram_reserve,
+        ram_override=settings.ram_budget,
+        vram_override=settings.vram_budget,
     )
     sizes = {}
     for model in catalog.values():
@@ -108,8 +111,15 @@ def provision(settings: Settings, status: ProvisionStatus) -> Chosen:
             known = hub.cached(cache, model.repo, quant)
             if known:
                 sizes[(model.id, quant)] = known.total_bytes
-    result = plan(list(catalog.values()), machine, budget, n_ctx=settings.n_ctx,
-                  prefer=settings.prefer, min_tok_s=settings.min_tok_s, file_sizes=sizes)
+    result = plan(
+        list(catalog.values()),
+        machine,
+        budget,
+        n_ctx=settings.n_ctx,
+        prefer=settings.prefer,
+        min_tok_s=settings.min_tok_s,
+        file_sizes=sizes,
+    )
     status.plan = result.to_json()
     status.notes.extend(budget.notes)
     offline = False
@@ -124,19 +134,28 @@ def provision(settings: Settings, status: ProvisionStatus) -> Chosen:
         status.chosen = chosen
         return chosen
     status.notes.append("using the offline starter model (SmolLM2-135M-Instruct)")
-    chosen = Chosen(starter_path(), "smollm2-135m-instruct-q4_1", "Q4_1",
-                    min(settings.n_ctx, 8192), settings.n_gpu_layers,
-                    "no better model is cached and the hub is unreachable"
-                    if offline else "the starter model is the best that fits")
+    chosen = Chosen(
+        starter_path(),
+        "smollm2-135m-instruct-q4_1",
+        "Q4_1",
+        min(settings.n_ctx, 8192),
+        settings.n_gpu_layers,
+        "no better model is cached and the hub is unreachable"
+        if offline
+        else "the starter model is the best that fits",
+    )
     status.chosen = chosen
     return chosen
 
 
-def _try(candidate: Candidate, model: CatalogModel, cache: Path, status: ProvisionStatus,
-         offline: bool) -> Chosen | None:
-    why = (f"{model.id} {candidate.quant}: quality {candidate.quality:.1f} "
-           f"({model.quality_source}), predicted {candidate.predicted_tok_s} tok/s, "
-           f"{candidate.reason}")
+def _try(
+    candidate: Candidate, model: CatalogModel, cache: Path, status: ProvisionStatus, offline: bool
+) -> Chosen | None:
+    why = (
+        f"{model.id} {candidate.quant}: quality {candidate.quality:.1f} "
+        f"({model.quality_source}), predicted {candidate.predicted_tok_s} tok/s, "
+        f"{candidate.reason}"
+    )
     remote = None
     if not offline:
         try:
@@ -165,5 +184,11 @@ def _try(candidate: Candidate, model: CatalogModel, cache: Path, status: Provisi
         except AssistantError as exc:
             status.notes.append(f"could not download {model.id} {candidate.quant}: {exc.message}")
             return None
-    return Chosen(paths[0], f"{model.id}-{candidate.quant.lower()}", candidate.quant,
-                  candidate.n_ctx, candidate.n_gpu_layers, why)
+    return Chosen(
+        paths[0],
+        f"{model.id}-{candidate.quant.lower()}",
+        candidate.quant,
+        candidate.n_ctx,
+        candidate.n_gpu_layers,
+        why,
+    )

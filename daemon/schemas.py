@@ -143,7 +143,12 @@ class InfillRequest(_Body):
 
 
 class EmbeddingRequest(_Body):
-    input: str | Annotated[list[Annotated[str, Field(max_length=MAX_TEXT)]], Field(min_length=1, max_length=2048)]
+    input: (
+        str
+        | Annotated[
+            list[Annotated[str, Field(max_length=MAX_TEXT)]], Field(min_length=1, max_length=2048)
+        ]
+    )
     model: str | None = Field(None, max_length=256)
     encoding_format: Literal["float", "base64"] = "float"
 

@@ -23,17 +23,19 @@ from daemon.errors import ConfigError
 # Neither Ollama (11434), LM Studio (1234) nor llama-server (8080).
 DEFAULT_PORT = 8377
 
-_config_file_values: ContextVar[dict[str, Any]] = ContextVar("config_file_values", default={})
+_config_file_values: ContextVar[dict[str, Any] | None] = ContextVar(
+    "config_file_values", default=None
+)
 
 
 class _ConfigFileSource(PydanticBaseSettingsSource):
     """Values read from the TOML file named by --config / ASSISTANT_CONFIG."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _config_file_values.get().get(field_name), field_name, False
+        return (_config_file_values.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_config_file_values.get())
+        return dict(_config_file_values.get() or {})
 
 
 class Settings(BaseSettings):
@@ -42,7 +44,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASSISTANT_", extra="forbid")
 
     host: str = Field("127.0.0.1", description="Address to listen on (loopback by default).")
-    port: int = Field(DEFAULT_PORT, ge=1, le=65535, description="Port of the OpenAI-compatible API.")
+    port: int = Field(
+        DEFAULT_PORT, ge=1, le=65535, description="Port of the OpenAI-compatible API."
+    )
     model: Path | None = Field(None, description="Path of a local .gguf file to serve.")
     model_id: str | None = Field(
         None, description="Model id clients use (default: derived from the file name)."
@@ -77,7 +81,9 @@ class Settings(BaseSettings):
     )
     restart_window_s: float = Field(300.0, gt=0, description="Window for counting crashes.")
     log_level: str = Field("info", description="Log level: debug, info, warning or error.")
-    catalog: Path = Field(DEFAULT_CATALOG, description="Model catalog (TOML) the planner chooses from.")
+    catalog: Path = Field(
+        DEFAULT_CATALOG, description="Model catalog (TOML) the planner chooses from."
+    )
     prefer: Literal["speed", "balanced", "quality"] = Field(
         "balanced", description="What the planner favours: speed, balanced or quality."
     )
@@ -147,7 +153,9 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist: create it or drop --config") from None
+        raise ConfigError(
+            f"config file {path} does not exist: create it or drop --config"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     unknown = sorted(set(data) - set(Settings.model_fields))

@@ -22,15 +22,15 @@ def restamp(chunk: dict[str, Any], model_id: str) -> dict[str, Any]:
 def _text_of(chunk: dict[str, Any]) -> str:
     choice = chunk["choices"][0]
     if "delta" in choice:
-        return choice["delta"].get("content") or ""  # type: ignore[no-any-return]
-    return choice.get("text") or ""  # type: ignore[no-any-return]
+        return choice["delta"].get("content") or ""
+    return choice.get("text") or ""
 
 
 def _finish(chunks: list[dict[str, Any]], end: dict[str, Any]) -> str:
     for chunk in reversed(chunks):
         reason = chunk["choices"][0].get("finish_reason")
         if reason:
-            return reason  # type: ignore[no-any-return]
+            return reason
     return end.get("finish_reason") or "length"
 
 
@@ -46,7 +46,9 @@ def usage_chunk(first: dict[str, Any], model_id: str, usage: dict[str, Any]) -> 
     }
 
 
-def chat_completion(chunks: list[dict[str, Any]], end: dict[str, Any], model_id: str) -> dict[str, Any]:
+def chat_completion(
+    chunks: list[dict[str, Any]], end: dict[str, Any], model_id: str
+) -> dict[str, Any]:
     first = chunks[0]
     return {
         "id": first["id"],
@@ -65,7 +67,9 @@ def chat_completion(chunks: list[dict[str, Any]], end: dict[str, Any], model_id:
     }
 
 
-def text_completion(chunks: list[dict[str, Any]], end: dict[str, Any], model_id: str) -> dict[str, Any]:
+def text_completion(
+    chunks: list[dict[str, Any]], end: dict[str, Any], model_id: str
+) -> dict[str, Any]:
     first = chunks[0]
     return {
         "id": first["id"],
@@ -88,7 +92,9 @@ def infill_piece(chunk: dict[str, Any]) -> dict[str, Any]:
     return {"content": _text_of(chunk), "stop": False}
 
 
-def infill_result(chunks: list[dict[str, Any]], end: dict[str, Any], model_id: str, *, streamed: bool) -> dict[str, Any]:
+def infill_result(
+    chunks: list[dict[str, Any]], end: dict[str, Any], model_id: str, *, streamed: bool
+) -> dict[str, Any]:
     """llama.cpp's /infill answer (the final event when streaming, with empty content)."""
     timings = end.get("timings", {})
     finish = _finish(chunks, end) if chunks else end.get("finish_reason")
@@ -105,7 +111,9 @@ def infill_result(chunks: list[dict[str, Any]], end: dict[str, Any], model_id: s
     }
 
 
-def embeddings(vectors: list[list[float]], prompt_tokens: int, model_id: str, encoding: str) -> dict[str, Any]:
+def embeddings(
+    vectors: list[list[float]], prompt_tokens: int, model_id: str, encoding: str
+) -> dict[str, Any]:
     def encode(vector: list[float]) -> list[float] | str:
         if encoding == "base64":
             return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
@@ -114,7 +122,8 @@ def embeddings(vectors: list[list[float]], prompt_tokens: int, model_id: str, en
     return {
         "object": "list",
         "data": [
-            {"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)
+            {"object": "embedding", "index": i, "embedding": encode(v)}
+            for i, v in enumerate(vectors)
         ],
         "model": model_id,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import sys
 import time
@@ -62,13 +63,20 @@ class WorkerProcess:
             sys.executable,
             "-m",
             "daemon.worker_server",
-            "--model", str(self.spec.model_path),
-            "--model-id", self.spec.model_id,
-            "--socket", str(self.spec.socket_path),
-            "--n-ctx", str(self.spec.n_ctx),
-            "--threads", str(self.spec.threads),
-            "--n-gpu-layers", str(self.spec.n_gpu_layers),
-            "--parent-pid", str(os.getpid()),
+            "--model",
+            str(self.spec.model_path),
+            "--model-id",
+            self.spec.model_id,
+            "--socket",
+            str(self.spec.socket_path),
+            "--n-ctx",
+            str(self.spec.n_ctx),
+            "--threads",
+            str(self.spec.threads),
+            "--n-gpu-layers",
+            str(self.spec.n_gpu_layers),
+            "--parent-pid",
+            str(os.getpid()),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -113,10 +121,8 @@ class WorkerProcess:
 
     async def _drain_stderr(self) -> None:
         if self._stderr_task is not None:
-            try:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._stderr_task), 1.0)
-            except (TimeoutError, asyncio.CancelledError):
-                pass
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after the grace period."""

@@ -33,13 +33,13 @@ class WorkerClient:
             response = await self._http.get("/info", timeout=5.0)
         except httpx.TransportError as exc:
             raise OSError(str(exc)) from exc
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
     async def cancel(self, request_id: str) -> dict[str, Any] | None:
         """Stop a generation; returns its end event (tokens actually generated) if known."""
         try:
             response = await self._http.post(f"/cancel/{request_id}", timeout=15.0)
-            return response.json().get("end")  # type: ignore[no-any-return]
+            return response.json().get("end")
         except (httpx.HTTPError, ValueError):
             return None  # the worker is gone or dying: nothing left to cancel
 
@@ -63,7 +63,7 @@ class WorkerClient:
         body = response.json()
         if body.get("type") == "error":
             raise ReportedError(body)
-        return body  # type: ignore[no-any-return]
+        return body
 
 
 class WorkerStream:

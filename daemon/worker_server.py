@@ -19,10 +19,9 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
-
 from http.server import BaseHTTPRequestHandler
 from socketserver import ThreadingUnixStreamServer
+from typing import Any
 
 from daemon.engine import Engine
 from daemon.errors import AssistantError
@@ -96,7 +95,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _json_body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length", "0"))
-        return json.loads(self.rfile.read(length)) if length else {}  # type: ignore[no-any-return]
+        return json.loads(self.rfile.read(length)) if length else {}
 
     def _reply(self, payload: dict[str, Any], status: int = 200) -> None:
         data = json.dumps(payload).encode()

@@ -118,15 +118,41 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180)
 def start_server(kind: str, model: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     if kind == "llama_cpp.server":
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--port", str(port),
-               "--n_ctx", str(N_CTX), "--n_threads", str(THREADS),
-               "--n_threads_batch", str(THREADS)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(N_CTX),
+            "--n_threads",
+            str(THREADS),
+            "--n_threads_batch",
+            str(THREADS),
+        ]
     else:
-        cmd = [sys.executable, "-m", "daemon", "--model", str(model), "--port", str(port),
-               "--n-ctx", str(N_CTX), "--threads", str(THREADS), "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "daemon",
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+            "--n-ctx",
+            str(N_CTX),
+            "--threads",
+            str(THREADS),
+            "--log-level",
+            "warning",
+        ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     _wait_ready(url, proc)
     return proc, url
@@ -195,26 +221,48 @@ def memory_table(paths: dict[str, Path]) -> None:
             port = _free_port()
             env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
             proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon", "--model", str(path), "--port", str(port),
-                 "--n-ctx", str(n_ctx), "--threads", str(THREADS), "--log-level", "warning"],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    sys.executable,
+                    "-m",
+                    "daemon",
+                    "--model",
+                    str(path),
+                    "--port",
+                    str(port),
+                    "--n-ctx",
+                    str(n_ctx),
+                    "--threads",
+                    str(THREADS),
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             url = f"http://127.0.0.1:{port}"
             try:
                 _wait_ready(url, proc)
                 with httpx.Client(base_url=url, timeout=600) as http:
-                    probe = http.post("/v1/completions", json={"prompt": "x = 1\n" * 100,
-                                                               "max_tokens": 1}).json()
+                    probe = http.post(
+                        "/v1/completions", json={"prompt": "x = 1\n" * 100, "max_tokens": 1}
+                    ).json()
                     per_rep = probe["usage"]["prompt_tokens"] / 100
                     reps = int((n_ctx - 64) / per_rep)
-                    http.post("/v1/completions", json={"prompt": "x = 1\n" * reps,
-                                                       "max_tokens": 8}).raise_for_status()
+                    http.post(
+                        "/v1/completions", json={"prompt": "x = 1\n" * reps, "max_tokens": 8}
+                    ).raise_for_status()
                     pid = http.get("/status").json()["worker"]["pid"]
                 measured = _peak_rss(pid)
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(60)
-            print(f"| {name} | {n_ctx} | {predicted / 2**20:.0f} | {measured / 2**20:.0f} | "
-                  f"{(predicted - measured) / measured:+.1%} |", flush=True)
+            print(
+                f"| {name} | {n_ctx} | {predicted / 2**20:.0f} | {measured / 2**20:.0f} | "
+                f"{(predicted - measured) / measured:+.1%} |",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -229,15 +277,23 @@ def main() -> None:
     if args.only == "memory":
         return
 
-    print(f"\nprompt '# run N' + {PROMPT!r}, max_tokens {MAX_TOKENS}, {THREADS} threads, n_ctx {N_CTX}, "
-          f"median of {args.runs} runs after a warm-up\n")
-    print("| model | mode | TTFT ms | decode tok/s | tokens | tok/s vs in-process | "
-          "TTFT − in-process ms | /v1/models during generation ms |")
+    print(
+        f"\nprompt '# run N' + {PROMPT!r}, max_tokens {MAX_TOKENS}, {THREADS} threads, "
+        f"n_ctx {N_CTX}, "
+        f"median of {args.runs} runs after a warm-up\n"
+    )
+    print(
+        "| model | mode | TTFT ms | decode tok/s | tokens | tok/s vs in-process | "
+        "TTFT − in-process ms | /v1/models during generation ms |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name, path in paths.items():
         base_ttft, base_rate, tokens = run(in_process(path), args.runs)
-        print(f"| {name} | in-process | {base_ttft:.1f} | {base_rate:.1f} | {tokens} | 1.000 | 0.0 | – |",
-              flush=True)
+        print(
+            f"| {name} | in-process | {base_ttft:.1f} | {base_rate:.1f} | {tokens} "
+            "| 1.000 | 0.0 | – |",
+            flush=True,
+        )
         for kind in ("llama_cpp.server", "assistantd"):
             try:
                 proc, url = start_server(kind, path)
@@ -250,8 +306,12 @@ def main() -> None:
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(60)
-            print(f"| {name} | {kind} | {ttft:.1f} | {rate:.1f} | {tokens} | {rate / base_rate:.3f} | "
-                  f"{ttft - base_ttft:+.1f} | {busy_ms:.1f} |", flush=True)
+            print(
+                f"| {name} | {kind} | {ttft:.1f} | {rate:.1f} | {tokens} "
+                f"| {rate / base_rate:.3f} | "
+                f"{ttft - base_ttft:+.1f} | {busy_ms:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

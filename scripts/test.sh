@@ -4,4 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 .venv/bin/python scripts/fetch_models.py >/dev/null
+.venv/bin/ruff check daemon tests scripts
+.venv/bin/ruff format --check daemon tests scripts
+.venv/bin/mypy daemon
 exec .venv/bin/python -m pytest "$@"

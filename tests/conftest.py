@@ -45,11 +45,23 @@ def fim_model(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
     """SmolLM2 with FIM token ids written into its GGUF metadata by the gguf package."""
     out = tmp_path_factory.mktemp("fim") / "smollm2-fim.gguf"
     subprocess.run(
-        [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--force",
-         "--special-token", "fim_pre", FIM_PRE,
-         "--special-token", "fim_suf", FIM_SUF,
-         "--special-token", "fim_mid", FIM_MID,
-         str(models["smollm2"]), str(out)],
+        [
+            sys.executable,
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            "--force",
+            "--special-token",
+            "fim_pre",
+            FIM_PRE,
+            "--special-token",
+            "fim_suf",
+            FIM_SUF,
+            "--special-token",
+            "fim_mid",
+            FIM_MID,
+            str(models["smollm2"]),
+            str(out),
+        ],
         check=True,
         capture_output=True,
     )
@@ -158,14 +170,18 @@ def smol_fim(fim_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture(scope="session")
-def quant_ladder(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def quant_ladder(
+    models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
     """Real further quants of SmolLM2 made with llama.cpp's own quantizer."""
     import llama_cpp
 
     out_dir = tmp_path_factory.mktemp("ladder")
-    ftypes = {"Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
-              "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
-              "Q2_K": llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K}
+    ftypes = {
+        "Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
+        "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
+        "Q2_K": llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K,
+    }
     ladder = {}
     for quant, ftype in ftypes.items():
         target = out_dir / f"smollm2-135m-instruct-{quant.lower()}.gguf"
@@ -174,14 +190,15 @@ def quant_ladder(models: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
         params.allow_requantize = True
         params.nthread = 2
         rc = llama_cpp.llama_model_quantize(
-            str(models["smollm2"]).encode(), str(target).encode(), params)
+            str(models["smollm2"]).encode(), str(target).encode(), params
+        )
         assert rc == 0, f"quantizing to {quant} failed"
         ladder[quant] = target
     return ladder
 
 
 @pytest.fixture
-def hub() -> Iterator["HubServer"]:
+def hub() -> Iterator[HubServer]:
     from hubserver import HubServer
 
     server = HubServer()

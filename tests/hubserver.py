@@ -81,15 +81,25 @@ class HubServer:
                     repo = hub.repos.get(api.group(1))
                     if repo is None:
                         return self._json({"error": "Repository not found"}, 404)
-                    return self._json({
-                        "id": api.group(1), "modelId": api.group(1), "sha": repo.commit,
-                        "siblings": [
-                            {"rfilename": n, "size": p.stat().st_size,
-                             "lfs": {"sha256": repo.sha256[n], "size": p.stat().st_size,
-                                     "pointerSize": 134}}
-                            for n, p in repo.files.items()
-                        ],
-                    })
+                    return self._json(
+                        {
+                            "id": api.group(1),
+                            "modelId": api.group(1),
+                            "sha": repo.commit,
+                            "siblings": [
+                                {
+                                    "rfilename": n,
+                                    "size": p.stat().st_size,
+                                    "lfs": {
+                                        "sha256": repo.sha256[n],
+                                        "size": p.stat().st_size,
+                                        "pointerSize": 134,
+                                    },
+                                }
+                                for n, p in repo.files.items()
+                            ],
+                        }
+                    )
                 resolve = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
                 repo = hub.repos.get(resolve.group(1)) if resolve else None
                 if not resolve or repo is None or resolve.group(3) not in repo.files:

@@ -218,8 +218,12 @@ def test_cheap_endpoints_answer_while_a_long_generation_runs(smol: Daemon) -> No
         with httpx.stream(
             "POST",
             smol.v1 + "/completions",
-            json={"prompt": "Count: 1, 2, 3,", "max_tokens": 300, "stream": True,
-                  "stop": ["never"]},
+            json={
+                "prompt": "Count: 1, 2, 3,",
+                "max_tokens": 300,
+                "stream": True,
+                "stop": ["never"],
+            },
             timeout=120,
         ) as response:
             for _ in response.iter_lines():
@@ -239,22 +243,56 @@ def test_cheap_endpoints_answer_while_a_long_generation_runs(smol: Daemon) -> No
 BAD_REQUESTS = [
     ("malformed json", "/v1/chat/completions", b"{not json", 400, "not valid JSON"),
     ("not an object", "/v1/completions", b"[1, 2]", 400, "JSON object"),
-    ("wrong type", "/v1/chat/completions", json.dumps({"messages": "hi"}).encode(), 400, "messages"),
-    ("bad role", "/v1/chat/completions",
-     json.dumps({"messages": [{"role": "wizard", "content": "x"}]}).encode(), 400, "role"),
-    ("zero max_tokens", "/v1/completions",
-     json.dumps({"prompt": "x", "max_tokens": 0}).encode(), 400, "max_tokens"),
-    ("max_tokens beyond context", "/v1/chat/completions",
-     json.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": 10**6}).encode(),
-     400, "context"),
-    ("temperature out of range", "/v1/completions",
-     json.dumps({"prompt": "x", "temperature": 7}).encode(), 400, "temperature"),
+    (
+        "wrong type",
+        "/v1/chat/completions",
+        json.dumps({"messages": "hi"}).encode(),
+        400,
+        "messages",
+    ),
+    (
+        "bad role",
+        "/v1/chat/completions",
+        json.dumps({"messages": [{"role": "wizard", "content": "x"}]}).encode(),
+        400,
+        "role",
+    ),
+    (
+        "zero max_tokens",
+        "/v1/completions",
+        json.dumps({"prompt": "x", "max_tokens": 0}).encode(),
+        400,
+        "max_tokens",
+    ),
+    (
+        "max_tokens beyond context",
+        "/v1/chat/completions",
+        json.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": 10**6}).encode(),
+        400,
+        "context",
+    ),
+    (
+        "temperature out of range",
+        "/v1/completions",
+        json.dumps({"prompt": "x", "temperature": 7}).encode(),
+        400,
+        "temperature",
+    ),
     ("several choices", "/v1/completions", json.dumps({"prompt": "x", "n": 3}).encode(), 400, "n"),
-    ("unknown model", "/v1/chat/completions",
-     json.dumps({"model": "llama-70b", "messages": [{"role": "user", "content": "x"}]}).encode(),
-     404, "llama-70b"),
-    ("oversized body", "/v1/completions",
-     json.dumps({"prompt": "x" * (9 * 1024 * 1024)}).encode(), 413, "limit"),
+    (
+        "unknown model",
+        "/v1/chat/completions",
+        json.dumps({"model": "llama-70b", "messages": [{"role": "user", "content": "x"}]}).encode(),
+        404,
+        "llama-70b",
+    ),
+    (
+        "oversized body",
+        "/v1/completions",
+        json.dumps({"prompt": "x" * (9 * 1024 * 1024)}).encode(),
+        413,
+        "limit",
+    ),
     ("unknown route", "/v1/nothing", b"{}", 404, "Not Found"),
 ]
 
@@ -279,9 +317,7 @@ def test_bad_input_gets_an_openai_shaped_4xx(
 
 def test_prompt_longer_than_the_context_is_a_400(smol: Daemon) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client(smol).completions.create(
-            model=model_id(smol), prompt="word " * 5000, max_tokens=4
-        )
+        client(smol).completions.create(model=model_id(smol), prompt="word " * 5000, max_tokens=4)
     assert caught.value.code == "context_length_exceeded"
 
 

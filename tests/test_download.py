@@ -53,8 +53,9 @@ def test_resolve_pins_a_commit_and_download_lands_in_the_hf_cache(
     [path] = Downloader(cache=cache, endpoint=ladder_repo.url, show_bar=False).fetch(remote)
     assert sha(path) == file.sha256
     # huggingface_hub itself finds the file in its cache, offline.
-    found = hf_hub_download(REPO, file.name, revision=remote.commit, cache_dir=cache,
-                            local_files_only=True)
+    found = hf_hub_download(
+        REPO, file.name, revision=remote.commit, cache_dir=cache, local_files_only=True
+    )
     assert Path(found).resolve() == path.resolve()
 
 
@@ -116,11 +117,14 @@ def test_a_server_sending_wrong_bytes_is_refused(ladder_repo, quant_ladder, tmp_
     assert not list((repo_dir(tmp_path / "hf", REPO) / "blobs").iterdir())
 
 
-def test_a_full_disk_is_a_clear_error_with_nothing_partial_left(ladder_repo, tmp_path: Path) -> None:
+def test_a_full_disk_is_a_clear_error_with_nothing_partial_left(
+    ladder_repo, tmp_path: Path
+) -> None:
     remote = resolve(REPO, "Q8_0", cache_dir=tmp_path, endpoint=ladder_repo.url)
     cache = tmp_path / "hf"
-    downloader = Downloader(cache=cache, endpoint=ladder_repo.url, show_bar=False,
-                            disk_free=lambda _path: 10 << 20)
+    downloader = Downloader(
+        cache=cache, endpoint=ladder_repo.url, show_bar=False, disk_free=lambda _path: 10 << 20
+    )
     with pytest.raises(DiskFull, match="free some space"):
         downloader.fetch(remote)
     assert not list((repo_dir(cache, REPO) / "blobs").iterdir())
@@ -151,20 +155,42 @@ def test_budget_overrides_select_the_largest_quant_that_fits(
     ladder_repo, quant_ladder, tmp_path: Path
 ) -> None:
     arch = from_header(read_local(quant_ladder["Q8_0"]))
-    entry = CatalogModel(id="smollm2-135m-instruct", family="smollm2", repo=REPO,
-                         quants=("Q8_0", "Q4_K_M", "Q2_K"), arch=arch, quality=10,
-                         quality_source="test")
-    sizes = {(entry.id, q): resolve(REPO, q, cache_dir=tmp_path, endpoint=ladder_repo.url)
-             .total_bytes for q in entry.quants}
+    entry = CatalogModel(
+        id="smollm2-135m-instruct",
+        family="smollm2",
+        repo=REPO,
+        quants=("Q8_0", "Q4_K_M", "Q2_K"),
+        arch=arch,
+        quality=10,
+        quality_source="test",
+    )
+    sizes = {
+        (entry.id, q): resolve(REPO, q, cache_dir=tmp_path, endpoint=ladder_repo.url).total_bytes
+        for q in entry.quants
+    }
     machine = Machine(ram_bytes=64 * GiB, cpu_cores=2, memory_bandwidth_gbs=20)
-    unlimited = plan([entry], machine, compute_budget(machine, ram_reserve=0, vram_reserve=0),
-                     n_ctx=2048, prefer="quality", file_sizes=sizes)
+    unlimited = plan(
+        [entry],
+        machine,
+        compute_budget(machine, ram_reserve=0, vram_reserve=0),
+        n_ctx=2048,
+        prefer="quality",
+        file_sizes=sizes,
+    )
     need = {c.quant: c.ram_bytes for c in unlimited.candidates}
     assert need["Q8_0"] > need["Q4_K_M"] > need["Q2_K"]
-    for budget, expected in ((need["Q8_0"], "Q8_0"), (need["Q8_0"] - 1, "Q4_K_M"),
-                             (need["Q4_K_M"] - 1, "Q2_K")):
-        result = plan([entry], machine,
-                      compute_budget(machine, ram_reserve=0, vram_reserve=0, ram_override=budget),
-                      n_ctx=2048, prefer="quality", file_sizes=sizes)
+    for budget, expected in (
+        (need["Q8_0"], "Q8_0"),
+        (need["Q8_0"] - 1, "Q4_K_M"),
+        (need["Q4_K_M"] - 1, "Q2_K"),
+    ):
+        result = plan(
+            [entry],
+            machine,
+            compute_budget(machine, ram_reserve=0, vram_reserve=0, ram_override=budget),
+            n_ctx=2048,
+            prefer="quality",
+            file_sizes=sizes,
+        )
         assert result.chosen is not None and result.chosen.quant == expected
         assert not result.chosen.file_bytes_estimated

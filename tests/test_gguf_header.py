@@ -29,11 +29,20 @@ def test_real_headers_match_the_gguf_package(models: dict[str, Path]) -> None:
 def test_architecture_numbers_from_the_header(models: dict[str, Path]) -> None:
     smol = from_header(read_local(models["smollm2"]))
     assert (smol.arch, smol.n_layer, smol.n_head, smol.n_head_kv, smol.head_dim_k) == (
-        "llama", 30, 9, 3, 64)
+        "llama",
+        30,
+        9,
+        3,
+        64,
+    )
     assert 134e6 < smol.n_params < 136e6
     gemma = from_header(read_local(models["gemma270m"]))
     assert (gemma.n_layer, gemma.n_head_kv, gemma.head_dim_k, gemma.sliding_window) == (
-        18, 1, 256, 512)
+        18,
+        1,
+        256,
+        512,
+    )
     assert gemma.swa_layers == 15  # five of every six gemma3 layers slide
 
 
@@ -56,13 +65,17 @@ CRAFTED = {
     "unknown version": lambda p: p.write_bytes(_header(version=99) + bytes(40)),
     "huge tensor count": lambda p: p.write_bytes(_header(n_tensors=1 << 40) + bytes(40)),
     "huge key count": lambda p: p.write_bytes(_header(n_kv=1 << 40) + bytes(40)),
-    "huge string": lambda p: p.write_bytes(_header(n_kv=1) + struct.pack("<Q", 1 << 40) + bytes(40)),
+    "huge string": lambda p: p.write_bytes(
+        _header(n_kv=1) + struct.pack("<Q", 1 << 40) + bytes(40)
+    ),
     "huge array": lambda p: p.write_bytes(
-        _header(n_kv=1) + struct.pack("<Q", 1) + b"k" + struct.pack("<IIQ", 9, 4, 1 << 40) + bytes(40)
+        _header(n_kv=1)
+        + struct.pack("<Q", 1)
+        + b"k"
+        + struct.pack("<IIQ", 9, 4, 1 << 40)
+        + bytes(40)
     ),
-    "header past end": lambda p: p.write_bytes(
-        _header(n_kv=1) + struct.pack("<Q", 100) + b"short"
-    ),
+    "header past end": lambda p: p.write_bytes(_header(n_kv=1) + struct.pack("<Q", 100) + b"short"),
 }
 
 
@@ -101,7 +114,10 @@ def test_daemon_refuses_a_crafted_file_before_loading_it(tmp_path: Path) -> None
     CRAFTED["huge tensor count"](path)
     result = subprocess.run(
         [sys.executable, "-m", "daemon", "--model", str(path)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
     assert result.returncode == 2
     assert "implausible counts" in result.stderr

@@ -39,18 +39,26 @@ def fake_nvml(cards: list[tuple[str, int, int]], fail_init: bool = False) -> typ
     nvml.nvmlDeviceGetHandleByIndex = lambda i: i  # type: ignore[attr-defined]
     nvml.nvmlDeviceGetName = lambda h: cards[h][0]  # type: ignore[attr-defined]
     nvml.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(  # type: ignore[attr-defined]
-        total=cards[h][1], free=cards[h][2], used=cards[h][1] - cards[h][2])
+        total=cards[h][1], free=cards[h][2], used=cards[h][1] - cards[h][2]
+    )
     nvml.nvmlDeviceGetCudaComputeCapability = lambda h: (8, 9)  # type: ignore[attr-defined]
     return nvml
 
 
 def test_probe_reads_nvidia_cards_through_nvml() -> None:
-    machine = probe(nvml=fake_nvml([("NVIDIA GeForce RTX 4070", 12 * GiB, 11 * GiB)]),
-                    sysfs=Path("/nonexistent"), offload=True)
+    machine = probe(
+        nvml=fake_nvml([("NVIDIA GeForce RTX 4070", 12 * GiB, 11 * GiB)]),
+        sysfs=Path("/nonexistent"),
+        offload=True,
+    )
     assert machine.ram_bytes > 0 and machine.cpu_cores >= 1
     [gpu] = machine.gpus
     assert (gpu.vendor, gpu.name, gpu.vram_bytes, gpu.vram_free_bytes) == (
-        "nvidia", "NVIDIA GeForce RTX 4070", 12 * GiB, 11 * GiB)
+        "nvidia",
+        "NVIDIA GeForce RTX 4070",
+        12 * GiB,
+        11 * GiB,
+    )
     assert (gpu.driver, gpu.compute_capability) == ("560.35.03", "8.9")
 
 
@@ -60,12 +68,17 @@ def test_nvml_without_a_driver_means_no_nvidia_gpu() -> None:
 
 
 def test_a_card_the_build_cannot_use_does_not_count_and_says_how_to_fix_it() -> None:
-    machine = probe(nvml=fake_nvml([("NVIDIA GeForce RTX 4070", 12 * GiB, 11 * GiB)]),
-                    sysfs=Path("/nonexistent"), offload=False)
+    machine = probe(
+        nvml=fake_nvml([("NVIDIA GeForce RTX 4070", 12 * GiB, 11 * GiB)]),
+        sysfs=Path("/nonexistent"),
+        offload=False,
+    )
     budget = compute_budget(machine, ram_reserve=0, vram_reserve=0)
     assert budget.vram_bytes == 0
-    assert any("CPU-only; reinstall it with CUDA to use the NVIDIA GeForce RTX 4070" in n
-               for n in budget.notes)
+    assert any(
+        "CPU-only; reinstall it with CUDA to use the NVIDIA GeForce RTX 4070" in n
+        for n in budget.notes
+    )
 
 
 def test_amd_cards_from_sysfs(tmp_path: Path) -> None:
@@ -87,16 +100,22 @@ def test_this_machine_is_probed_for_real() -> None:
 
 def described(ram_gib: float, vram_gib: float = 0, offload: bool = True) -> Machine:
     gpus = [GPU("nvidia", "RTX 4060", int(vram_gib * GiB))] if vram_gib else []
-    return Machine(ram_bytes=int(ram_gib * GiB), cpu_cores=8, gpu_offload=offload, gpus=gpus,
-                   memory_bandwidth_gbs=50.0)
+    return Machine(
+        ram_bytes=int(ram_gib * GiB),
+        cpu_cores=8,
+        gpu_offload=offload,
+        gpus=gpus,
+        memory_bandwidth_gbs=50.0,
+    )
 
 
 def test_budget_is_available_memory_minus_reserves_or_the_override() -> None:
     machine = described(16, 8)
     budget = compute_budget(machine, ram_reserve=4 * GiB, vram_reserve=GiB // 2)
     assert (budget.ram_bytes, budget.vram_bytes) == (12 * GiB, int(7.5 * GiB))
-    forced = compute_budget(machine, ram_reserve=4 * GiB, vram_reserve=0,
-                            ram_override=6 * GiB, vram_override=2 * GiB)
+    forced = compute_budget(
+        machine, ram_reserve=4 * GiB, vram_reserve=0, ram_override=6 * GiB, vram_override=2 * GiB
+    )
     assert (forced.ram_bytes, forced.vram_bytes) == (6 * GiB, 2 * GiB)
 
 
@@ -105,8 +124,13 @@ def test_bigger_budgets_get_bigger_models_and_every_rejection_has_a_reason() -> 
     chosen = []
     for ram in (2, 6, 24, 64):
         machine = described(ram, offload=False)
-        result = plan(catalog, machine, compute_budget(machine, ram_reserve=GiB, vram_reserve=0),
-                      n_ctx=4096, prefer="quality")
+        result = plan(
+            catalog,
+            machine,
+            compute_budget(machine, ram_reserve=GiB, vram_reserve=0),
+            n_ctx=4096,
+            prefer="quality",
+        )
         assert result.chosen is not None
         chosen.append(result.chosen.ram_bytes)
         for c in result.candidates:
@@ -121,8 +145,9 @@ def test_full_gpu_beats_partial_beats_cpu_for_the_same_model() -> None:
     placements = {}
     for vram in (12, 3, 0):
         machine = described(32, vram)
-        result = plan(catalog, machine, compute_budget(machine, ram_reserve=0, vram_reserve=0),
-                      n_ctx=4096)
+        result = plan(
+            catalog, machine, compute_budget(machine, ram_reserve=0, vram_reserve=0), n_ctx=4096
+        )
         q4 = next(c for c in result.candidates if c.quant == "Q4_K_M")
         placements[vram] = (q4.placement, q4.n_gpu_layers, q4.predicted_tok_s)
     assert placements[12][0] == "gpu"
@@ -133,8 +158,13 @@ def test_full_gpu_beats_partial_beats_cpu_for_the_same_model() -> None:
 
 def test_speed_floor_rejects_slow_candidates_with_the_numbers() -> None:
     machine = described(64, offload=False)
-    result = plan(load_catalog(), machine, compute_budget(machine, ram_reserve=0, vram_reserve=0),
-                  n_ctx=4096, min_tok_s=15)
+    result = plan(
+        load_catalog(),
+        machine,
+        compute_budget(machine, ram_reserve=0, vram_reserve=0),
+        n_ctx=4096,
+        min_tok_s=15,
+    )
     assert all(c.predicted_tok_s >= 15 for c in result.ladder)
     slow = [c for c in result.candidates if "floor" in c.reason]
     assert slow and all("< floor 15.0 tok/s" in c.reason for c in slow)
@@ -143,8 +173,9 @@ def test_speed_floor_rejects_slow_candidates_with_the_numbers() -> None:
 def test_mixture_of_experts_needs_memory_for_all_but_reads_only_active() -> None:
     [moe] = [m for m in load_catalog() if m.arch.n_active_params]
     machine = described(64, offload=False)
-    result = plan([moe], machine, compute_budget(machine, ram_reserve=0, vram_reserve=0),
-                  n_ctx=4096)
+    result = plan(
+        [moe], machine, compute_budget(machine, ram_reserve=0, vram_reserve=0), n_ctx=4096
+    )
     q4 = next(c for c in result.candidates if c.quant == "Q4_K_M")
     dense_speed = 50e9 * 0.6 / q4.file_bytes
     assert q4.ram_bytes > q4.file_bytes
@@ -166,30 +197,58 @@ def test_catalog_numbers_match_a_real_header(models: dict[str, Path]) -> None:
 
 def test_plan_cli_for_a_described_machine(tmp_path: Path) -> None:
     machine_file = tmp_path / "laptop.json"
-    machine_file.write_text(json.dumps({
-        "ram_bytes": 32 * GiB, "cpu_cores": 8, "gpu_offload": True, "unified_memory": False,
-        "gpus": [{"vendor": "nvidia", "name": "RTX 4060", "vram_bytes": 8 * GiB}]}))
+    machine_file.write_text(
+        json.dumps(
+            {
+                "ram_bytes": 32 * GiB,
+                "cpu_cores": 8,
+                "gpu_offload": True,
+                "unified_memory": False,
+                "gpus": [{"vendor": "nvidia", "name": "RTX 4060", "vram_bytes": 8 * GiB}],
+            }
+        )
+    )
     result = subprocess.run(
         [sys.executable, "-m", "daemon.cli", "plan", "--json", "--machine", str(machine_file)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT)
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert {"machine", "budget", "chosen", "candidates"} <= set(data)
     chosen = data["chosen"]
-    assert {"model", "quant", "file_bytes", "estimated_bytes", "placement", "n_gpu_layers",
-            "n_ctx"} <= set(chosen)
+    assert {
+        "model",
+        "quant",
+        "file_bytes",
+        "estimated_bytes",
+        "placement",
+        "n_gpu_layers",
+        "n_ctx",
+    } <= set(chosen)
     assert chosen["placement"] == "gpu"
     assert all({"fits", "reason"} <= set(c) for c in data["candidates"])
 
     text = subprocess.run(
         [sys.executable, "-m", "daemon.cli", "plan", "--machine", str(machine_file)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT).stdout
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    ).stdout
     assert chosen["model"] in text and "needs" in text
 
 
 def test_probe_cli_prints_this_machine_in_the_machine_file_shape() -> None:
-    result = subprocess.run([sys.executable, "-m", "daemon.cli", "probe", "--json"],
-                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "probe", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     machine = Machine.from_json(json.loads(result.stdout))
     assert machine.ram_bytes > 0
 

@@ -17,10 +17,12 @@ REPO = "test-org/SmolLM2-135M-Instruct-GGUF"
 
 def write_catalog(path: Path, ladder: dict[str, Path]) -> Path:
     a = from_header(read_local(ladder["Q8_0"]))
-    arch = (f'{{ arch = "{a.arch}", n_params = {a.n_params}, n_layer = {a.n_layer}, '
-            f'n_embd = {a.n_embd}, n_head = {a.n_head}, n_head_kv = {a.n_head_kv}, '
-            f'head_dim_k = {a.head_dim_k}, head_dim_v = {a.head_dim_v}, '
-            f'n_ctx_train = {a.n_ctx_train}, n_vocab = {a.n_vocab} }}')
+    arch = (
+        f'{{ arch = "{a.arch}", n_params = {a.n_params}, n_layer = {a.n_layer}, '
+        f"n_embd = {a.n_embd}, n_head = {a.n_head}, n_head_kv = {a.n_head_kv}, "
+        f"head_dim_k = {a.head_dim_k}, head_dim_v = {a.head_dim_v}, "
+        f"n_ctx_train = {a.n_ctx_train}, n_vocab = {a.n_vocab} }}"
+    )
     path.write_text(f"""
 [[model]]
 id = "smollm2-135m-instruct"
@@ -49,9 +51,13 @@ def test_no_model_plans_downloads_and_serves_then_works_offline_from_the_cache(
 ) -> None:
     hub.add(REPO, {p.name: p for p in quant_ladder.values()})
     catalog = write_catalog(tmp_path / "catalog.toml", quant_ladder)
-    env = {"ASSISTANT_CATALOG": str(catalog), "HF_HUB_CACHE": str(tmp_path / "hf"),
-           "ASSISTANT_PREFER": "quality", "ASSISTANT_MIN_TOK_S": "0",
-           "ASSISTANT_N_CTX": "2048"}
+    env = {
+        "ASSISTANT_CATALOG": str(catalog),
+        "HF_HUB_CACHE": str(tmp_path / "hf"),
+        "ASSISTANT_PREFER": "quality",
+        "ASSISTANT_MIN_TOK_S": "0",
+        "ASSISTANT_N_CTX": "2048",
+    }
 
     # A budget between the Q8_0 and Q4_K_M footprints: the largest that fits is Q4_K_M.
     arch = from_header(read_local(quant_ladder["Q8_0"]))
@@ -69,14 +75,16 @@ def test_no_model_plans_downloads_and_serves_then_works_offline_from_the_cache(
     q8_row = next(c for c in plan["candidates"] if c["quant"] == "Q8_0")
     assert not q8_row["fits"] and "budget" in q8_row["reason"]
     api = openai.OpenAI(base_url=daemon.v1, api_key="x", max_retries=0)
-    reply = api.chat.completions.create(model=status["model"]["id"], max_tokens=4,
-                                        messages=[{"role": "user", "content": "hi"}])
+    reply = api.chat.completions.create(
+        model=status["model"]["id"], max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+    )
     assert reply.choices[0].message.content is not None
     daemon.stop()
 
     # The hub is gone: the cached Q4_K_M is served, and status says why.
-    offline = start_daemon(None, HF_ENDPOINT="http://127.0.0.1:9", ASSISTANT_RAM_BUDGET=budget,
-                           **env)
+    offline = start_daemon(
+        None, HF_ENDPOINT="http://127.0.0.1:9", ASSISTANT_RAM_BUDGET=budget, **env
+    )
     status = offline.status()
     assert status["model"]["id"] == "smollm2-135m-instruct-q4_k_m"
     assert any("hub unreachable" in n for n in status["provision"]["notes"])
@@ -85,11 +93,19 @@ def test_no_model_plans_downloads_and_serves_then_works_offline_from_the_cache(
 
 def test_nothing_cached_and_no_hub_serves_the_starter(start_daemon, quant_ladder, tmp_path) -> None:
     catalog = write_catalog(tmp_path / "catalog.toml", quant_ladder)
-    daemon = start_daemon(None, HF_ENDPOINT="http://127.0.0.1:9", ASSISTANT_CATALOG=str(catalog),
-                          HF_HUB_CACHE=str(tmp_path / "hf"), ASSISTANT_MIN_TOK_S="0")
+    daemon = start_daemon(
+        None,
+        HF_ENDPOINT="http://127.0.0.1:9",
+        ASSISTANT_CATALOG=str(catalog),
+        HF_HUB_CACHE=str(tmp_path / "hf"),
+        ASSISTANT_MIN_TOK_S="0",
+    )
     status = daemon.status()
     assert status["model"]["id"] == "smollm2-135m-instruct-q4_1"
     assert "hub is unreachable" in status["provision"]["chosen_because"]
-    answer = httpx.post(daemon.v1 + "/chat/completions", json={
-        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}, timeout=60)
+    answer = httpx.post(
+        daemon.v1 + "/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        timeout=60,
+    )
     assert answer.status_code == 200

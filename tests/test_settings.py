@@ -20,7 +20,7 @@ def test_defaults_bind_loopback_on_a_port_no_peer_uses() -> None:
 
 def test_flags_beat_env_beat_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "assistantd.toml"
-    config.write_text('port = 9001\nn_ctx = 1024\nqueue_size = 3\n')
+    config.write_text("port = 9001\nn_ctx = 1024\nqueue_size = 3\n")
     monkeypatch.setenv("ASSISTANT_N_CTX", "2048")
     monkeypatch.setenv("ASSISTANT_QUEUE_SIZE", "5")
     settings = load_settings(["--config", str(config), "--queue-size", "7"])
