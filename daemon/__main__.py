@@ -22,6 +22,7 @@ from daemon.gguf_header import read_local
 from daemon.naming import model_id_for, validate_model_id
 from daemon.provision import provision
 from daemon.settings import Settings, load_settings
+from daemon.speeds import MeasuredSpeeds
 from daemon.supervisor import Supervisor
 from daemon.worker import WorkerSpec
 
@@ -97,8 +98,11 @@ def attach_model(
 async def serve(settings: Settings) -> int:
     with tempfile.TemporaryDirectory(prefix="assistantd-") as tmp:
         runtime = Path(tmp)
+        speeds = MeasuredSpeeds(settings.state_dir / "measured_speeds.json")
         state = DaemonState(
-            settings=settings, admission=Admission(settings.queue_size, settings.queue_timeout_s)
+            settings=settings,
+            admission=Admission(settings.queue_size, settings.queue_timeout_s),
+            speeds=speeds,
         )
         if settings.model is not None:
             path = check_model_file(settings.model)
@@ -123,7 +127,7 @@ async def serve(settings: Settings) -> int:
             nonlocal exit_code
             try:
                 if state.supervisor is None:
-                    chosen = await asyncio.to_thread(provision, settings, state.provision)
+                    chosen = await asyncio.to_thread(provision, settings, state.provision, speeds)
                     log.info("chose %s: %s", chosen.model_id, chosen.why)
                     check_model_file(chosen.path)
                     model_id = (
@@ -131,6 +135,7 @@ async def serve(settings: Settings) -> int:
                         if settings.model_id
                         else chosen.model_id
                     )
+                    state.speed_key = chosen.speed_key
                     attach_model(
                         state, chosen.path, model_id, chosen.n_ctx, chosen.n_gpu_layers, runtime
                     )

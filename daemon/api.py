@@ -36,6 +36,7 @@ from daemon.provision import ProvisionStatus
 from daemon.proxy import Generation
 from daemon.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, InfillRequest
 from daemon.settings import Settings
+from daemon.speeds import MeasuredSpeeds
 from daemon.stats import RequestRecord, Stats
 from daemon.supervisor import Supervisor
 
@@ -55,6 +56,8 @@ class DaemonState:
     provision: ProvisionStatus = field(default_factory=ProvisionStatus)
     supervisor: Supervisor | None = None
     model_id: str = ""
+    speeds: MeasuredSpeeds | None = None
+    speed_key: tuple[str, str, str] | None = None  # set when the model came from the catalog
     stats: Stats = field(default_factory=Stats)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -82,6 +85,11 @@ class DaemonState:
                 retry_after_s=10,
             )
         return self.supervisor
+
+    def observe_speed(self, tok_s: float, tokens: int) -> None:
+        """Measured decode speed replaces the planner's prediction next time it plans."""
+        if self.speeds is not None and self.speed_key is not None:
+            self.speeds.observe(self.speed_key, tok_s, tokens)
 
     def check_model(self, requested: str | None) -> None:
         self.require_supervisor()
@@ -170,6 +178,7 @@ def create_app(state: DaemonState) -> FastAPI:
             stats=state.stats,
             endpoint=endpoint,
             wait_timeout_s=settings.queue_timeout_s,
+            on_decode_speed=state.observe_speed,
         )
 
     async def opened(endpoint: str, kind: str, params: dict[str, Any]) -> Generation:

@@ -22,6 +22,7 @@ from daemon.errors import AssistantError, HubUnavailable, ModelFileError
 from daemon.hardware import probe
 from daemon.planner import Candidate, compute_budget, plan
 from daemon.settings import Settings
+from daemon.speeds import MeasuredSpeeds
 
 log = logging.getLogger("assistantd.provision")
 
@@ -38,6 +39,7 @@ class Chosen:
     n_ctx: int
     n_gpu_layers: int
     why: str
+    speed_key: tuple[str, str, str] | None = None  # (catalog id, quant, placement)
 
 
 @dataclass
@@ -92,7 +94,7 @@ def _cached_files(cache: Path, remote: hub.RemoteModel) -> list[Path] | None:
     return paths if all(p.exists() for p in paths) else None
 
 
-def provision(settings: Settings, status: ProvisionStatus) -> Chosen:
+def provision(settings: Settings, status: ProvisionStatus, speeds: MeasuredSpeeds) -> Chosen:
     status.set("probing")
     machine = probe()
     status.set("planning")
@@ -119,6 +121,7 @@ def provision(settings: Settings, status: ProvisionStatus) -> Chosen:
         prefer=settings.prefer,
         min_tok_s=settings.min_tok_s,
         file_sizes=sizes,
+        measured_tok_s=speeds.get(),
     )
     status.plan = result.to_json()
     status.notes.extend(budget.notes)
@@ -191,4 +194,5 @@ def _try(
         candidate.n_ctx,
         candidate.n_gpu_layers,
         why,
+        (model.id, candidate.quant, candidate.placement),
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from daemon.admission import Admission
@@ -37,7 +37,9 @@ class Generation:
         stats: Stats,
         endpoint: str,
         wait_timeout_s: float,
+        on_decode_speed: Callable[[float, int], None] | None = None,
     ) -> None:
+        self._on_decode_speed = on_decode_speed
         self._admission = admission
         self._supervisor = supervisor
         self._stats = stats
@@ -97,6 +99,8 @@ class Generation:
             self.end = self.end or end or {}
         usage = self.end.get("usage", {})
         timings = self.end.get("timings", {})
+        if outcome == "ok" and timings and self._on_decode_speed is not None:
+            self._on_decode_speed(timings["predicted_per_second"], timings["predicted_n"])
         self._stats.record(
             RequestRecord(
                 endpoint=self._endpoint,

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
         None, description="Use exactly this much VRAM for the model (overrides the measurement)."
     )
     config: Path | None = Field(None, description="TOML file with any of these settings.")
+    state_dir: Path = Field(
+        default_factory=lambda: (
+            Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+            / "assistantd"
+        ),
+        description="Where measured speeds and other state are kept.",
+    )
 
     @field_validator("log_level")
     @classmethod

@@ -79,6 +79,10 @@ def test_no_model_plans_downloads_and_serves_then_works_offline_from_the_cache(
         model=status["model"]["id"], max_tokens=4, messages=[{"role": "user", "content": "hi"}]
     )
     assert reply.choices[0].message.content is not None
+    counted = api.completions.create(
+        model=status["model"]["id"], prompt="1, 2, 3, 4,", max_tokens=40, temperature=0
+    )
+    assert counted.usage.completion_tokens >= 16
     daemon.stop()
 
     # The hub is gone: the cached Q4_K_M is served, and status says why.
@@ -89,6 +93,10 @@ def test_no_model_plans_downloads_and_serves_then_works_offline_from_the_cache(
     assert status["model"]["id"] == "smollm2-135m-instruct-q4_k_m"
     assert any("hub unreachable" in n for n in status["provision"]["notes"])
     assert any("using cached" in n for n in status["provision"]["notes"])
+    # The speed measured while serving replaced the prediction in the new plan.
+    rows = status["provision"]["plan"]["candidates"]
+    q4_row = next(c for c in rows if c["quant"] == "Q4_K_M")
+    assert q4_row["speed_measured"] is True
 
 
 def test_nothing_cached_and_no_hub_serves_the_starter(start_daemon, quant_ladder, tmp_path) -> None:
