@@ -21,6 +21,7 @@ from daemon.errors import AssistantError, ConfigError, ModelFileError, WorkerSta
 from daemon.gguf_header import read_local
 from daemon.naming import model_id_for, validate_model_id
 from daemon.provision import provision
+from daemon.security import check_bind
 from daemon.settings import Settings, load_settings
 from daemon.speeds import MeasuredSpeeds
 from daemon.supervisor import Supervisor
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         if settings.model is not None:
             check_model_file(settings.model)
+        check_bind(settings.host, settings.api_key.get_secret_value() if settings.api_key else None)
         check_port_free(settings.host, settings.port)
     except AssistantError as exc:
         print(f"assistantd: {exc.message}", file=sys.stderr)

@@ -35,6 +35,7 @@ from daemon.errors import (
 from daemon.provision import ProvisionStatus
 from daemon.proxy import Generation
 from daemon.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, InfillRequest
+from daemon.security import Guard
 from daemon.settings import Settings
 from daemon.speeds import MeasuredSpeeds
 from daemon.stats import RequestRecord, Stats
@@ -155,6 +156,13 @@ async def _wait_disconnect(request: Request) -> None:
 def create_app(state: DaemonState) -> FastAPI:
     app = FastAPI(title="assistantd", version="0.1.0", docs_url=None, redoc_url=None)
     settings = state.settings
+    app.add_middleware(
+        Guard,
+        bind_host=settings.host,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.allowed_origins,
+    )
 
     @app.exception_handler(AssistantError)
     async def _assistant_error(request: Request, exc: AssistantError) -> JSONResponse:

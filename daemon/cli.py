@@ -27,7 +27,9 @@ def _default_url() -> str:
 
 
 def _fetch_status(url: str) -> dict[str, Any]:
-    response = httpx.get(f"{url}/status", timeout=5.0)
+    key = os.environ.get("ASSISTANT_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    response = httpx.get(f"{url}/status", timeout=5.0, headers=headers)
     response.raise_for_status()
     return response.json()
 

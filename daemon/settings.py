@@ -7,12 +7,13 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import psutil
-from pydantic import ByteSize, Field, ValidationError, field_validator
+from pydantic import ByteSize, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -103,6 +104,17 @@ class Settings(BaseSettings):
         None, description="Use exactly this much VRAM for the model (overrides the measurement)."
     )
     config: Path | None = Field(None, description="TOML file with any of these settings.")
+    api_key: SecretStr | None = Field(
+        None, description="Require this bearer token (any token is accepted when unset)."
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra Host header names accepted on loopback (comma-separated).",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API, besides vscode-webview://.",
+    )
     state_dir: Path = Field(
         default_factory=lambda: (
             Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
@@ -110,6 +122,13 @@ class Settings(BaseSettings):
         ),
         description="Where measured speeds and other state are kept.",
     )
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
 
     @field_validator("log_level")
     @classmethod
