@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from daemon import editors
 from daemon.catalog import load_catalog
 from daemon.errors import AssistantError
 from daemon.hardware import Machine, probe
@@ -146,6 +147,40 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_connect(args: argparse.Namespace) -> int:
+    try:
+        status = _fetch_status(args.url)
+    except httpx.HTTPError:
+        print(
+            f"assistantd is not running at {args.url}: start it first (`assistantd`), so "
+            "the model id to configure is known",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_RUNNING
+    model = status.get("model")
+    if not model:
+        print(
+            f"assistantd is {status['state']} and has no model yet; try again when "
+            "`assistantctl status` says serving",
+            file=sys.stderr,
+        )
+        return 1
+    entry = editors.continue_entry(
+        model["id"], status["endpoint"], os.environ.get("ASSISTANT_API_KEY")
+    )
+    if args.write:
+        backup = editors.merge_continue(args.config, entry)
+        print(
+            f"wrote the assistantd model to {args.config}"
+            + (f" (backup: {backup})" if backup else "")
+        )
+    else:
+        print(f"# Continue: add to {args.config}  (or run with --write)")
+        print(editors.continue_snippet(entry))
+    print(editors.llama_vscode_settings(status["endpoint"].removesuffix("/v1")))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assistantctl", description="Control assistantd.")
     parser.add_argument(
@@ -164,6 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
     probe_cmd = commands.add_parser("probe", help="what this machine has")
     probe_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     probe_cmd.set_defaults(func=cmd_probe)
+    connect = commands.add_parser("connect", help="point an editor at the daemon")
+    connect.add_argument("editor", choices=["continue"], help="the editor to wire up")
+    connect.add_argument(
+        "--write", action="store_true", help="merge into Continue's config.yaml (a backup is kept)"
+    )
+    connect.add_argument(
+        "--config",
+        type=Path,
+        default=Path.home() / ".continue" / "config.yaml",
+        help="Continue config file (default ~/.continue/config.yaml)",
+    )
+    connect.set_defaults(func=cmd_connect)
     return parser
 
 

@@ -1,0 +1,90 @@
+"""assistantctl connect: Continue's config.yaml and llama.vscode settings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from conftest import ROOT, Daemon
+
+EXISTING = """\
+# my Continue config
+name: My setup
+version: 1.0.0
+schema: v1
+models:
+  - name: Claude  # keep me
+    provider: anthropic
+    model: claude-sonnet
+    roles: [chat]
+  - name: assistantd (old-model)
+    provider: openai
+    model: old-model
+    apiBase: http://127.0.0.1:9999/v1
+context:
+  - provider: code
+"""
+
+
+def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def test_connect_prints_the_continue_entry_and_llama_vscode_settings(smol: Daemon) -> None:
+    result = ctl("--url", smol.url, "connect", "continue")
+    assert result.returncode == 0, result.stderr
+    snippet = YAML().load(result.stdout.split("\n", 1)[1].split("llama.vscode")[0])
+    [entry] = snippet["models"]
+    assert entry["provider"] == "openai"
+    assert entry["model"] == "smollm2-135m-instruct-q4_1"
+    assert entry["apiBase"] == smol.v1
+    assert set(entry["roles"]) == {"chat", "edit", "apply", "autocomplete"}
+    assert f'"llama-vscode.endpoint": "{smol.url}"' in result.stdout
+    assert f"{smol.url}/infill" in result.stdout
+
+
+def test_connect_write_merges_keeping_everything_and_backs_up(smol: Daemon, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(EXISTING)
+    result = ctl("--url", smol.url, "connect", "continue", "--write", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    [backup] = tmp_path.glob("config.yaml.bak-*")
+    assert backup.read_text() == EXISTING
+    text = config.read_text()
+    assert "# my Continue config" in text and "# keep me" in text
+    data = YAML().load(text)
+    names = [m["name"] for m in data["models"]]
+    assert names == ["Claude", "assistantd (smollm2-135m-instruct-q4_1)"]
+    assert data["context"] == [{"provider": "code"}]
+    # Running it again replaces our entry instead of adding a second one.
+    ctl("--url", smol.url, "connect", "continue", "--write", "--config", str(config))
+    assert len(YAML().load(config.read_text())["models"]) == 2
+
+
+def test_connect_write_creates_a_config_when_there_is_none(smol: Daemon, tmp_path: Path) -> None:
+    config = tmp_path / ".continue" / "config.yaml"
+    assert (
+        ctl("--url", smol.url, "connect", "continue", "--write", "--config", str(config)).returncode
+        == 0
+    )
+    data = YAML().load(config.read_text())
+    assert data["schema"] == "v1" and len(data["models"]) == 1
+
+
+def test_a_broken_config_is_left_untouched(smol: Daemon, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("models: [unclosed\n")
+    result = ctl("--url", smol.url, "connect", "continue", "--write", "--config", str(config))
+    assert result.returncode == 2
+    assert "nothing was changed" in result.stderr
+    assert config.read_text() == "models: [unclosed\n"
+    assert not list(tmp_path.glob("config.yaml.bak-*"))
