@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from daemon import editors
+from daemon import editors, service
 from daemon.catalog import load_catalog
 from daemon.errors import AssistantError
 from daemon.hardware import Machine, probe
@@ -181,6 +182,33 @@ def cmd_connect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_service(args: argparse.Namespace) -> int:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith("ASSISTANT_") or k in ("HF_ENDPOINT", "HF_HUB_CACHE", "HF_HOME")
+    }
+    env.pop("ASSISTANT_API_KEY", None)  # never copied into a world-readable unit file
+    mgr = service.manager(sys.platform, Path.home(), os.getuid())
+    extra = shlex.split(args.daemon_args)
+    actions = mgr.actions(args.action, extra, env if args.action == "install" else {})
+    if args.dry_run:
+        print(actions.describe())
+        return 0
+    actions.apply()
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    mgr = service.manager(sys.platform, Path.home(), os.getuid())
+    actions = mgr.actions("logs", [], {})
+    if args.dry_run:
+        print(actions.describe())
+        return 0
+    actions.apply()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assistantctl", description="Control assistantd.")
     parser.add_argument(
@@ -211,6 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="Continue config file (default ~/.continue/config.yaml)",
     )
     connect.set_defaults(func=cmd_connect)
+    svc = commands.add_parser("service", help="install and control assistantd as a user service")
+    svc.add_argument("action", choices=["install", "uninstall", "start", "stop", "status", "logs"])
+    svc.add_argument("--dry-run", action="store_true", help="print what would be written and run")
+    svc.add_argument(
+        "--daemon-args",
+        default="",
+        help='extra assistantd flags for install, e.g. --daemon-args="--port 9000"',
+    )
+    svc.set_defaults(func=cmd_service)
+    logs = commands.add_parser("logs", help="follow the daemon's log (service installs)")
+    logs.add_argument("--dry-run", action="store_true", help="print the command instead")
+    logs.set_defaults(func=cmd_logs)
     return parser
 
 
