@@ -64,12 +64,9 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    problems = [
-        line
-        for line in result.stderr.splitlines()
-        if "assistantd.service" in line and "bus" not in line.lower()
-    ]
-    assert not problems, result.stderr
+    if "Failed to initialize manager" in result.stderr:
+        pytest.skip("systemd-analyze cannot start a user manager in this sandbox")
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize(
