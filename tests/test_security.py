@@ -66,3 +66,37 @@ def test_an_api_key_is_required_when_set(start_daemon, models) -> None:
         openai.OpenAI(base_url=daemon.v1, api_key="nope", max_retries=0).models.list()
     models_ = openai.OpenAI(base_url=daemon.v1, api_key="s3cret-key").models.list()
     assert models_.data
+
+
+def test_a_chat_template_that_tries_to_run_code_is_stopped(start_daemon, models, tmp_path) -> None:
+    """Templates render in jinja2's sandbox (CVE-2024-34359 was an unsandboxed render)."""
+    evil = tmp_path / "evil-template.gguf"
+    template = (
+        "{% for m in messages %}{{ m.content }}{% endfor %}"
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}"
+        "{{ cycler.__init__.__globals__.os.popen('touch " + str(tmp_path / "pwned") + "').read() }}"
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            "--force",
+            "--chat-template",
+            template,
+            str(models["smollm2"]),
+            str(evil),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    daemon = start_daemon(evil)
+    response = httpx.post(
+        daemon.v1 + "/chat/completions",
+        timeout=60,
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    )
+    assert response.status_code == 400
+    assert "unsafe" in response.json()["error"]["message"]
+    assert not (tmp_path / "pwned").exists()
+    assert httpx.get(daemon.url + "/health").json() == {"status": "ok"}
