@@ -192,20 +192,19 @@ def cmd_service(args: argparse.Namespace) -> int:
     mgr = service.manager(sys.platform, Path.home(), os.getuid())
     extra = shlex.split(args.daemon_args)
     actions = mgr.actions(args.action, extra, env if args.action == "install" else {})
-    if args.dry_run:
-        print(actions.describe())
-        return 0
-    actions.apply()
-    return 0
+    return _carry_out(actions, args.dry_run)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     mgr = service.manager(sys.platform, Path.home(), os.getuid())
-    actions = mgr.actions("logs", [], {})
-    if args.dry_run:
+    return _carry_out(mgr.actions("logs", [], {}), args.dry_run)
+
+
+def _carry_out(actions: service.Actions, dry_run: bool) -> int:
+    if dry_run:
         print(actions.describe())
-        return 0
-    actions.apply()
+    else:
+        actions.apply()
     return 0
 
 

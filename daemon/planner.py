@@ -229,30 +229,15 @@ def plan(
             quality = model.quality - QUANT_PENALTY.get(quant, 5.0)
             if chosen_option is None:
                 placement, layers, ram, vram, tok_s = options[-1]
-                candidates.append(
-                    Candidate(
-                        model.id,
-                        quant,
-                        placement,
-                        layers,
-                        ctx,
-                        file_bytes,
-                        known is None,
-                        ram,
-                        vram,
-                        round(tok_s, 1),
-                        False,
-                        quality,
-                        fits=False,
-                        reason=reasons[-1].split(": ", 1)[1]
-                        if len(options) == 1
-                        else " | ".join(reasons),
-                        repo=model.repo,
-                    )
+                was_measured, fits, score = False, False, 0.0
+                reason = reasons[-1].split(": ", 1)[1] if len(options) == 1 else " | ".join(reasons)
+            else:
+                placement, layers, ram, vram, tok_s, was_measured = chosen_option
+                fits = True
+                score = round(quality + weight * math.log2(max(tok_s, 0.1)), 2)
+                reason = f"fits ({placement}, {gib(ram)} RAM" + (
+                    f", {gib(vram)} VRAM)" if vram else ")"
                 )
-                continue
-            placement, layers, ram, vram, tok_s, was_measured = chosen_option
-            score = quality + weight * math.log2(max(tok_s, 0.1))
             candidates.append(
                 Candidate(
                     model.id,
@@ -267,11 +252,9 @@ def plan(
                     round(tok_s, 1),
                     was_measured,
                     quality,
-                    score=round(score, 2),
-                    fits=True,
-                    reason=f"fits ({placement}, {gib(ram)} RAM"
-                    + (f", {gib(vram)} VRAM" if vram else "")
-                    + ")",
+                    score=score,
+                    fits=fits,
+                    reason=reason,
                     repo=model.repo,
                 )
             )
