@@ -7,6 +7,7 @@ while a long generation runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import psutil
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
@@ -310,6 +312,20 @@ def create_app(state: DaemonState) -> FastAPI:
                 "restarts": sup.restarts,
                 "last_error": sup.last_error,
             },
+            "memory": _memory(worker.pid if worker and not worker.exited else None),
+        }
+
+    def _memory(pid: int | None) -> dict[str, Any]:
+        """The worker's resident memory against the RAM budget the plan used (if planned)."""
+        plan = state.provision.plan or {}
+        rss = None
+        if pid is not None:
+            with contextlib.suppress(psutil.Error):
+                rss = psutil.Process(pid).memory_info().rss
+        return {
+            "worker_rss_bytes": rss,
+            "ram_budget_bytes": (plan.get("budget") or {}).get("ram_bytes"),
+            "estimated_bytes": (plan.get("chosen") or {}).get("estimated_bytes"),
         }
 
     @app.post("/v1/chat/completions")

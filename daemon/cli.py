@@ -54,6 +54,13 @@ def _human(status: dict[str, Any]) -> str:
         f"(capacity {queue['capacity']})",
         f"worker     pid {worker['pid']}, {worker['restarts']} restarts",
     ]
+    memory = status.get("memory") or {}
+    if memory.get("worker_rss_bytes") is not None:
+        budget = memory.get("ram_budget_bytes")
+        lines.append(
+            f"memory     {memory['worker_rss_bytes'] / 2**20:.0f} MiB resident"
+            + (f" of a {gib(budget)} RAM budget" if budget else "")
+        )
     if worker["last_error"]:
         lines.append(f"last error {worker['last_error']}")
     return "\n".join(lines)

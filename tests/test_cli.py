@@ -31,7 +31,14 @@ def test_status_when_not_running_says_how_to_start() -> None:
 def test_status_shows_state_model_endpoint_uptime_and_requests(smol: Daemon) -> None:
     result = ctl("--url", smol.url, "status")
     assert result.returncode == 0, result.stderr
-    for expected in ("serving", "smollm2-135m-instruct-q4_1", smol.v1, "uptime", "served"):
+    for expected in (
+        "serving",
+        "smollm2-135m-instruct-q4_1",
+        smol.v1,
+        "uptime",
+        "served",
+        "MiB resident",
+    ):
         assert expected in result.stdout
 
 

@@ -74,6 +74,9 @@ def test_no_model_plans_downloads_and_serves_then_works_offline_from_the_cache(
     assert plan["chosen"]["quant"] == "Q4_K_M"
     q8_row = next(c for c in plan["candidates"] if c["quant"] == "Q8_0")
     assert not q8_row["fits"] and "budget" in q8_row["reason"]
+    memory = status["memory"]
+    assert memory["ram_budget_bytes"] == int(budget)
+    assert 0 < memory["worker_rss_bytes"] < int(budget)
     api = openai.OpenAI(base_url=daemon.v1, api_key="x", max_retries=0)
     reply = api.chat.completions.create(
         model=status["model"]["id"], max_tokens=4, messages=[{"role": "user", "content": "hi"}]
