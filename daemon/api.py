@@ -221,17 +221,13 @@ def create_app(state: DaemonState) -> FastAPI:
             watcher.cancel()
             gen.close("error")  # no-op unless something above raised
 
-    async def openai_stream(gen: Generation, include_usage: bool) -> AsyncIterator[bytes]:
+    async def guarded(gen: Generation, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """One place for a streamed answer's ending: an error becomes a data line, a client
+        that left counts as cancelled, and the generation is closed exactly once."""
         outcome = "error"
-        first: dict[str, Any] | None = None
         try:
-            async for event in gen.events():
-                chunk = shapes.restamp(event["data"], state.model_id)
-                first = first or chunk
-                yield shapes.sse(chunk)
-            if include_usage and first is not None:
-                yield shapes.sse(shapes.usage_chunk(first, state.model_id, gen.end["usage"]))
-            yield shapes.DONE
+            async for piece in pieces:
+                yield piece
             outcome = "ok"
         except AssistantError as exc:
             yield shapes.sse(exc.to_body())
@@ -240,6 +236,16 @@ def create_app(state: DaemonState) -> FastAPI:
             raise
         finally:
             gen.close(outcome)
+
+    async def openai_stream(gen: Generation, include_usage: bool) -> AsyncIterator[bytes]:
+        first: dict[str, Any] | None = None
+        async for event in gen.events():
+            chunk = shapes.restamp(event["data"], state.model_id)
+            first = first or chunk
+            yield shapes.sse(chunk)
+        if include_usage and first is not None:
+            yield shapes.sse(shapes.usage_chunk(first, state.model_id, gen.end["usage"]))
+        yield shapes.DONE
 
     async def openai_generation(
         request: Request,
@@ -253,7 +259,7 @@ def create_app(state: DaemonState) -> FastAPI:
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return ClosingStreamingResponse(
-                openai_stream(gen, include_usage),
+                guarded(gen, openai_stream(gen, include_usage)),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
@@ -378,28 +384,20 @@ def create_app(state: DaemonState) -> FastAPI:
         params["max_tokens"] = state.check_limit(body.token_limit, "n_predict")
         gen = await opened("infill", "infill", params)
         if body.stream:
-            return ClosingStreamingResponse(infill_stream(gen), media_type="text/event-stream")
+            return ClosingStreamingResponse(
+                guarded(gen, infill_stream(gen)), media_type="text/event-stream"
+            )
         chunks = await collect(request, gen)
         if chunks is None:
             return Response(status_code=499)
         return JSONResponse(shapes.infill_result(chunks, gen.end, state.model_id, streamed=False))
 
     async def infill_stream(gen: Generation) -> AsyncIterator[bytes]:
-        outcome = "error"
         chunks: list[dict[str, Any]] = []
-        try:
-            async for event in gen.events():
-                chunks.append(event["data"])
-                yield shapes.sse(shapes.infill_piece(event["data"]))
-            yield shapes.sse(shapes.infill_result(chunks, gen.end, state.model_id, streamed=True))
-            outcome = "ok"
-        except AssistantError as exc:
-            yield shapes.sse(exc.to_body())
-        except BaseException:
-            outcome = "cancelled"
-            raise
-        finally:
-            gen.close(outcome)
+        async for event in gen.events():
+            chunks.append(event["data"])
+            yield shapes.sse(shapes.infill_piece(event["data"]))
+        yield shapes.sse(shapes.infill_result(chunks, gen.end, state.model_id, streamed=True))
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> JSONResponse:
