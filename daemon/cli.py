@@ -28,11 +28,23 @@ def _default_url() -> str:
     return f"http://{host}:{port}"
 
 
+class DaemonNotRunning(AssistantError):
+    code = "not_running"
+
+
 def _fetch_status(url: str) -> dict[str, Any]:
+    """The daemon's /status; one message, and exit status 3, when nobody answers."""
     key = os.environ.get("ASSISTANT_API_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    response = httpx.get(f"{url}/status", timeout=5.0, headers=headers)
-    response.raise_for_status()
+    try:
+        response = httpx.get(f"{url}/status", timeout=5.0, headers=headers)
+    except httpx.TransportError:
+        raise DaemonNotRunning(
+            f"assistantd is not running at {url}: start it with `assistantd` "
+            "(or `assistantctl service start`)"
+        ) from None
+    if response.status_code != 200:
+        raise AssistantError(f"{url} answered {response.status_code}: is it assistantd?")
     return response.json()
 
 
@@ -67,18 +79,7 @@ def _human(status: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    try:
-        status = _fetch_status(args.url)
-    except httpx.TransportError:
-        print(
-            f"assistantd is not running at {args.url}: start it with "
-            "`assistantd --model PATH/TO/MODEL.gguf`",
-            file=sys.stderr,
-        )
-        return EXIT_NOT_RUNNING
-    except httpx.HTTPStatusError as exc:
-        print(f"{args.url} answered {exc.response.status_code}: is it assistantd?", file=sys.stderr)
-        return 1
+    status = _fetch_status(args.url)
     print(json.dumps(status, indent=2) if args.json else _human(status))
     return 0
 
@@ -156,15 +157,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    try:
-        status = _fetch_status(args.url)
-    except httpx.HTTPError:
-        print(
-            f"assistantd is not running at {args.url}: start it first (`assistantd`), so "
-            "the model id to configure is known",
-            file=sys.stderr,
-        )
-        return EXIT_NOT_RUNNING
+    status = _fetch_status(args.url)
     model = status.get("model")
     if not model:
         print(
@@ -264,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
+    except DaemonNotRunning as exc:
+        print(exc.message, file=sys.stderr)
+        code = EXIT_NOT_RUNNING
     except AssistantError as exc:
         print(f"assistantctl: {exc.message}", file=sys.stderr)
         code = 2
