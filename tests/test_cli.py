@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
-from conftest import ROOT, Daemon, free_port
+from conftest import Daemon, free_port, run_ctl
 
 EXIT_NOT_RUNNING = 3
 
 
 def ctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    return run_ctl(*args)
 
 
 def test_status_when_not_running_says_how_to_start() -> None:

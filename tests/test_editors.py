@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from conftest import ROOT, Daemon
+from conftest import Daemon, run_ctl
 
 EXISTING = """\
 # my Continue config
@@ -30,13 +29,7 @@ context:
 
 
 def ctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    return run_ctl(*args)
 
 
 def test_connect_prints_the_continue_entry_and_llama_vscode_settings(smol: Daemon) -> None:

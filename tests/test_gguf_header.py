@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import gguf
-import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, write_tiny_gguf
 from daemon.architecture import from_header
 from daemon.errors import GGUFError
 from daemon.gguf_header import read_local
@@ -50,16 +49,6 @@ def _header(version: int = 3, n_tensors: int = 0, n_kv: int = 0) -> bytes:
     return b"GGUF" + struct.pack("<IQQ", version, n_tensors, n_kv)
 
 
-def _small_gguf(path: Path) -> None:
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_block_count(1)
-    writer.add_tensor("weight", np.ones((4, 32), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
 CRAFTED = {
     "bad magic": lambda p: p.write_bytes(b"GGML" + bytes(60)),
     "unknown version": lambda p: p.write_bytes(_header(version=99) + bytes(40)),
@@ -89,7 +78,7 @@ def test_crafted_headers_are_rejected(tmp_path: Path, case: str) -> None:
 
 def test_tensor_offset_past_the_end_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "offset.gguf"
-    _small_gguf(path)
+    write_tiny_gguf(path)
     assert read_local(path).tensors[0].offset == 0
     data = bytearray(path.read_bytes())
     # The tensor info ends with its u64 offset just before the aligned data section.

@@ -6,12 +6,11 @@ from __future__ import annotations
 import plistlib
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import run_ctl
 from daemon.service import Launchd, Systemd, manager
 
 
@@ -22,14 +21,7 @@ def ctl(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
         "ASSISTANT_PORT": "9001",
         "ASSISTANT_API_KEY": "secret",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-    )
+    return run_ctl(*args, env=env)
 
 
 def test_install_dry_run_prints_the_unit_and_commands_and_writes_nothing(tmp_path: Path) -> None:

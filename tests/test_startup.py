@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, write_tiny_gguf
 
 EXIT_STARTUP_FAILED = 2
 
@@ -39,17 +39,7 @@ def test_file_that_is_not_gguf(tmp_path: Path) -> None:
 
 
 def test_a_sound_gguf_llama_cpp_cannot_load_reports_the_workers_reason(tmp_path: Path) -> None:
-    import gguf
-    import numpy as np
-
-    path = tmp_path / "unknown-arch.gguf"
-    writer = gguf.GGUFWriter(str(path), "no-such-architecture")
-    writer.add_block_count(1)
-    writer.add_tensor("weight", np.ones((4, 32), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    path = write_tiny_gguf(tmp_path / "unknown-arch.gguf", "no-such-architecture")
     result = run_daemon("--model", str(path), "--port", str(free_port()))
     assert result.returncode == EXIT_STARTUP_FAILED
     assert "while loading" in result.stderr
