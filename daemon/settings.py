@@ -58,7 +58,9 @@ class Settings(BaseSettings):
         le=512,
         description="CPU threads for decoding (default: physical cores).",
     )
-    n_ctx: int = Field(4096, ge=256, le=1_048_576, description="Context length in tokens.")
+    n_ctx: int | None = Field(
+        None, ge=256, le=1_048_576, description="Override the profile's context length (tokens)."
+    )
     n_gpu_layers: int = Field(
         -1, ge=-1, description="Layers to offload to the GPU (-1 = all; ignored by CPU builds)."
     )
@@ -85,17 +87,21 @@ class Settings(BaseSettings):
     catalog: Path = Field(
         DEFAULT_CATALOG, description="Model catalog (TOML) the planner chooses from."
     )
-    prefer: Literal["speed", "balanced", "quality"] = Field(
-        "balanced", description="What the planner favours: speed, balanced or quality."
+    profile: str = Field(
+        "balanced",
+        description="Profile name (speed, balanced, quality, or your own) or path of a .toml.",
     )
-    min_tok_s: float = Field(
-        8.0, ge=0, description="Slowest predicted decode speed (tok/s) the planner accepts."
+    prefer: Literal["speed", "balanced", "quality"] | None = Field(
+        None, description="Override the profile: what the planner favours."
     )
-    ram_reserve: ByteSize = Field(
-        ByteSize(2 * 1024**3), description="RAM left for the rest of the machine, e.g. 2GiB."
+    min_tok_s: float | None = Field(
+        None, ge=0, description="Override the profile's decode target (tok/s)."
     )
-    vram_reserve: ByteSize = Field(
-        ByteSize(512 * 1024**2), description="VRAM left free on each GPU, e.g. 512MiB."
+    ram_reserve: ByteSize | None = Field(
+        None, description="Override the profile: RAM left for other programs, e.g. 2GiB."
+    )
+    vram_reserve: ByteSize | None = Field(
+        None, description="Override the profile: VRAM left free on each GPU, e.g. 512MiB."
     )
     ram_budget: ByteSize | None = Field(
         None, description="Use exactly this much RAM for the model (overrides the measurement)."
@@ -114,6 +120,12 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Browser origins allowed to call the API, besides vscode-webview://.",
+    )
+    config_dir: Path = Field(
+        default_factory=lambda: (
+            Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "assistantd"
+        ),
+        description="Where your own profiles live (profiles/NAME.toml overrides a shipped one).",
     )
     state_dir: Path = Field(
         default_factory=lambda: (
@@ -148,6 +160,12 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _ConfigFileSource(settings_cls)
+
+    def profile_overrides(self) -> dict[str, Any]:
+        """Settings that, when given, win over the active profile."""
+        names = ("prefer", "n_ctx", "min_tok_s", "ram_reserve", "vram_reserve")
+        names += ("ram_budget", "vram_budget")
+        return {name: getattr(self, name) for name in names}
 
     @property
     def base_url(self) -> str:

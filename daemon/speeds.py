@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 Key = tuple[str, str, str]
+SPEEDS_FILE = "measured_speeds.json"  # in the state directory
 MIN_TOKENS = 16  # shorter answers time the warm-up more than the decode
 WEIGHT = 0.2  # of each new observation in the moving average
 
