@@ -17,13 +17,16 @@ import uvicorn
 
 from daemon.admission import Admission
 from daemon.api import DaemonState, create_app
+from daemon.controller import Controller
 from daemon.errors import AssistantError, ConfigError, ModelFileError, WorkerStartFailed
 from daemon.gguf_header import read_local
+from daemon.monitor import Monitor
 from daemon.naming import model_id_for, validate_model_id
+from daemon.profiles import Profile, active_profile
 from daemon.provision import provision
 from daemon.security import check_bind
 from daemon.settings import Settings, load_settings
-from daemon.speeds import MeasuredSpeeds
+from daemon.speeds import SPEEDS_FILE, MeasuredSpeeds
 from daemon.supervisor import Supervisor
 from daemon.worker import WorkerSpec
 
@@ -96,21 +99,23 @@ def attach_model(
     state.model_id = model_id
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, profile: Profile) -> int:
     with tempfile.TemporaryDirectory(prefix="assistantd-") as tmp:
         runtime = Path(tmp)
-        speeds = MeasuredSpeeds(settings.state_dir / "measured_speeds.json")
+        speeds = MeasuredSpeeds(settings.state_dir / SPEEDS_FILE)
         state = DaemonState(
             settings=settings,
             admission=Admission(settings.queue_size, settings.queue_timeout_s),
             speeds=speeds,
+            monitor=Monitor(profile.targets.reference_prompt_tokens),
         )
         if settings.model is not None:
             path = check_model_file(settings.model)
             model_id = (
                 validate_model_id(settings.model_id) if settings.model_id else model_id_for(path)
             )
-            attach_model(state, path, model_id, settings.n_ctx, settings.n_gpu_layers, runtime)
+            attach_model(state, path, model_id, profile.n_ctx, settings.n_gpu_layers, runtime)
+            state.control = Controller(state, profile, runtime=runtime)
         app = create_app(state)
         config = uvicorn.Config(
             app,
@@ -128,7 +133,9 @@ async def serve(settings: Settings) -> int:
             nonlocal exit_code
             try:
                 if state.supervisor is None:
-                    chosen = await asyncio.to_thread(provision, settings, state.provision, speeds)
+                    chosen, result = await asyncio.to_thread(
+                        provision, settings, profile, state.provision, speeds
+                    )
                     log.info("chose %s: %s", chosen.model_id, chosen.why)
                     check_model_file(chosen.path)
                     model_id = (
@@ -140,10 +147,20 @@ async def serve(settings: Settings) -> int:
                     attach_model(
                         state, chosen.path, model_id, chosen.n_ctx, chosen.n_gpu_layers, runtime
                     )
-                assert state.supervisor is not None
+                    state.control = Controller(
+                        state,
+                        profile,
+                        runtime=runtime,
+                        machine=result.machine,
+                        plan=result,
+                        current=chosen.candidate,
+                    )
+                assert state.supervisor is not None and state.control is not None
                 state.supervisor.start()
                 if await state.supervisor.wait_settled() == "failed":
                     raise WorkerStartFailed(state.supervisor.last_error or "the worker failed")
+                state.monitor.set_model(state.model_id)
+                state.control.start()
                 log.info("serving %s at %s/v1", state.model_id, settings.base_url)
             except AssistantError as exc:
                 log.error("assistantd cannot serve: %s", exc.message)
@@ -157,6 +174,8 @@ async def serve(settings: Settings) -> int:
             task = asyncio.create_task(start_serving())
             yield
             task.cancel()
+            if state.control is not None:
+                await state.control.stop()
             if state.supervisor is not None:
                 await state.supervisor.stop()
 
@@ -177,10 +196,12 @@ def main(argv: list[str] | None = None) -> None:
             check_model_file(settings.model)
         check_bind(settings.host, settings.api_key.get_secret_value() if settings.api_key else None)
         check_port_free(settings.host, settings.port)
+        profile = active_profile(settings)
     except AssistantError as exc:
         print(f"assistantd: {exc.message}", file=sys.stderr)
         sys.exit(EXIT_STARTUP_FAILED)
-    sys.exit(asyncio.run(serve(settings)))
+    log.info("profile %s (%s)", profile.name, profile.path)
+    sys.exit(asyncio.run(serve(settings, profile)))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import psutil
@@ -25,18 +25,28 @@ from starlette.types import Receive, Scope, Send
 
 from daemon import shapes
 from daemon.admission import Admission
+from daemon.controller import Controller
 from daemon.errors import (
     AssistantError,
     ContextOverflow,
     InvalidRequest,
     ModelNotFound,
     PayloadTooLarge,
+    ShiftRefused,
     Unavailable,
     WorkerUnavailable,
 )
+from daemon.monitor import Monitor
 from daemon.provision import ProvisionStatus
 from daemon.proxy import Generation
-from daemon.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, InfillRequest
+from daemon.schemas import (
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    InfillRequest,
+    ProfileRequest,
+    UseRequest,
+)
 from daemon.security import Guard
 from daemon.settings import Settings
 from daemon.speeds import MeasuredSpeeds
@@ -44,6 +54,8 @@ from daemon.stats import RequestRecord, Stats
 from daemon.supervisor import Supervisor
 
 log = logging.getLogger("assistantd.api")
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 Body = TypeVar("Body", bound=BaseModel)
 Shape = Callable[[list[dict[str, Any]], dict[str, Any], str], dict[str, Any]]
@@ -62,7 +74,17 @@ class DaemonState:
     speeds: MeasuredSpeeds | None = None
     speed_key: tuple[str, str, str] | None = None  # set when the model came from the catalog
     stats: Stats = field(default_factory=Stats)
+    monitor: Monitor = field(default_factory=Monitor)
+    control: Controller | None = None
+    served_ids: set[str] = field(default_factory=set)  # every id served in this run
     created: int = field(default_factory=lambda: int(time.time()))
+
+    def record(self, rec: RequestRecord) -> None:
+        """One finished request: counters, rolling windows, and a nudge to the policy."""
+        self.stats.record(rec)
+        self.monitor.observe(rec)
+        if self.control is not None:
+            self.control.wake()
 
     @property
     def state(self) -> str:
@@ -71,7 +93,7 @@ class DaemonState:
     @property
     def n_ctx(self) -> int:
         if self.supervisor is None:
-            return self.settings.n_ctx
+            return self.settings.n_ctx or 0  # no model yet: nothing to check against
         return int(self.supervisor.worker_info.get("n_ctx", self.supervisor.spec.n_ctx))
 
     def require_supervisor(self) -> Supervisor:
@@ -95,8 +117,11 @@ class DaemonState:
             self.speeds.observe(self.speed_key, tok_s, tokens)
 
     def check_model(self, requested: str | None) -> None:
+        """Any id this daemon has served in this run is accepted (an editor configured before
+        a shift keeps working) and answered by the model serving now."""
         self.require_supervisor()
-        if requested is not None and requested != self.model_id:
+        self.served_ids.add(self.model_id)
+        if requested is not None and requested not in self.served_ids:
             raise ModelNotFound(requested, self.model_id)
 
     def check_limit(self, max_tokens: int | None, param: str = "max_tokens") -> int | None:
@@ -185,7 +210,7 @@ def create_app(state: DaemonState) -> FastAPI:
         return Generation(
             admission=state.admission,
             supervisor=state.require_supervisor(),
-            stats=state.stats,
+            record=state.record,
             endpoint=endpoint,
             wait_timeout_s=settings.queue_timeout_s,
             on_decode_speed=state.observe_speed,
@@ -297,6 +322,8 @@ def create_app(state: DaemonState) -> FastAPI:
             },
             **state.stats.snapshot(),
         }
+        if state.control is not None:
+            common["control"] = state.control.to_json()
         sup = state.supervisor
         if sup is None:
             return {**common, "model": None, "worker": None}
@@ -333,6 +360,27 @@ def create_app(state: DaemonState) -> FastAPI:
             "ram_budget_bytes": (plan.get("budget") or {}).get("ram_bytes"),
             "estimated_bytes": (plan.get("chosen") or {}).get("estimated_bytes"),
         }
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(state.monitor.prometheus(), media_type=PROMETHEUS_TEXT)
+
+    def control() -> Controller:
+        if state.control is None:
+            raise ShiftRefused(f"assistantd is still {state.state}; try again once it serves")
+        return state.control
+
+    @app.post("/control/use")
+    async def use(request: Request) -> dict[str, Any]:
+        body = await read_body(request, UseRequest, 4096)
+        event = await control().use(None if body.auto else body.model)
+        return {"event": asdict(event) if event else None, "control": control().to_json()}
+
+    @app.post("/control/profile")
+    async def switch_profile(request: Request) -> dict[str, Any]:
+        body = await read_body(request, ProfileRequest, 4096)
+        await control().switch_profile(body.name)
+        return {"control": control().to_json()}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -406,13 +454,16 @@ def create_app(state: DaemonState) -> FastAPI:
         started = time.perf_counter()
         await state.admission.acquire()
         outcome = "error"
+        lease = None
         try:
-            client = await state.require_supervisor().client(settings.queue_timeout_s)
-            result = await client.embed(body.inputs)
+            lease = await state.require_supervisor().lease(settings.queue_timeout_s)
+            result = await lease.client.embed(body.inputs)
             outcome = "ok"
         finally:
+            if lease is not None:
+                lease.release()
             state.admission.release()
-            state.stats.record(
+            state.record(
                 RequestRecord(
                     endpoint="embeddings",
                     outcome=outcome,

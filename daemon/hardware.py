@@ -6,6 +6,7 @@ tested on described machines, and a machine can be written to and read from JSON
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 from dataclasses import asdict, dataclass, field
@@ -236,3 +237,15 @@ def probe(
         gpus=gpus,
         memory_bandwidth_gbs=measure_bandwidth(),
     )
+
+
+def refresh_free(machine: Machine, sysfs: Path = Path("/sys")) -> Machine:
+    """The same machine with free RAM and VRAM measured now; cheap enough to call every few
+    seconds (no bandwidth measurement)."""
+    memory = psutil.virtual_memory()
+    gpus = machine.gpus
+    if gpus and not machine.unified_memory:
+        gpus = probe_nvidia(None) + probe_amd(sysfs)
+    elif machine.unified_memory:
+        gpus = [dataclasses.replace(g, vram_free_bytes=memory.available) for g in gpus]
+    return dataclasses.replace(machine, ram_available_bytes=memory.available, gpus=gpus)

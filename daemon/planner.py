@@ -1,8 +1,8 @@
 """Rank every (model, quant, placement, n_ctx) that fits the budget; say why the rest do not.
 
 The ranked list is the ladder shifting moves along: candidates predicted to reach the decode
-target first, best score first, then those that fit but are predicted slower. Every rejected candidate carries a
-reason a person can read ("needs 9.8 GiB RAM, budget 7.1 GiB").
+target first, best score first, then those that fit but are predicted slower. Every rejected
+candidate carries a reason a person can read ("needs 9.8 GiB RAM, budget 7.1 GiB").
 """
 
 from __future__ import annotations
@@ -272,6 +272,8 @@ def plan(
                 )
             )
     # Below the speed target still serves, but only when nothing faster fits.
-    fitting = sorted((c for c in candidates if c.fits), key=lambda c: (not c.meets_target, -c.score))
+    fitting = sorted(
+        (c for c in candidates if c.fits), key=lambda c: (not c.meets_target, -c.score)
+    )
     rejected = [c for c in candidates if not c.fits]
     return Plan(machine, budget, fitting + rejected, n_ctx)

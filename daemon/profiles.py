@@ -143,12 +143,11 @@ def parse(text: str, path: Path, name: str) -> Profile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = _decode_error_line(exc)
-        raise ProfileError(f"not valid TOML: {_strip_position(exc)}", path=path, line=line) from None
+        message = f"not valid TOML: {_strip_position(exc)}"
+        raise ProfileError(message, path=path, line=line) from None
     if "name" in data or "path" in data:
         key = "name" if "name" in data else "path"
-        raise ProfileError(
-            f"unknown key '{key}'", path=path, line=_line_of(text, (key,))
-        ) from None
+        raise ProfileError(f"unknown key '{key}'", path=path, line=_line_of(text, (key,))) from None
     try:
         return Profile.model_validate({**data, "name": name, "path": path})
     except ValidationError as exc:

@@ -117,9 +117,10 @@ def make_plan(
     speeds: MeasuredSpeeds | None = None,
     *,
     ram_bonus: int = 0,
+    vram_bonus: int = 0,
 ) -> Plan:
-    """The ranked ladder for this machine and profile. `ram_bonus` adds back memory the
-    running worker holds (it would be freed by a swap), so re-planning at run time is fair."""
+    """The ranked ladder for this machine and profile. The bonuses add back memory the running
+    worker holds (a swap would free it), so re-planning at run time is fair to it."""
     catalog = allowed_models(load_catalog(settings.catalog), profile.models)
     memory = profile.memory
     budget = compute_budget(
@@ -131,6 +132,8 @@ def make_plan(
     )
     if ram_bonus and memory.ram_budget is None:
         budget = replace(budget, ram_bytes=budget.ram_bytes + ram_bonus)
+    if vram_bonus and memory.vram_budget is None and budget.vram_bytes:
+        budget = replace(budget, vram_bytes=budget.vram_bytes + vram_bonus)
     cache = hf_cache_dir()
     sizes = {}
     for model in catalog:

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from daemon.admission import Admission
-from daemon.stats import RequestRecord, Stats
-from daemon.supervisor import Supervisor
+from daemon.stats import RequestRecord
+from daemon.supervisor import Lease, Supervisor
 from daemon.worker_client import WorkerStream
 
 _background: set[asyncio.Task[None]] = set()
@@ -34,15 +34,16 @@ class Generation:
         *,
         admission: Admission,
         supervisor: Supervisor,
-        stats: Stats,
+        record: Callable[[RequestRecord], None],
         endpoint: str,
         wait_timeout_s: float,
         on_decode_speed: Callable[[float, int], None] | None = None,
     ) -> None:
         self._on_decode_speed = on_decode_speed
+        self._lease: Lease | None = None
         self._admission = admission
         self._supervisor = supervisor
-        self._stats = stats
+        self._record = record
         self._endpoint = endpoint
         self._wait_timeout_s = wait_timeout_s
         self._stream: WorkerStream | None = None
@@ -52,6 +53,7 @@ class Generation:
         self._opened_at = time.perf_counter()
         self._queue_ms = 0.0
         self._first_token_at: float | None = None
+        self._started_at: float | None = None  # when the worker was asked
         self.end: dict[str, Any] = {}
         self.id = uuid.uuid4().hex
 
@@ -59,10 +61,11 @@ class Generation:
         """Wait for a turn and the first event, so errors become proper HTTP statuses."""
         await self._admission.acquire()
         self._holding = True
-        self._queue_ms = (time.perf_counter() - self._opened_at) * 1000
         try:
-            client = await self._supervisor.client(self._wait_timeout_s)
-            self._stream = await client.open_generation(self.id, kind, params)
+            self._lease = await self._supervisor.lease(self._wait_timeout_s)
+            self._started_at = time.perf_counter()
+            self._queue_ms = (self._started_at - self._opened_at) * 1000
+            self._stream = await self._lease.client.open_generation(self.id, kind, params)
             self._events = self._stream.events()
             self._first = await anext(self._events)
         except BaseException:
@@ -94,14 +97,18 @@ class Generation:
         run_in_background(self._finish(outcome))
 
     async def _finish(self, outcome: str) -> None:
-        if self._stream is not None:
-            end = await self._stream.finish()
-            self.end = self.end or end or {}
+        try:
+            if self._stream is not None:
+                end = await self._stream.finish()
+                self.end = self.end or end or {}
+        finally:
+            if self._lease is not None:
+                self._lease.release()  # the worker may now be retired by a swap
         usage = self.end.get("usage", {})
         timings = self.end.get("timings", {})
         if outcome == "ok" and timings and self._on_decode_speed is not None:
             self._on_decode_speed(timings["predicted_per_second"], timings["predicted_n"])
-        self._stats.record(
+        self._record(
             RequestRecord(
                 endpoint=self._endpoint,
                 outcome=outcome,
@@ -113,6 +120,13 @@ class Generation:
                     if self._first_token_at
                     else None
                 ),
+                service_ttft_ms=(
+                    round((self._first_token_at - self._started_at) * 1000, 2)
+                    if self._first_token_at and self._started_at
+                    else None
+                ),
+                prompt_tok_s=round(timings["prompt_per_second"], 1) if timings else None,
                 decode_tok_s=round(timings["predicted_per_second"], 2) if timings else None,
+                model=self._lease.spec.model_id if self._lease else "",
             )
         )

@@ -162,3 +162,24 @@ class EmbeddingRequest(_Body):
     @property
     def inputs(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class UseRequest(BaseModel):
+    """POST /control/use: pin `model` ("catalog-id" or "catalog-id:QUANT"), or hand back."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(None, min_length=1, max_length=200)
+    auto: bool = False
+
+    @model_validator(mode="after")
+    def _one_of(self) -> UseRequest:
+        if (self.model is None) == (not self.auto):
+            raise ValueError("give either model or auto=true")
+        return self
+
+
+class ProfileRequest(BaseModel):
+    """POST /control/profile: switch to a profile by name or path."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=1000)

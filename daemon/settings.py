@@ -163,8 +163,15 @@ class Settings(BaseSettings):
 
     def profile_overrides(self) -> dict[str, Any]:
         """Settings that, when given, win over the active profile."""
-        names = ("prefer", "n_ctx", "min_tok_s", "ram_reserve", "vram_reserve")
-        names += ("ram_budget", "vram_budget")
+        names = (
+            "prefer",
+            "n_ctx",
+            "min_tok_s",
+            "ram_reserve",
+            "vram_reserve",
+            "ram_budget",
+            "vram_budget",
+        )
         return {name: getattr(self, name) for name in names}
 
     @property

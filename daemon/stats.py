@@ -15,8 +15,11 @@ class RequestRecord:
     queue_ms: float
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    ttft_ms: float | None = None
+    ttft_ms: float | None = None  # as the client saw it, queue included
+    service_ttft_ms: float | None = None  # from the worker being asked, queue excluded
+    prompt_tok_s: float | None = None
     decode_tok_s: float | None = None
+    model: str = ""
     at: float = field(default_factory=time.time)
 
 
