@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +35,35 @@ class DaemonNotRunning(AssistantError):
     code = "not_running"
 
 
-def _fetch_status(url: str) -> dict[str, Any]:
-    """The daemon's /status; one message, and exit status 3, when nobody answers."""
+def _call(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """GET (or POST `body` to) the daemon; one message, and exit status 3, when nobody answers;
+    the daemon's own error message when it refuses."""
     key = os.environ.get("ASSISTANT_API_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        response = httpx.get(f"{url}/status", timeout=5.0, headers=headers)
+        if body is None:
+            response = httpx.get(f"{url}{path}", timeout=5.0, headers=headers)
+        else:  # a shift waits for the new model to load
+            response = httpx.post(f"{url}{path}", json=body, timeout=600.0, headers=headers)
     except httpx.TransportError:
         raise DaemonNotRunning(
             f"assistantd is not running at {url}: start it with `assistantd` "
             "(or `assistantctl service start`)"
         ) from None
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
     if response.status_code != 200:
-        raise AssistantError(f"{url} answered {response.status_code}: is it assistantd?")
-    return response.json()
+        message = data.get("error", {}).get("message") if isinstance(data, dict) else None
+        raise AssistantError(message or f"{url} answered {response.status_code}: is it assistantd?")
+    if not isinstance(data, dict):
+        raise AssistantError(f"{url}{path} did not answer JSON: is it assistantd?")
+    return data
+
+
+def _fetch_status(url: str) -> dict[str, Any]:
+    return _call(url, "/status")
 
 
 def _human(status: dict[str, Any]) -> str:
@@ -77,7 +93,70 @@ def _human(status: dict[str, Any]) -> str:
         )
     if worker["last_error"]:
         lines.append(f"last error {worker['last_error']}")
+    if status.get("control"):
+        lines.extend(_control_lines(status["control"]))
     return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
+
+
+def _control_lines(control: dict[str, Any]) -> list[str]:
+    """Profile, latency against its targets, and the last shifts with their reasons."""
+    profile = control["profile"]
+    lat = control["latency"]
+    lines = [
+        f"profile    {profile['name']} ({profile['path']}), prefer {profile['prefer']}; "
+        f"mode {control['mode']}",
+    ]
+    if profile.get("error"):
+        lines.append(f"  ERROR    {profile['error']['message']} (previous profile kept)")
+    decode = lat["decode_p50_tok_s"]
+    lines += [
+        f"latency    last {lat['seconds']:g} s, {lat['requests']} requests: TTFT p50 "
+        f"{_ms(lat['ttft_p50_ms'])} / p95 {_ms(lat['ttft_p95_ms'])} "
+        f"(target p95 {_ms(lat['target_ttft_p95_ms'])} at {lat['reference_prompt_tokens']} "
+        f"prompt tokens); decode p50 {'–' if decode is None else f'{decode:.1f}'} tok/s "
+        f"(target ≥ {lat['target_decode_tok_s']:g})",
+    ]
+    if lat["missing"]:
+        lines.append(f"  missing  {'; '.join(lat['missing'])}")
+    if control.get("note"):
+        lines.append(f"note       {control['note']}")
+    for event in control["shifts"][:5]:
+        when = time.strftime("%H:%M:%S", time.localtime(event["at"]))
+        took = f" in {event['switch_s']:.1f} s" if event.get("switch_s") is not None else ""
+        lines.append(
+            f"shift      {when} {event['direction']}: {event['reason']} [{event['outcome']}{took}]"
+        )
+    return lines
+
+
+def cmd_use(args: argparse.Namespace) -> int:
+    if (args.model is None) == (not args.auto):
+        raise AssistantError("give a model (MODEL or MODEL:QUANT) or --auto")
+    body = {"auto": True} if args.auto else {"model": args.model}
+    result = _call(args.url, "/control/use", body)
+    event = result.get("event")
+    control = result["control"]
+    if args.auto:
+        print(f"automatic shifting is on again; serving {control['current']}")
+    elif event and not event["outcome"].startswith("done"):
+        raise AssistantError(f"could not switch: {event['outcome']}")
+    else:
+        print(f"pinned {control['current']} (`assistantctl use --auto` hands control back)")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    control = _call(args.url, "/control/profile", {"name": args.name})["control"]
+    profile = control["profile"]
+    print(
+        f"profile {profile['name']} ({profile['path']}) in force; serving {control['current']}. "
+        "It lasts until assistantd restarts: set --profile or ASSISTANT_PROFILE to keep it."
+    )
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -215,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     probe_cmd = commands.add_parser("probe", help="what this machine has")
     probe_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     probe_cmd.set_defaults(func=cmd_probe)
+    use = commands.add_parser("use", help="pin a model (MODEL or MODEL:QUANT), or --auto")
+    use.add_argument("model", nargs="?", help="catalog model id, optionally :QUANT")
+    use.add_argument("--auto", action="store_true", help="let assistantd choose and shift again")
+    use.set_defaults(func=cmd_use)
+    prof = commands.add_parser("profile", help="switch the running daemon to another profile")
+    prof.add_argument("name", help="speed, balanced, quality, your own name, or a .toml path")
+    prof.set_defaults(func=cmd_profile)
     connect = commands.add_parser("connect", help="point an editor at the daemon")
     connect.add_argument("editor", choices=["continue"], help="the editor to wire up")
     connect.add_argument(

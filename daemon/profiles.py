@@ -142,7 +142,7 @@ def parse(text: str, path: Path, name: str) -> Profile:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = _decode_error_line(exc)
+        line = _decode_error_line(exc, text)
         message = f"not valid TOML: {_strip_position(exc)}"
         raise ProfileError(message, path=path, line=line) from None
     if "name" in data or "path" in data:
@@ -161,15 +161,14 @@ def parse(text: str, path: Path, name: str) -> Profile:
         ) from None
 
 
-def _decode_error_line(exc: tomllib.TOMLDecodeError) -> int | None:
+def _decode_error_line(exc: tomllib.TOMLDecodeError, text: str) -> int | None:
     lineno = getattr(exc, "lineno", None)  # Python ≥ 3.14
     if isinstance(lineno, int):
         return lineno
     found = re.search(r"at line (\d+)", str(exc))
     if found:
         return int(found.group(1))
-    doc = getattr(exc, "doc", None)
-    return doc.count("\n") + 1 if isinstance(doc, str) and "end of document" in str(exc) else None
+    return max(len(text.splitlines()), 1) if "end of document" in str(exc) else None
 
 
 def _strip_position(exc: tomllib.TOMLDecodeError) -> str:

@@ -1,0 +1,263 @@
+"""Shifting between real models while a client streams: Gemma 3 270M (the bigger rung) and
+SmolLM2 135M (the smaller), served by a hub-compatible server, chosen by a profile on disk that
+the tests edit while the daemon runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from conftest import Daemon, run_ctl
+from daemon.architecture import from_header
+from daemon.estimate import footprint
+from daemon.gguf_header import read_local
+
+GEMMA_REPO = "test-org/gemma-3-270m-GGUF"
+SMOL_REPO = "test-org/SmolLM2-135M-Instruct-GGUF"
+GEMMA_ID = "gemma-3-270m-q4_k_m"
+SMOL_ID = "smollm2-135m-instruct-q4_1"
+
+
+def arch_line(path: Path) -> str:
+    a = from_header(read_local(path))
+    return (
+        f'{{ arch = "{a.arch}", n_params = {a.n_params}, n_layer = {a.n_layer}, '
+        f"n_embd = {a.n_embd}, n_head = {a.n_head}, n_head_kv = {a.n_head_kv}, "
+        f"head_dim_k = {a.head_dim_k}, head_dim_v = {a.head_dim_v}, "
+        f"n_ctx_train = {a.n_ctx_train}, n_vocab = {a.n_vocab}"
+        + (f", sliding_window = {a.sliding_window}" if a.sliding_window else "")
+        + (f", swa_layers = {a.swa_layers}" if a.swa_layers else "")
+        + " }"
+    )
+
+
+def write_catalog(path: Path, models: dict[str, Path]) -> Path:
+    path.write_text(f"""
+[[model]]
+id = "gemma-3-270m"
+family = "gemma3"
+repo = "{GEMMA_REPO}"
+quants = ["Q4_K_M"]
+arch = {arch_line(models["gemma270m"])}
+quality = 30.0
+quality_source = "test"
+
+[[model]]
+id = "smollm2-135m-instruct"
+family = "smollm2"
+repo = "{SMOL_REPO}"
+quants = ["Q4_1"]
+arch = {arch_line(models["smollm2"])}
+quality = 10.0
+quality_source = "test"
+""")
+    return path
+
+
+def profile_text(
+    decode_tok_s: float, *, cooldown_s: float = 0, ram_budget: int | None = None
+) -> str:
+    memory = f"ram_budget = {ram_budget}\n" if ram_budget else ""
+    return f"""# test profile
+prefer = "quality"
+n_ctx = 2048
+
+[targets]
+ttft_p95_ms = 100000
+decode_tok_s = {decode_tok_s}
+
+[memory]
+ram_reserve = "0MiB"
+{memory}
+[shift]
+window_s = 60
+min_requests = 3
+hysteresis = 0.2
+cooldown_s = {cooldown_s}
+memory_check_s = 1
+"""
+
+
+@dataclass
+class Streamer:
+    """A client that keeps streaming completions and counts what went wrong."""
+
+    url: str
+    done: int = 0
+    failures: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Streamer:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        api = openai.OpenAI(base_url=self.url, api_key="x", max_retries=0, timeout=60)
+        while not self._stop.is_set():
+            try:
+                stream = api.completions.create(
+                    model=GEMMA_ID,  # the id an editor was configured with before any shift
+                    prompt="1, 2, 3, 4, 5,",
+                    max_tokens=24,
+                    temperature=0,
+                    stream=True,
+                )
+                finish, model = None, None
+                for chunk in stream:
+                    model = chunk.model
+                    finish = chunk.choices[0].finish_reason if chunk.choices else finish
+                if finish not in ("length", "stop"):
+                    self.failures.append(f"stream ended without a finish reason ({finish})")
+                self.models.append(model or "")
+                self.done += 1
+            except Exception as exc:  # every failure counts; none is expected
+                self.failures.append(repr(exc))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(120)
+
+
+def wait_for(
+    daemon: Daemon, check: Callable[[dict[str, Any]], bool], timeout_s: float = 90
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    status = daemon.status()
+    while time.monotonic() < deadline:
+        status = daemon.status()
+        if check(status):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"condition not reached; last status: {status.get('control')}")
+
+
+@pytest.fixture
+def ladder(start_daemon, hub, models, tmp_path: Path) -> Iterator[tuple[Daemon, Path]]:
+    """A daemon that planned over the two real models and started on Gemma (best quality)."""
+    hub.add(GEMMA_REPO, {"gemma-3-270m-Q4_K_M.gguf": models["gemma270m"]})
+    hub.add(SMOL_REPO, {"SmolLM2-135M-Instruct-Q4_1.gguf": models["smollm2"]})
+    profile = tmp_path / "mine.toml"
+    profile.write_text(profile_text(decode_tok_s=1))
+    daemon = start_daemon(
+        None,
+        HF_ENDPOINT=hub.url,
+        HF_HUB_CACHE=str(tmp_path / "hf"),
+        ASSISTANT_CATALOG=str(write_catalog(tmp_path / "catalog.toml", models)),
+        ASSISTANT_PROFILE=str(profile),
+    )
+    assert daemon.status()["model"]["id"] == GEMMA_ID
+    yield daemon, profile
+
+
+def test_missed_decode_target_shifts_down_while_streaming_then_back_up_when_relaxed(
+    ladder,
+) -> None:
+    daemon, profile = ladder
+    client = Streamer(daemon.v1).start()
+    try:
+        wait_for(daemon, lambda s: client.done >= 2)
+        profile.write_text(profile_text(decode_tok_s=10_000))  # no model here can do that
+        status = wait_for(daemon, lambda s: s["model"]["id"] == SMOL_ID)
+        [event] = status["control"]["shifts"]
+        assert event["direction"] == "down" and event["outcome"] == "done"
+        assert "median decode" in event["reason"] and "< 10000 tok/s" in event["reason"]
+        assert "gemma-3-270m Q4_K_M → smollm2-135m-instruct Q4_1" in event["reason"]
+        # At the bottom rung the targets are still missed: said once, no further shifting.
+        status = wait_for(daemon, lambda s: s["control"]["note"] is not None)
+        assert "smallest rung" in status["control"]["note"]
+
+        served_small = client.done
+        profile.write_text(profile_text(decode_tok_s=1, cooldown_s=3))
+        status = wait_for(daemon, lambda s: s["model"]["id"] == GEMMA_ID)
+        up = status["control"]["shifts"][0]
+        assert up["direction"] == "up" and "headroom" in up["reason"], up
+        assert up["at"] - status["control"]["shifts"][1]["at"] >= 3  # after the cooldown
+        wait_for(daemon, lambda s: client.done >= served_small + 3)
+    finally:
+        client.stop()
+    assert client.failures == []
+    assert {GEMMA_ID, SMOL_ID} <= set(client.models)
+    assert daemon.status()["requests_failed"] == 0
+
+
+def test_an_invalid_edit_keeps_the_old_profile_and_says_where(ladder) -> None:
+    daemon, profile = ladder
+    good = profile.read_text()
+    profile.write_text(good.replace("decode_tok_s = 1", "decode_tok_s = -5"))
+    status = wait_for(daemon, lambda s: s["control"]["profile"]["error"] is not None)
+    error = status["control"]["profile"]["error"]
+    line = good.splitlines().index("decode_tok_s = 1") + 1
+    assert error["path"] == str(profile) and error["line"] == line
+    assert f"{profile}:{line}: targets.decode_tok_s" in error["message"]
+    assert status["control"]["profile"]["targets"]["decode_tok_s"] == 1  # old one in force
+    assert "still using the previous one" in daemon.log()
+
+    shown = run_ctl("--url", daemon.url, "status")
+    assert f"{profile}:{line}" in shown.stdout
+
+    api = openai.OpenAI(base_url=daemon.v1, api_key="x", max_retries=0)
+    assert api.completions.create(model=GEMMA_ID, prompt="1, 2,", max_tokens=4).choices
+
+    profile.write_text("prefer = [\n")  # not TOML at all
+    status = wait_for(daemon, lambda s: "not valid TOML" in str(s["control"]["profile"]["error"]))
+    assert status["control"]["profile"]["error"]["line"] is not None
+
+    profile.write_text(good.replace("decode_tok_s = 1", "decode_tok_s = 2"))
+    status = wait_for(daemon, lambda s: s["control"]["profile"]["error"] is None)
+    assert status["control"]["profile"]["targets"]["decode_tok_s"] == 2
+    assert status["model"]["id"] == GEMMA_ID
+
+
+def test_a_lower_memory_budget_at_run_time_forces_a_shift_down(ladder, models) -> None:
+    daemon, profile = ladder
+    client = Streamer(daemon.v1).start()
+    try:
+        need = {
+            name: footprint(
+                from_header(read_local(models[name])), models[name].stat().st_size, 2048
+            )
+            for name in ("gemma270m", "smollm2")
+        }
+        budget = (need["gemma270m"].total_bytes + need["smollm2"].total_bytes) // 2
+        profile.write_text(profile_text(decode_tok_s=1, ram_budget=budget))
+        status = wait_for(daemon, lambda s: s["model"]["id"] == SMOL_ID)
+        event = status["control"]["shifts"][0]
+        assert event["direction"] == "profile" and event["outcome"] == "done"
+        assert "needs" in event["reason"] and "RAM" in event["reason"]
+        wait_for(daemon, lambda s: client.done >= 3)
+    finally:
+        client.stop()
+    assert client.failures == []
+
+
+def test_use_pins_a_model_and_auto_hands_control_back(ladder) -> None:
+    daemon, _ = ladder
+    pinned = run_ctl("--url", daemon.url, "use", "smollm2-135m-instruct:Q4_1")
+    assert pinned.returncode == 0, pinned.stderr
+    assert "smollm2-135m-instruct Q4_1" in pinned.stdout
+    status = daemon.status()
+    assert status["model"]["id"] == SMOL_ID and status["control"]["mode"] == "pinned"
+
+    refused = run_ctl("--url", daemon.url, "use", "no-such-model")
+    assert refused.returncode != 0 and "no model 'no-such-model'" in refused.stderr
+
+    back = run_ctl("--url", daemon.url, "use", "--auto")
+    assert back.returncode == 0, back.stderr
+    assert daemon.status()["control"]["mode"] == "auto"
+
+    switched = run_ctl("--url", daemon.url, "profile", "speed")
+    assert switched.returncode == 0, switched.stderr
+    assert daemon.status()["control"]["profile"]["name"] == "speed"
+    bad = run_ctl("--url", daemon.url, "profile", "nonesuch")
+    assert bad.returncode != 0 and "no profile named 'nonesuch'" in bad.stderr
