@@ -110,7 +110,7 @@ class Controller:
         while True:
             path = self.profile.path
             folders = {path.parent} if path else set()
-            if "/" not in self.profile_ref and not self.profile_ref.endswith(".toml"):
+            if not self.profile_ref.endswith(".toml"):
                 user = profiles.user_dir(self.settings.config_dir)
                 with contextlib.suppress(OSError):
                     user.mkdir(parents=True, exist_ok=True)

@@ -113,11 +113,14 @@ def user_dir(config_dir: Path) -> Path:
 
 
 def resolve(name_or_path: str, config_dir: Path) -> Path:
-    """A path as given; a name → the user's copy if there is one, else the shipped one."""
-    if "/" in name_or_path or name_or_path.endswith(".toml"):
+    """A .toml path as given; a name → the user's copy if there is one, else the shipped one."""
+    if name_or_path.endswith(".toml"):
         return Path(name_or_path).expanduser().resolve()
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name_or_path):
-        raise ProfileError(f"'{name_or_path}' is not a profile name (letters, digits, - _ .)")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name_or_path):
+        raise ProfileError(
+            f"'{name_or_path}' is not a profile name (letters, digits, - and _) "
+            "nor a path ending in .toml"
+        )
     for folder in (user_dir(config_dir), SHIPPED_DIR):
         candidate = folder / f"{name_or_path}.toml"
         if candidate.is_file():

@@ -18,71 +18,7 @@ from conftest import Daemon, run_ctl
 from daemon.architecture import from_header
 from daemon.estimate import footprint
 from daemon.gguf_header import read_local
-
-GEMMA_REPO = "test-org/gemma-3-270m-GGUF"
-SMOL_REPO = "test-org/SmolLM2-135M-Instruct-GGUF"
-GEMMA_ID = "gemma-3-270m-q4_k_m"
-SMOL_ID = "smollm2-135m-instruct-q4_1"
-
-
-def arch_line(path: Path) -> str:
-    a = from_header(read_local(path))
-    return (
-        f'{{ arch = "{a.arch}", n_params = {a.n_params}, n_layer = {a.n_layer}, '
-        f"n_embd = {a.n_embd}, n_head = {a.n_head}, n_head_kv = {a.n_head_kv}, "
-        f"head_dim_k = {a.head_dim_k}, head_dim_v = {a.head_dim_v}, "
-        f"n_ctx_train = {a.n_ctx_train}, n_vocab = {a.n_vocab}"
-        + (f", sliding_window = {a.sliding_window}" if a.sliding_window else "")
-        + (f", swa_layers = {a.swa_layers}" if a.swa_layers else "")
-        + " }"
-    )
-
-
-def write_catalog(path: Path, models: dict[str, Path]) -> Path:
-    path.write_text(f"""
-[[model]]
-id = "gemma-3-270m"
-family = "gemma3"
-repo = "{GEMMA_REPO}"
-quants = ["Q4_K_M"]
-arch = {arch_line(models["gemma270m"])}
-quality = 30.0
-quality_source = "test"
-
-[[model]]
-id = "smollm2-135m-instruct"
-family = "smollm2"
-repo = "{SMOL_REPO}"
-quants = ["Q4_1"]
-arch = {arch_line(models["smollm2"])}
-quality = 10.0
-quality_source = "test"
-""")
-    return path
-
-
-def profile_text(
-    decode_tok_s: float, *, cooldown_s: float = 0, ram_budget: int | None = None
-) -> str:
-    memory = f"ram_budget = {ram_budget}\n" if ram_budget else ""
-    return f"""# test profile
-prefer = "quality"
-n_ctx = 2048
-
-[targets]
-ttft_p95_ms = 100000
-decode_tok_s = {decode_tok_s}
-
-[memory]
-ram_reserve = "0MiB"
-{memory}
-[shift]
-window_s = 60
-min_requests = 3
-hysteresis = 0.2
-cooldown_s = {cooldown_s}
-memory_check_s = 1
-"""
+from ladder import GEMMA_ID, SMOL_ID, hub_repos, profile_text, write_catalog
 
 
 @dataclass
@@ -145,8 +81,8 @@ def wait_for(
 @pytest.fixture
 def ladder(start_daemon, hub, models, tmp_path: Path) -> Iterator[tuple[Daemon, Path]]:
     """A daemon that planned over the two real models and started on Gemma (best quality)."""
-    hub.add(GEMMA_REPO, {"gemma-3-270m-Q4_K_M.gguf": models["gemma270m"]})
-    hub.add(SMOL_REPO, {"SmolLM2-135M-Instruct-Q4_1.gguf": models["smollm2"]})
+    for repo, files in hub_repos(models).items():
+        hub.add(repo, files)
     profile = tmp_path / "mine.toml"
     profile.write_text(profile_text(decode_tok_s=1))
     daemon = start_daemon(
