@@ -18,7 +18,13 @@ import uvicorn
 from daemon.admission import Admission
 from daemon.api import DaemonState, create_app
 from daemon.controller import Controller
-from daemon.errors import AssistantError, ConfigError, ModelFileError, WorkerStartFailed
+from daemon.errors import (
+    AssistantError,
+    ConfigError,
+    DownloadStopped,
+    ModelFileError,
+    WorkerStartFailed,
+)
 from daemon.gguf_header import read_local
 from daemon.monitor import Monitor
 from daemon.naming import model_id_for, validate_model_id
@@ -162,6 +168,8 @@ async def serve(settings: Settings, profile: Profile) -> int:
                 state.monitor.set_model(state.model_id)
                 state.control.start()
                 log.info("serving %s at %s/v1", state.model_id, settings.base_url)
+            except DownloadStopped as exc:
+                log.info("%s", exc.message)  # shutting down: not a failure
             except AssistantError as exc:
                 log.error("assistantd cannot serve: %s", exc.message)
                 state.provision.set("error")
@@ -173,6 +181,7 @@ async def serve(settings: Settings, profile: Profile) -> int:
         async def lifespan(_app: object) -> AsyncIterator[None]:
             task = asyncio.create_task(start_serving())
             yield
+            state.provision.stopping.set()  # a download in its thread stops at the next block
             task.cancel()
             if state.control is not None:
                 await state.control.stop()

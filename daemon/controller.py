@@ -117,7 +117,7 @@ class Controller:
                     folders.add(user)
             names = {f"{self.profile_ref}.toml", path.name if path else ""}
             ref = self.profile_ref
-            async for changes in awatch(*folders, debounce=300, step=50, recursive=False):
+            async for changes in awatch(*folders, debounce=400, step=100, recursive=False):
                 if any(Path(p).name in names for _, p in changes):
                     await self.reload()
                 if self.profile_ref != ref:

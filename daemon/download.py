@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 import httpx
 from huggingface_hub import constants, hf_hub_url
 
-from daemon.errors import ChecksumMismatch, DiskFull, HubUnavailable
+from daemon.errors import ChecksumMismatch, DiskFull, DownloadStopped, HubUnavailable
 from daemon.hub import RemoteFile, RemoteModel
 
 DISK_MARGIN = 256 * 1024 * 1024  # keep this much free after the download
@@ -87,7 +88,9 @@ class Downloader:
         disk_free: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free,
         on_progress: Callable[[Progress], None] | None = None,
         show_bar: bool | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
+        self._stop = stop or threading.Event()
         self.cache = cache or hf_cache_dir()
         self.endpoint = endpoint or constants.ENDPOINT
         self._disk_free = disk_free
@@ -178,6 +181,11 @@ class Downloader:
                 response.raise_for_status()
                 with partial.open("ab") as out:
                     for block in response.iter_bytes(CHUNK):
+                        if self._stop.is_set():
+                            raise DownloadStopped(
+                                f"download of {model.repo}/{remote.name} stopped at shutdown; "
+                                "it resumes where it left off on the next start"
+                            )
                         out.write(block)
                         self.progress.done_bytes += len(block)
                         self._report()

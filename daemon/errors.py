@@ -51,6 +51,12 @@ class ProfileError(ConfigError):
         self.detail = message
 
 
+class DownloadStopped(AssistantError):
+    """The daemon is shutting down; the partial file is kept for the next start."""
+
+    code = "download_stopped"
+
+
 class ModelFileError(AssistantError):
     """The model file is missing, unreadable or not a GGUF."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from daemon import hub
 from daemon.catalog import CatalogModel, load_catalog
 from daemon.download import Downloader, Progress, hf_cache_dir, repo_dir
-from daemon.errors import AssistantError, HubUnavailable, ModelFileError
+from daemon.errors import AssistantError, DownloadStopped, HubUnavailable, ModelFileError
 from daemon.hardware import Machine, probe
 from daemon.planner import Candidate, Plan, compute_budget, plan
 from daemon.profiles import Models, Profile
@@ -55,6 +56,7 @@ class ProvisionStatus:
     download: Progress | None = None
     notes: list[str] = field(default_factory=list)
     chosen: Chosen | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)  # set at shutdown
 
     def set(self, state: str) -> None:
         self.state = state
@@ -240,9 +242,11 @@ def _try(
         def follow(progress: Progress) -> None:
             status.download = progress
 
-        downloader = Downloader(cache=cache, on_progress=follow)
+        downloader = Downloader(cache=cache, on_progress=follow, stop=status.stopping)
         try:
             paths = downloader.fetch(remote)
+        except DownloadStopped:
+            raise
         except AssistantError as exc:
             status.notes.append(f"could not download {model.id} {candidate.quant}: {exc.message}")
             return None

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import time
 from pathlib import Path
 
 import httpx
 import openai
 
-from conftest import Daemon
+import ladder
+from conftest import Daemon, launch
 from daemon.architecture import from_header
 from daemon.estimate import footprint
 from daemon.gguf_header import read_local
@@ -120,3 +124,46 @@ def test_nothing_cached_and_no_hub_serves_the_starter(start_daemon, quant_ladder
         timeout=60,
     )
     assert answer.status_code == 200
+
+
+def test_a_daemon_stopped_during_a_download_resumes_it_when_started_again(
+    hub, models, tmp_path: Path
+) -> None:
+    for repo, files in ladder.hub_repos(models).items():
+        hub.add(repo, files)
+    profile = tmp_path / "p.toml"
+    profile.write_text(ladder.profile_text(decode_tok_s=1))
+    env = {
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_CACHE": str(tmp_path / "hf"),
+        "ASSISTANT_CATALOG": str(ladder.write_catalog(tmp_path / "catalog.toml", models)),
+        "ASSISTANT_PROFILE": str(profile),
+    }
+    hub.throttle_s = 0.01  # ~6 MiB/s: the 253 MB Gemma file takes long enough to interrupt
+    first = launch(None, tmp_path / "first.log", env)
+    try:
+        deadline = time.monotonic() + 60
+        done = 0
+        while done < 8 << 20:
+            assert time.monotonic() < deadline, first.log()
+            with contextlib.suppress(httpx.TransportError):
+                download = first.status()["provision"]["download"]
+                done = download["done_bytes"] if download else 0
+            time.sleep(0.1)
+        stopped_at = time.monotonic()
+        first.proc.send_signal(signal.SIGTERM)  # as `systemctl --user stop` does
+        assert first.proc.wait(15) == 0
+        assert time.monotonic() - stopped_at < 15  # within the unit's stop timeout
+    finally:
+        first.stop()
+
+    hub.throttle_s = 0
+    hub.requests.clear()
+    second = launch(None, tmp_path / "second.log", env)
+    try:
+        second.wait_healthy()
+        assert second.status()["model"]["id"] == ladder.GEMMA_ID
+        ranges = [r for (m, p, r) in hub.requests if m == "GET" and "gemma" in p and r]
+        assert ranges and int(ranges[0].split("=")[1].rstrip("-")) >= 8 << 20, hub.requests
+    finally:
+        second.stop()
