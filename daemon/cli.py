@@ -14,8 +14,10 @@ from typing import Any
 import httpx
 
 from daemon import editors, service
+from daemon.catalog import load_catalog
 from daemon.errors import AssistantError
 from daemon.hardware import Machine, probe
+from daemon.monitor import format_ms
 from daemon.planner import Plan, gib
 from daemon.profiles import active_profile
 from daemon.provision import make_plan
@@ -98,10 +100,6 @@ def _human(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
-
-
 def _control_lines(control: dict[str, Any]) -> list[str]:
     """Profile, latency against its targets, and the last shifts with their reasons."""
     profile = control["profile"]
@@ -115,8 +113,8 @@ def _control_lines(control: dict[str, Any]) -> list[str]:
     decode = lat["decode_p50_tok_s"]
     lines += [
         f"latency    last {lat['seconds']:g} s, {lat['requests']} requests: TTFT p50 "
-        f"{_ms(lat['ttft_p50_ms'])} / p95 {_ms(lat['ttft_p95_ms'])} "
-        f"(target p95 {_ms(lat['target_ttft_p95_ms'])} at {lat['reference_prompt_tokens']} "
+        f"{format_ms(lat['ttft_p50_ms'])} / p95 {format_ms(lat['ttft_p95_ms'])} "
+        f"(target p95 {format_ms(lat['target_ttft_p95_ms'])} at {lat['reference_prompt_tokens']} "
         f"prompt tokens); decode p50 {'–' if decode is None else f'{decode:.1f}'} tok/s "
         f"(target ≥ {lat['target_decode_tok_s']:g})",
     ]
@@ -169,7 +167,8 @@ def _plan_for(machine_file: Path | None) -> Plan:
     settings = load_settings([])
     profile = active_profile(settings)
     machine = Machine.load(machine_file) if machine_file else probe()
-    return make_plan(settings, profile, machine, MeasuredSpeeds(settings.state_dir / SPEEDS_FILE))
+    speeds = MeasuredSpeeds(settings.state_dir / SPEEDS_FILE)
+    return make_plan(load_catalog(settings.catalog), profile, machine, speeds)
 
 
 def _plan_table(result: Plan) -> str:

@@ -197,7 +197,7 @@ class Controller:
         assert self.machine is not None and self.current is not None
         machine = refresh_free(self.machine)
         fresh = make_plan(
-            self.settings,
+            list(self._catalog.values()),
             self.profile,
             machine,
             self.state.speeds,

@@ -49,6 +49,13 @@ class Sample:
         return None
 
 
+def format_ms(ms: float | None) -> str:
+    """A latency as people read it: 850 ms, 2.40 s; – for none."""
+    if ms is None:
+        return "–"
+    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.0f} ms"
+
+
 def percentile(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile; None for no values."""
     if not values:

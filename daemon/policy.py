@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from daemon.monitor import Window
+from daemon.monitor import Window, format_ms
 from daemon.planner import Candidate
 from daemon.profiles import Profile
 
@@ -23,10 +23,6 @@ class Decision:
     target: Candidate | None  # None: the targets are missed but there is nowhere to go
     direction: str  # down | up
     reason: str
-
-
-def _fmt_s(ms: float) -> str:
-    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.0f} ms"
 
 
 def misses(profile: Profile, window: Window) -> list[str]:
@@ -46,7 +42,7 @@ def misses(profile: Profile, window: Window) -> list[str]:
         and window.ttft_p95_ms is not None
         and window.ttft_p95_ms > targets.ttft_p95_ms
     ):
-        found.append(f"p95 TTFT {_fmt_s(window.ttft_p95_ms)} > {_fmt_s(targets.ttft_p95_ms)}")
+        found.append(f"p95 TTFT {format_ms(window.ttft_p95_ms)} > {format_ms(targets.ttft_p95_ms)}")
     if found:
         found[-1] += f" over {window.seconds:g} s"
     return found

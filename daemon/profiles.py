@@ -82,17 +82,16 @@ class Profile(_Section):
         }
 
 
-def with_overrides(profile: Profile, overrides: dict[str, Any]) -> Profile:
-    """The profile with settings the user gave explicitly (flags, environment) laid over it."""
-    top = {k: v for k in ("prefer", "n_ctx") if (v := overrides.get(k)) is not None}
-    memory = {
-        k: v
-        for k in ("ram_reserve", "vram_reserve", "ram_budget", "vram_budget")
-        if (v := overrides.get(k)) is not None
-    }
-    targets = {}
-    if overrides.get("min_tok_s") is not None:
-        targets["decode_tok_s"] = overrides["min_tok_s"]
+def with_overrides(profile: Profile, settings: Settings) -> Profile:
+    """The profile with settings the user gave explicitly (flags, environment) laid over it;
+    an unset setting is None and leaves the profile's value."""
+
+    def given(*names: str) -> dict[str, Any]:
+        return {n: v for n in names if (v := getattr(settings, n)) is not None}
+
+    top = given("prefer", "n_ctx")
+    memory = given("ram_reserve", "vram_reserve", "ram_budget", "vram_budget")
+    targets = {"decode_tok_s": v} if (v := settings.min_tok_s) is not None else {}
     return profile.model_copy(
         update={
             **top,
@@ -105,7 +104,7 @@ def with_overrides(profile: Profile, overrides: dict[str, Any]) -> Profile:
 def active_profile(settings: Settings, name_or_path: str | None = None) -> Profile:
     """The profile the settings name (or the one given), with explicit settings over it."""
     profile = load(name_or_path or settings.profile, settings.config_dir)
-    return with_overrides(profile, settings.profile_overrides())
+    return with_overrides(profile, settings)
 
 
 def user_dir(config_dir: Path) -> Path:

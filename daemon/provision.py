@@ -113,7 +113,7 @@ def allowed_models(catalog: list[CatalogModel], rules: Models) -> list[CatalogMo
 
 
 def make_plan(
-    settings: Settings,
+    catalog: list[CatalogModel],
     profile: Profile,
     machine: Machine,
     speeds: MeasuredSpeeds | None = None,
@@ -123,7 +123,7 @@ def make_plan(
 ) -> Plan:
     """The ranked ladder for this machine and profile. The bonuses add back memory the running
     worker holds (a swap would free it), so re-planning at run time is fair to it."""
-    catalog = allowed_models(load_catalog(settings.catalog), profile.models)
+    allowed = allowed_models(catalog, profile.models)
     memory = profile.memory
     budget = compute_budget(
         machine,
@@ -138,13 +138,13 @@ def make_plan(
         budget = replace(budget, vram_bytes=budget.vram_bytes + vram_bonus)
     cache = hf_cache_dir()
     sizes = {}
-    for model in catalog:
+    for model in allowed:
         for quant in model.quants:
             known = hub.cached(cache, model.repo, quant)
             if known:
                 sizes[(model.id, quant)] = known.total_bytes
     return plan(
-        catalog,
+        allowed,
         machine,
         budget,
         n_ctx=profile.n_ctx,
@@ -162,10 +162,11 @@ def provision(
     status.set("probing")
     machine = probe()
     status.set("planning")
-    result = make_plan(settings, profile, machine, speeds)
+    models = load_catalog(settings.catalog)
+    result = make_plan(models, profile, machine, speeds)
     status.plan = result.to_json()
     status.notes.extend(result.budget.notes)
-    catalog = {m.id: m for m in load_catalog(settings.catalog)}
+    catalog = {m.id: m for m in models}
     offline = False
     for candidate in result.ladder:
         model = catalog[candidate.model]

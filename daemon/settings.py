@@ -161,19 +161,6 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _ConfigFileSource(settings_cls)
 
-    def profile_overrides(self) -> dict[str, Any]:
-        """Settings that, when given, win over the active profile."""
-        names = (
-            "prefer",
-            "n_ctx",
-            "min_tok_s",
-            "ram_reserve",
-            "vram_reserve",
-            "ram_budget",
-            "vram_budget",
-        )
-        return {name: getattr(self, name) for name in names}
-
     @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
