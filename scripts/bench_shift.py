@@ -22,12 +22,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
-import openai
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,42 +36,16 @@ from daemon.architecture import from_header  # noqa: E402
 from daemon.estimate import footprint  # noqa: E402
 from daemon.gguf_header import read_local  # noqa: E402
 from hubserver import HubServer  # noqa: E402
-from ladder import GEMMA_ID, SMOL_ID, hub_repos, profile_text, write_catalog  # noqa: E402
+from ladder import (  # noqa: E402
+    GEMMA_ID,
+    SMOL_ID,
+    StreamingClient,
+    hub_repos,
+    profile_text,
+    write_catalog,
+)
 
 PINS = {GEMMA_ID: "gemma-3-270m:Q4_K_M", SMOL_ID: "smollm2-135m-instruct:Q4_1"}
-
-
-class Client(threading.Thread):
-    """Streams completions back to back; records when each answer's first token came from
-    which model, and every failure."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url = url
-        self.firsts: list[tuple[float, str]] = []
-        self.failures: list[str] = []
-        self.done = 0
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        api = openai.OpenAI(base_url=self.url, api_key="x", max_retries=0, timeout=120)
-        while not self.stopping.is_set():
-            try:
-                stream = api.completions.create(
-                    model=GEMMA_ID, prompt="1, 2, 3,", max_tokens=8, temperature=0, stream=True
-                )
-                first = True
-                finish = None
-                for chunk in stream:
-                    if first:
-                        self.firsts.append((time.monotonic(), chunk.model))
-                        first = False
-                    finish = chunk.choices[0].finish_reason if chunk.choices else finish
-                if finish not in ("length", "stop"):
-                    self.failures.append(f"no finish reason ({finish})")
-                self.done += 1
-            except Exception as exc:
-                self.failures.append(repr(exc))
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -140,7 +112,7 @@ def idle_table(url: str, proc: subprocess.Popen, seconds: float) -> None:
 
 
 def shift_table(url: str, shifts: int, mode: str) -> None:
-    client = Client(url + "/v1")
+    client = StreamingClient(url + "/v1", max_tokens=8)
     client.start()
     while client.done < 3:
         time.sleep(0.1)
@@ -162,15 +134,18 @@ def shift_table(url: str, shifts: int, mode: str) -> None:
         first = next(at for at, model in client.firsts if at > asked and model == target)
         to_first_token.append(first - asked)
         current = target
-    client.stopping.set()
-    client.join(120)
+    client.stop()
     failed = control.get("/status").json()["requests_failed"]
     print(
         "\n| swap | shifts | requests streamed | failed (client) | failed (daemon) | "
         "shift → first token p50 | p95 | max | target | worker swap p50 |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
-    q = statistics.quantiles(to_first_token, n=20) if len(to_first_token) > 1 else to_first_token
+    q = (
+        statistics.quantiles(to_first_token, n=20, method="inclusive")
+        if len(to_first_token) > 1
+        else to_first_token
+    )
     print(
         f"| {mode} | {shifts} | {client.done} | {len(client.failures)} | {failed} | "
         f"{statistics.median(to_first_token):.2f} s | {q[-1]:.2f} s | "

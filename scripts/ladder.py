@@ -3,7 +3,11 @@ SmolLM2 135M (smaller), as a catalog, a hub layout and a profile the daemon plan
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+
+import openai
 
 from daemon.architecture import from_header
 from daemon.gguf_header import read_local
@@ -80,3 +84,48 @@ hysteresis = 0.2
 cooldown_s = {cooldown_s}
 memory_check_s = 1
 """
+
+
+class StreamingClient(threading.Thread):
+    """Streams completions back to back with the official openai client, as an editor would,
+    recording when each answer's first token came and from which model, and every failure
+    (an exception, or a stream that ended without a finish reason)."""
+
+    def __init__(self, base_url: str, max_tokens: int = 24) -> None:
+        super().__init__(daemon=True)
+        self.base_url = base_url
+        self.max_tokens = max_tokens
+        self.firsts: list[tuple[float, str]] = []  # (time.monotonic(), model)
+        self.failures: list[str] = []
+        self.done = 0
+        self._stopping = threading.Event()
+
+    @property
+    def models(self) -> set[str]:
+        return {model for _, model in self.firsts}
+
+    def run(self) -> None:
+        api = openai.OpenAI(base_url=self.base_url, api_key="x", max_retries=0, timeout=120)
+        while not self._stopping.is_set():
+            try:
+                stream = api.completions.create(
+                    model=GEMMA_ID,  # the id an editor was configured with before any shift
+                    prompt="1, 2, 3, 4, 5,",
+                    max_tokens=self.max_tokens,
+                    temperature=0,
+                    stream=True,
+                )
+                finish = None
+                for index, chunk in enumerate(stream):
+                    if index == 0:
+                        self.firsts.append((time.monotonic(), chunk.model))
+                    finish = chunk.choices[0].finish_reason if chunk.choices else finish
+                if finish not in ("length", "stop"):
+                    self.failures.append(f"stream ended without a finish reason ({finish})")
+                self.done += 1
+            except Exception as exc:  # every failure counts; none is expected
+                self.failures.append(repr(exc))
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(120)

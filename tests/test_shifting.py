@@ -4,10 +4,8 @@ the tests edit while the daemon runs."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,51 +16,7 @@ from conftest import Daemon, run_ctl
 from daemon.architecture import from_header
 from daemon.estimate import footprint
 from daemon.gguf_header import read_local
-from ladder import GEMMA_ID, SMOL_ID, hub_repos, profile_text, write_catalog
-
-
-@dataclass
-class Streamer:
-    """A client that keeps streaming completions and counts what went wrong."""
-
-    url: str
-    done: int = 0
-    failures: list[str] = field(default_factory=list)
-    models: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> Streamer:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        api = openai.OpenAI(base_url=self.url, api_key="x", max_retries=0, timeout=60)
-        while not self._stop.is_set():
-            try:
-                stream = api.completions.create(
-                    model=GEMMA_ID,  # the id an editor was configured with before any shift
-                    prompt="1, 2, 3, 4, 5,",
-                    max_tokens=24,
-                    temperature=0,
-                    stream=True,
-                )
-                finish, model = None, None
-                for chunk in stream:
-                    model = chunk.model
-                    finish = chunk.choices[0].finish_reason if chunk.choices else finish
-                if finish not in ("length", "stop"):
-                    self.failures.append(f"stream ended without a finish reason ({finish})")
-                self.models.append(model or "")
-                self.done += 1
-            except Exception as exc:  # every failure counts; none is expected
-                self.failures.append(repr(exc))
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(120)
+from ladder import GEMMA_ID, SMOL_ID, StreamingClient, hub_repos, profile_text, write_catalog
 
 
 def wait_for(
@@ -100,7 +54,8 @@ def test_missed_decode_target_shifts_down_while_streaming_then_back_up_when_rela
     ladder,
 ) -> None:
     daemon, profile = ladder
-    client = Streamer(daemon.v1).start()
+    client = StreamingClient(daemon.v1)
+    client.start()
     try:
         wait_for(daemon, lambda s: client.done >= 2)
         profile.write_text(profile_text(decode_tok_s=10_000))  # no model here can do that
@@ -123,7 +78,7 @@ def test_missed_decode_target_shifts_down_while_streaming_then_back_up_when_rela
     finally:
         client.stop()
     assert client.failures == []
-    assert {GEMMA_ID, SMOL_ID} <= set(client.models)
+    assert {GEMMA_ID, SMOL_ID} <= client.models
     assert daemon.status()["requests_failed"] == 0
 
 
@@ -157,7 +112,8 @@ def test_an_invalid_edit_keeps_the_old_profile_and_says_where(ladder) -> None:
 
 def test_a_lower_memory_budget_at_run_time_forces_a_shift_down(ladder, models) -> None:
     daemon, profile = ladder
-    client = Streamer(daemon.v1).start()
+    client = StreamingClient(daemon.v1)
+    client.start()
     try:
         need = {
             name: footprint(
