@@ -18,8 +18,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from daemon.catalog import DEFAULT_CATALOG
-from daemon.errors import ConfigError
+from assistantd.errors import ConfigError
+from assistantd.planning.catalog import DEFAULT_CATALOG
 
 # Neither Ollama (11434), LM Studio (1234) nor llama-server (8080).
 DEFAULT_PORT = 8377

@@ -6,7 +6,7 @@ Table 1 (issue 2): decode tok/s and time to first token for the same prompt, max
   (a) llama-cpp-python in-process, (b) `python -m llama_cpp.server`, (c) assistantd;
 plus how long GET /v1/models takes while a long generation runs.
 
-    .venv/bin/python scripts/bench.py [--runs 5] [--models smollm2 gemma270m]
+    .venv/bin/python -m scripts.bench [--runs 5] [--models smollm2 gemma270m]
 
 (b) needs llama-cpp-python's server extras: pip install sse-starlette starlette-context
 """
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import httpx
 
+from scripts import fetch_models
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-import fetch_models  # noqa: E402
 
 PROMPT = "Count from 1 to 1000, separated by commas: 1, 2, 3, 4,"
 MAX_TOKENS = 128
@@ -208,9 +208,9 @@ def _peak_rss(pid: int) -> int:
 def memory_table(paths: dict[str, Path]) -> None:
     """Predicted peak memory vs the worker's measured peak RSS, with a prompt that fills the
     context (the worst case a planner must budget for)."""
-    from daemon.architecture import from_header
-    from daemon.estimate import footprint
-    from daemon.gguf_header import read_local
+    from assistantd.planning.architecture import from_header
+    from assistantd.planning.estimate import footprint
+    from assistantd.planning.gguf_header import read_local
 
     print("\n| model | n_ctx | predicted MiB | measured peak RSS MiB | error |")
     print("|---|---:|---:|---:|---:|")

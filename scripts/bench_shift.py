@@ -11,7 +11,7 @@ models — Gemma 3 270M and SmolLM2 135M — served by a local hub-compatible se
    first token the client got from the new model (target < 3 s), and every failed request
    (target 0).
 
-    .venv/bin/python scripts/bench_shift.py [--shifts 100] [--idle-s 30]
+    .venv/bin/python -m scripts.bench_shift [--shifts 100] [--idle-s 30]
 """
 
 from __future__ import annotations
@@ -28,15 +28,12 @@ from pathlib import Path
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
-import fetch_models  # noqa: E402
-from daemon.architecture import from_header  # noqa: E402
-from daemon.estimate import footprint  # noqa: E402
-from daemon.gguf_header import read_local  # noqa: E402
-from hubserver import HubServer  # noqa: E402
-from ladder import (  # noqa: E402
+from assistantd.planning.architecture import from_header
+from assistantd.planning.estimate import footprint
+from assistantd.planning.gguf_header import read_local
+from scripts import fetch_models
+from tests.support.hub import HubServer
+from tests.support.ladder import (
     GEMMA_ID,
     SMOL_ID,
     StreamingClient,
@@ -44,6 +41,8 @@ from ladder import (  # noqa: E402
     profile_text,
     write_catalog,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PINS = {GEMMA_ID: "gemma-3-270m:Q4_K_M", SMOL_ID: "smollm2-135m-instruct:Q4_1"}
 
@@ -81,7 +80,7 @@ def start(
         "ASSISTANT_THREADS": "2",
         "ASSISTANT_PORT": str(port),
     }
-    log = (tmp / "daemon.log").open("wb")
+    log = (tmp / "assistantd.log").open("wb")
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "assistantd")], env=env, stdout=log, stderr=log
     )
@@ -96,7 +95,7 @@ def start(
         if proc.poll() is not None:
             break
         time.sleep(0.2)
-    raise SystemExit(f"assistantd did not start:\n{(tmp / 'daemon.log').read_text()}")
+    raise SystemExit(f"assistantd did not start:\n{(tmp / 'assistantd.log').read_text()}")
 
 
 def idle_table(url: str, proc: subprocess.Popen, seconds: float) -> None:

@@ -6,5 +6,5 @@ scripts/setup.sh
 .venv/bin/python scripts/fetch_models.py >/dev/null
 .venv/bin/ruff check daemon tests scripts
 .venv/bin/ruff format --check daemon tests scripts
-.venv/bin/mypy daemon
+.venv/bin/mypy -p assistantd
 exec .venv/bin/python -m pytest "$@"

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import FIM_MID, FIM_PRE, FIM_SUF, Daemon
+from tests.support.daemons import FIM_MID, FIM_PRE, FIM_SUF, Daemon
 
 
 def client(daemon: Daemon) -> openai.OpenAI:
@@ -61,6 +61,19 @@ def test_chat_completion(smol: Daemon) -> None:
     assert reply.choices[0].finish_reason in ("stop", "length")
     assert reply.usage.prompt_tokens > 10
     assert 0 < reply.usage.completion_tokens <= 24
+
+
+def test_chat_without_max_tokens_runs_until_a_stop_not_16_tokens(smol: Daemon) -> None:
+    """What cn, aider, llm and LangChain send: no max_tokens means up to the context end."""
+    reply = client(smol).chat.completions.create(
+        model=model_id(smol),
+        messages=[{"role": "user", "content": "Count from 1 to 40, one number per line."}],
+        temperature=0,
+    )
+    assert reply.usage.completion_tokens > 16, reply
+    assert reply.choices[0].finish_reason == "stop"
+    words = len(reply.choices[0].message.content.split())
+    assert words > 16
 
 
 def test_chat_stream_with_usage_matches_non_streamed_answer(smol: Daemon) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import Daemon, free_port, run_ctl
+from tests.support.daemons import Daemon, free_port, run_ctl
 
 EXIT_NOT_RUNNING = 3
 

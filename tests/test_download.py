@@ -15,16 +15,16 @@ import httpx
 import pytest
 from huggingface_hub import hf_hub_download
 
-from conftest import ROOT
-from daemon.architecture import from_header
-from daemon.catalog import CatalogModel
-from daemon.download import Downloader, repo_dir
-from daemon.errors import ChecksumMismatch, DiskFull, HubUnavailable
-from daemon.estimate import GiB
-from daemon.gguf_header import read_local, read_remote
-from daemon.hardware import Machine
-from daemon.hub import resolve
-from daemon.planner import compute_budget, plan
+from assistantd.errors import ChecksumMismatch, DiskFull, HubUnavailable
+from assistantd.fetch.download import Downloader, repo_dir
+from assistantd.fetch.hub import resolve
+from assistantd.planning.architecture import from_header
+from assistantd.planning.catalog import CatalogModel
+from assistantd.planning.estimate import GiB
+from assistantd.planning.gguf_header import read_local, read_remote
+from assistantd.planning.hardware import Machine
+from assistantd.planning.planner import compute_budget, plan
+from tests.support.daemons import ROOT
 
 REPO = "test-org/SmolLM2-135M-Instruct-GGUF"
 
@@ -65,8 +65,8 @@ def test_a_kill_mid_download_resumes_on_the_next_run(ladder_repo, tmp_path: Path
     ladder_repo.throttle_s = 0.01  # ~6 MiB/s: slow enough to kill part-way
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from daemon.download import Downloader
-        from daemon.hub import resolve
+        from assistantd.fetch.download import Downloader
+        from assistantd.fetch.hub import resolve
         remote = resolve({REPO!r}, "Q8_0", cache_dir=Path({str(tmp_path)!r}),
                          endpoint={ladder_repo.url!r})
         Downloader(cache=Path({str(cache)!r}), endpoint={ladder_repo.url!r},

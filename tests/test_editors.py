@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from conftest import Daemon, run_ctl
+from tests.support.daemons import Daemon, run_ctl
 
 EXISTING = """\
 # my Continue config

@@ -8,7 +8,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Daemon
+from tests.support.daemons import Daemon
 
 ENDPOINTS = ["/v1/chat/completions", "/v1/completions", "/infill", "/v1/embeddings"]
 KEYS = [

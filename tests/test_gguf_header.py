@@ -10,10 +10,10 @@ from pathlib import Path
 import gguf
 import pytest
 
-from conftest import ROOT, write_tiny_gguf
-from daemon.architecture import from_header
-from daemon.errors import GGUFError
-from daemon.gguf_header import read_local
+from assistantd.errors import GGUFError
+from assistantd.planning.architecture import from_header
+from assistantd.planning.gguf_header import read_local
+from tests.support.daemons import ROOT, write_tiny_gguf
 
 
 def test_real_headers_match_the_gguf_package(models: dict[str, Path]) -> None:
@@ -102,7 +102,7 @@ def test_daemon_refuses_a_crafted_file_before_loading_it(tmp_path: Path) -> None
     path = tmp_path / "crafted.gguf"
     CRAFTED["huge tensor count"](path)
     result = subprocess.run(
-        [sys.executable, "-m", "daemon", "--model", str(path)],
+        [sys.executable, "-m", "assistantd", "--model", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

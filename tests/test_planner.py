@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
-from daemon.architecture import from_header
-from daemon.catalog import CatalogModel, load_catalog
-from daemon.errors import ConfigError
-from daemon.estimate import GiB, file_bytes_estimate
-from daemon.gguf_header import read_local
-from daemon.hardware import GPU, Machine, probe, probe_amd
-from daemon.planner import compute_budget, plan
+from assistantd.errors import ConfigError
+from assistantd.planning.architecture import from_header
+from assistantd.planning.catalog import CatalogModel, load_catalog
+from assistantd.planning.estimate import GiB, file_bytes_estimate
+from assistantd.planning.gguf_header import read_local
+from assistantd.planning.hardware import GPU, Machine, probe, probe_amd
+from assistantd.planning.planner import compute_budget, plan
+from tests.support.daemons import ROOT
 
 
 def fake_nvml(cards: list[tuple[str, int, int]], fail_init: bool = False) -> types.ModuleType:
@@ -212,7 +212,15 @@ def test_plan_cli_for_a_described_machine(tmp_path: Path) -> None:
         )
     )
     result = subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "plan", "--json", "--machine", str(machine_file)],
+        [
+            sys.executable,
+            "-m",
+            "assistantd.cli.main",
+            "plan",
+            "--json",
+            "--machine",
+            str(machine_file),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -235,7 +243,7 @@ def test_plan_cli_for_a_described_machine(tmp_path: Path) -> None:
     assert all({"fits", "reason"} <= set(c) for c in data["candidates"])
 
     text = subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "plan", "--machine", str(machine_file)],
+        [sys.executable, "-m", "assistantd.cli.main", "plan", "--machine", str(machine_file)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -246,7 +254,7 @@ def test_plan_cli_for_a_described_machine(tmp_path: Path) -> None:
 
 def test_probe_cli_prints_this_machine_in_the_machine_file_shape() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "probe", "--json"],
+        [sys.executable, "-m", "assistantd.cli.main", "probe", "--json"],
         capture_output=True,
         text=True,
         timeout=60,

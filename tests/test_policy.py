@@ -6,22 +6,23 @@ from pathlib import Path
 
 import pytest
 
-from daemon import profiles
-from daemon.errors import ProfileError
-from daemon.monitor import Monitor, Window, percentile
-from daemon.planner import Candidate
-from daemon.policy import decide
-from daemon.profiles import Profile, parse
-from daemon.settings import load_settings
-from daemon.stats import RequestRecord
+from assistantd.control.monitor import Monitor, Window, percentile
+from assistantd.control.policy import decide
+from assistantd.control.stats import RequestRecord
+from assistantd.errors import ProfileError
+from assistantd.planning import profiles
+from assistantd.planning.planner import Candidate
+from assistantd.planning.profiles import Profile, parse
+from assistantd.settings import load_settings
 
 MiB = 1024**2
 
 
 def rung(model: str, file_mib: int, tok_s: float, *, measured: bool = False) -> Candidate:
     return Candidate(
-        model, "Q4_K_M", "cpu", 0, 4096, file_mib * MiB, False, 2 * file_mib * MiB, 0, tok_s,
-        measured, 50.0, fits=True,
+        model=model, quant="Q4_K_M", placement="cpu", n_gpu_layers=0, n_ctx=4096,
+        file_bytes=file_mib * MiB, file_bytes_estimated=False, ram_bytes=2 * file_mib * MiB,
+        vram_bytes=0, predicted_tok_s=tok_s, speed_measured=measured, quality=50.0, fits=True,
     )  # fmt: skip
 
 

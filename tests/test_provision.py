@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import openai
 
-import ladder
-from conftest import Daemon, launch
-from daemon.architecture import from_header
-from daemon.estimate import footprint
-from daemon.gguf_header import read_local
+from assistantd.planning.architecture import from_header
+from assistantd.planning.estimate import footprint
+from assistantd.planning.gguf_header import read_local
+from tests.support import ladder
+from tests.support.daemons import Daemon, launch
 
 REPO = "test-org/SmolLM2-135M-Instruct-GGUF"
 

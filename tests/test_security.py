@@ -9,12 +9,20 @@ import httpx
 import openai
 import pytest
 
-from conftest import ROOT, Daemon
+from tests.support.daemons import ROOT, Daemon
 
 
 def test_a_non_loopback_bind_without_a_key_is_refused(models) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "daemon", "--model", str(models["smollm2"]), "--host", "0.0.0.0"],
+        [
+            sys.executable,
+            "-m",
+            "assistantd",
+            "--model",
+            str(models["smollm2"]),
+            "--host",
+            "0.0.0.0",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

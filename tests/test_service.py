@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_ctl
-from daemon.service import Launchd, Systemd, manager
+from assistantd.cli.service import Launchd, Systemd, manager
+from tests.support.daemons import run_ctl
 
 
 def ctl(*args: str, home: Path) -> subprocess.CompletedProcess[str]:

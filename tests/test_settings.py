@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.errors import ConfigError
-from daemon.naming import model_id_for, validate_model_id
-from daemon.settings import DEFAULT_PORT, build_parser, load_settings
+from assistantd.errors import ConfigError
+from assistantd.planning.naming import model_id_for, validate_model_id
+from assistantd.settings import DEFAULT_PORT, build_parser, load_settings
 
 
 def test_defaults_bind_loopback_on_a_port_no_peer_uses() -> None:

@@ -12,11 +12,18 @@ from typing import Any
 import openai
 import pytest
 
-from conftest import Daemon, run_ctl
-from daemon.architecture import from_header
-from daemon.estimate import footprint
-from daemon.gguf_header import read_local
-from ladder import GEMMA_ID, SMOL_ID, StreamingClient, hub_repos, profile_text, write_catalog
+from assistantd.planning.architecture import from_header
+from assistantd.planning.estimate import footprint
+from assistantd.planning.gguf_header import read_local
+from tests.support.daemons import Daemon, run_ctl
+from tests.support.ladder import (
+    GEMMA_ID,
+    SMOL_ID,
+    StreamingClient,
+    hub_repos,
+    profile_text,
+    write_catalog,
+)
 
 
 def wait_for(

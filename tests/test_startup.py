@@ -9,14 +9,14 @@ from pathlib import Path
 
 import httpx
 
-from conftest import ROOT, free_port, write_tiny_gguf
+from tests.support.daemons import ROOT, free_port, write_tiny_gguf
 
 EXIT_STARTUP_FAILED = 2
 
 
 def run_daemon(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "assistantd", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,0 +1,31 @@
+"""The front door: assembles the routers (OpenAI, llama.cpp, control) behind the guard.
+
+Cheap endpoints (/v1/models, /health, /status) never touch the generation queue, so they answer
+while a long generation runs.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from assistantd.api import control_routes, errors, llamacpp_routes, openai_routes
+from assistantd.api.security import Guard
+from assistantd.control.state import DaemonState
+
+
+def create_app(state: DaemonState) -> FastAPI:
+    app = FastAPI(title="assistantd", version="0.1.0", docs_url=None, redoc_url=None)
+    app.state.daemon = state
+    settings = state.settings
+    app.add_middleware(
+        Guard,
+        bind_host=settings.host,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.allowed_origins,
+    )
+    errors.install(app)
+    app.include_router(openai_routes.router)
+    app.include_router(llamacpp_routes.router)
+    app.include_router(control_routes.router)
+    return app

@@ -1,0 +1,39 @@
+"""The one place errors become HTTP: status, OpenAI-shaped body, Retry-After, Allow."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from assistantd.errors import AssistantError, Unavailable
+
+log = logging.getLogger("assistantd.api")
+
+
+def error_response(error: AssistantError, headers: dict[str, str] | None = None) -> JSONResponse:
+    headers = dict(headers or {})
+    if isinstance(error, Unavailable):
+        headers["Retry-After"] = str(error.retry_after_s)
+    return JSONResponse(error.to_body(), status_code=error.status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    """Every error a request can meet answers in the OpenAI shape."""
+
+    @app.exception_handler(AssistantError)
+    async def _assistant_error(request: Request, exc: AssistantError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        err = AssistantError(f"{request.method} {request.url.path}: {exc.detail}")
+        err.status, err.type, err.code = exc.status_code, "invalid_request_error", None
+        return error_response(err, dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return error_response(AssistantError(f"internal error: {exc}; see the daemon log"))

@@ -1,0 +1,118 @@
+"""OpenAI-compatible routes (`/v1/...`): what Continue, aider, the SDKs and LangChain call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from assistantd.api import shapes
+from assistantd.api.deps import State
+from assistantd.api.proxy import Generation
+from assistantd.api.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from assistantd.api.streaming import collect, guarded, opened, read_body, sse_response
+from assistantd.control.state import DaemonState
+from assistantd.control.stats import RequestRecord
+from assistantd.vocab import GenerationKind, Outcome
+
+Shape = Callable[[list[dict[str, Any]], dict[str, Any], str], dict[str, Any]]
+
+router = APIRouter(prefix="/v1")
+
+
+async def _openai_stream(
+    state: DaemonState, gen: Generation, include_usage: bool
+) -> AsyncIterator[bytes]:
+    first: dict[str, Any] | None = None
+    async for event in gen.events():
+        chunk = shapes.restamp(event["data"], state.model_id)
+        first = first or chunk
+        yield shapes.sse(chunk)
+    if include_usage and first is not None:
+        yield shapes.sse(shapes.usage_chunk(first, state.model_id, gen.end["usage"]))
+    yield shapes.DONE
+
+
+async def _generation(
+    state: DaemonState,
+    request: Request,
+    endpoint: str,
+    kind: GenerationKind,
+    params: dict[str, Any],
+    body: ChatRequest | CompletionRequest,
+    shape: Shape,
+) -> Response:
+    gen = await opened(state, endpoint, kind, params)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return sse_response(guarded(gen, _openai_stream(state, gen, include_usage)))
+    chunks = await collect(request, gen, state.model_id)
+    if chunks is None:
+        return Response(status_code=499)
+    return JSONResponse(shape(chunks, gen.end, state.model_id))
+
+
+@router.get("/models")
+async def list_models(state: State) -> dict[str, Any]:
+    return shapes.models_list(state.model_id, state.created)
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, state: State) -> Response:
+    body = await read_body(request, ChatRequest, state.settings.max_body_bytes)
+    state.check_model(body.model)
+    params = {
+        "messages": [m.for_template() for m in body.messages],
+        "max_tokens": state.check_limit(body.token_limit),
+        **body.sampling(),
+    }
+    return await _generation(state, request, "chat", "chat", params, body, shapes.chat_completion)
+
+
+@router.post("/completions")
+async def completions(request: Request, state: State) -> Response:
+    body = await read_body(request, CompletionRequest, state.settings.max_body_bytes)
+    state.check_model(body.model)
+    params = {
+        "prompt": body.prompt_text,
+        "suffix": body.suffix,
+        "max_tokens": state.check_limit(body.token_limit),
+        **body.sampling(),
+    }
+    return await _generation(
+        state, request, "completions", "completion", params, body, shapes.text_completion
+    )
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, state: State) -> JSONResponse:
+    settings = state.settings
+    body = await read_body(request, EmbeddingRequest, settings.max_body_bytes)
+    state.check_model(body.model)
+    started = time.perf_counter()
+    await state.admission.acquire()
+    outcome: Outcome = "error"
+    lease = None
+    try:
+        lease = await state.require_supervisor().lease(settings.queue_timeout_s)
+        result = await lease.client.embed(body.inputs)
+        outcome = "ok"
+    finally:
+        if lease is not None:
+            lease.release()
+        state.admission.release()
+        state.record(
+            RequestRecord(
+                endpoint="embeddings",
+                outcome=outcome,
+                queue_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+        )
+    return JSONResponse(
+        shapes.embeddings(
+            result["data"], result["prompt_tokens"], state.model_id, body.encoding_format
+        )
+    )

@@ -1,0 +1,133 @@
+"""One admitted generation, from taking a turn to giving it back, exactly once.
+
+The daemon holds the queue; the worker decodes. On a client disconnect the generation is
+aborted: the worker's stop flag is set (checked on every token) and the turn is released, so
+the next request never waits for an abandoned one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from assistantd.api.admission import Admission
+from assistantd.control.stats import RequestRecord
+from assistantd.control.supervisor import Lease, Supervisor
+from assistantd.vocab import GenerationKind, Outcome
+from assistantd.worker.client import WorkerStream
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def run_in_background(coro: Any) -> None:
+    """Cleanup that must happen even when the calling task is being cancelled."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+class Generation:
+    def __init__(
+        self,
+        *,
+        admission: Admission,
+        supervisor: Supervisor,
+        record: Callable[[RequestRecord], None],
+        endpoint: str,
+        wait_timeout_s: float,
+        on_decode_speed: Callable[[float, int], None] | None = None,
+    ) -> None:
+        self._on_decode_speed = on_decode_speed
+        self._lease: Lease | None = None
+        self._admission = admission
+        self._supervisor = supervisor
+        self._record = record
+        self._endpoint = endpoint
+        self._wait_timeout_s = wait_timeout_s
+        self._stream: WorkerStream | None = None
+        self._holding = False
+        self._closed = False
+        self._first: dict[str, Any] | None = None
+        self._opened_at = time.perf_counter()
+        self._queue_ms = 0.0
+        self._first_token_at: float | None = None
+        self._started_at: float | None = None  # when the worker was asked
+        self.end: dict[str, Any] = {}
+        self.id = uuid.uuid4().hex
+
+    async def open(self, kind: GenerationKind, params: dict[str, Any]) -> None:
+        """Wait for a turn and the first event, so errors become proper HTTP statuses."""
+        await self._admission.acquire()
+        self._holding = True
+        try:
+            self._lease = await self._supervisor.lease(self._wait_timeout_s)
+            self._started_at = time.perf_counter()
+            self._queue_ms = (self._started_at - self._opened_at) * 1000
+            self._stream = await self._lease.client.open_generation(self.id, kind, params)
+            self._events = self._stream.events()
+            self._first = await anext(self._events)
+        except BaseException:
+            self.close("error")
+            raise
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Chunk events; the end event is kept in `self.end`."""
+        assert self._first is not None
+        event: dict[str, Any] | None = self._first
+        while event is not None:
+            if event["type"] == "end":
+                self.end = event
+                return
+            if self._first_token_at is None:
+                self._first_token_at = time.perf_counter()
+            yield event
+            event = await anext(self._events, None)
+
+    def close(self, outcome: Outcome) -> None:
+        """Give the turn back now; stop the worker and record the request in the background.
+
+        Safe to call from a task that is being cancelled (a client that went away)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._holding:
+            self._admission.release()
+        run_in_background(self._finish(outcome))
+
+    async def _finish(self, outcome: Outcome) -> None:
+        try:
+            if self._stream is not None:
+                end = await self._stream.finish()
+                self.end = self.end or end or {}
+        finally:
+            if self._lease is not None:
+                self._lease.release()  # the worker may now be retired by a swap
+        usage = self.end.get("usage", {})
+        timings = self.end.get("timings", {})
+        if outcome == "ok" and timings and self._on_decode_speed is not None:
+            self._on_decode_speed(timings["predicted_per_second"], timings["predicted_n"])
+        self._record(
+            RequestRecord(
+                endpoint=self._endpoint,
+                outcome=outcome,
+                queue_ms=round(self._queue_ms, 2),
+                prompt_tokens=usage.get("prompt_tokens", 0),
+                completion_tokens=usage.get("completion_tokens", 0),
+                ttft_ms=(
+                    round((self._first_token_at - self._opened_at) * 1000, 2)
+                    if self._first_token_at
+                    else None
+                ),
+                service_ttft_ms=(
+                    round((self._first_token_at - self._started_at) * 1000, 2)
+                    if self._first_token_at and self._started_at
+                    else None
+                ),
+                prompt_tok_s=round(timings["prompt_per_second"], 1) if timings else None,
+                decode_tok_s=round(timings["predicted_per_second"], 2) if timings else None,
+                model=self._lease.spec.model_id if self._lease else "",
+            )
+        )

@@ -1,0 +1,153 @@
+"""Who may talk to the daemon: Host allowlist (DNS rebinding), Origin allowlist (no wildcard
+CORS), and an optional API key. A plain ASGI middleware, so streaming and disconnects pass
+through untouched."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from assistantd.errors import ConfigError
+
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+OPEN_PATHS = {"/health"}  # readiness probes carry no key
+WEBVIEW_SCHEME = "vscode-webview://"
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, api_key: str | None) -> None:
+    """Refuse to listen beyond this machine without a key."""
+    if not is_loopback(host) and not api_key:
+        raise ConfigError(
+            f"refusing to listen on {host} without an API key: anyone on the network could use "
+            "the model. Set ASSISTANT_API_KEY (clients send it as a bearer token) or bind "
+            "127.0.0.1"
+        )
+
+
+def _host_name(header: str) -> str:
+    if header.startswith("["):
+        return header[1 : header.find("]")]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class Guard:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        bind_host: str,
+        api_key: str | None,
+        allowed_hosts: list[str],
+        allowed_origins: list[str],
+    ) -> None:
+        self.app = app
+        self._check_host = is_loopback(bind_host)
+        self._hosts = LOOPBACK_NAMES | {h.lower() for h in allowed_hosts}
+        self._origins = {o.rstrip("/") for o in allowed_origins}
+        self._key = api_key.encode() if api_key else None
+
+    def _origin_allowed(self, origin: str) -> bool:
+        return origin.startswith(WEBVIEW_SCHEME) or origin.rstrip("/") in self._origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = _host_name(headers.get("host", "")).lower()
+        if self._check_host and host not in self._hosts:
+            await _deny(
+                send,
+                403,
+                f"Host '{host}' is not allowed (DNS rebinding protection); "
+                "use http://127.0.0.1 or add it to ASSISTANT_ALLOWED_HOSTS",
+            )
+            return
+        origin = headers.get("origin")
+        if origin is not None and not self._origin_allowed(origin):
+            await _deny(
+                send,
+                403,
+                f"Origin '{origin}' is not allowed; add it to "
+                "ASSISTANT_ALLOWED_ORIGINS if a web page really needs this daemon",
+            )
+            return
+        if scope["method"] == "OPTIONS" and origin is not None:
+            await _preflight(send, origin)
+            return
+        if self._key is not None and scope["path"] not in OPEN_PATHS:
+            auth = headers.get("authorization", "")
+            given = auth[7:].encode() if auth.lower().startswith("bearer ") else b""
+            if not hmac.compare_digest(given, self._key):
+                await _deny(
+                    send,
+                    401,
+                    "missing or wrong API key: send it as "
+                    "'Authorization: Bearer <ASSISTANT_API_KEY>'",
+                    code="invalid_api_key",
+                )
+                return
+
+        async def send_with_cors(message: Message) -> None:
+            if origin is not None and message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"access-control-allow-origin", origin.encode()),
+                    (b"vary", b"Origin"),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+
+async def _deny(send: Send, status: int, message: str, code: str = "forbidden") -> None:
+    body = json.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": code,
+            }
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _preflight(send: Send, origin: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 204,
+            "headers": [
+                (b"access-control-allow-origin", origin.encode()),
+                (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+                (b"access-control-allow-headers", b"authorization, content-type"),
+                (b"access-control-max-age", b"600"),
+                (b"vary", b"Origin"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,58 @@
+"""`GET /status` as a typed model: the daemon returns it, `assistantctl status` parses it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Part(BaseModel):
+    # A newer daemon may say more than this assistantctl knows: keep it, don't fail.
+    model_config = ConfigDict(extra="allow")
+
+
+class QueueStatus(_Part):
+    active: int
+    waiting: int
+    capacity: int
+
+
+class ModelStatus(_Part):
+    id: str
+    path: str
+    n_ctx: int
+    fim: bool | None = None
+    chat_template: str | None = None
+    gpu_offload: bool | None = None
+    threads: int
+
+
+class WorkerStatus(_Part):
+    pid: int | None
+    restarts: int
+    last_error: str | None
+
+
+class MemoryStatus(_Part):
+    worker_rss_bytes: int | None
+    ram_budget_bytes: int | None
+    estimated_bytes: int | None
+
+
+class StatusReport(_Part):
+    state: str
+    endpoint: str
+    pid: int
+    provision: dict[str, Any]
+    queue: QueueStatus
+    uptime_s: float
+    requests_served: int
+    requests_cancelled: int
+    requests_failed: int
+    requests_rejected: int
+    recent: list[dict[str, Any]]
+    control: dict[str, Any] | None = None
+    model: ModelStatus | None = None
+    worker: WorkerStatus | None = None
+    memory: MemoryStatus | None = None

@@ -1,0 +1,128 @@
+"""Reading request bodies and writing answers: bounded JSON in, SSE or JSON out, with one
+place that ends a streamed answer (error line, cancelled outcome, close once)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.types import Receive, Scope, Send
+
+from assistantd.api import shapes
+from assistantd.api.proxy import Generation
+from assistantd.control.state import DaemonState
+from assistantd.errors import AssistantError, InvalidRequest, PayloadTooLarge, Unavailable
+from assistantd.vocab import GenerationKind, Outcome
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+async def read_body(request: Request, model: type[Body], limit: int) -> Body:
+    """The body, size-bounded before it is parsed, validated into `model`."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit} bytes")
+    raw = bytearray()
+    async for part in request.stream():
+        raw += part
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        raise InvalidRequest(f"{where}: {err['msg']}", param=where) from None
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """Closes its body iterator even when the client disconnected mid-stream."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+
+
+def sse_response(pieces: AsyncIterator[bytes]) -> ClosingStreamingResponse:
+    return ClosingStreamingResponse(
+        pieces,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def opened(
+    state: DaemonState, endpoint: str, kind: GenerationKind, params: dict[str, Any]
+) -> Generation:
+    """A generation admitted to the queue and started on the worker."""
+    gen = Generation(
+        admission=state.admission,
+        supervisor=state.require_supervisor(),
+        record=state.record,
+        endpoint=endpoint,
+        wait_timeout_s=state.settings.queue_timeout_s,
+        on_decode_speed=state.observe_speed,
+    )
+    try:
+        await gen.open(kind, params)
+    except Unavailable:
+        state.stats.rejected += 1
+        raise
+    return gen
+
+
+async def collect(request: Request, gen: Generation, model_id: str) -> list[dict[str, Any]] | None:
+    """All chunks of a non-streaming answer, or None if the client left first."""
+
+    async def gather() -> list[dict[str, Any]]:
+        return [shapes.restamp(ev["data"], model_id) async for ev in gen.events()]
+
+    task = asyncio.create_task(gather())
+    watcher = asyncio.create_task(_wait_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+            gen.close("cancelled")
+            return None
+        chunks = task.result()
+        gen.close("cancelled" if gen.end.get("finish_reason") == "cancelled" else "ok")
+        return chunks
+    finally:
+        watcher.cancel()
+        gen.close("error")  # no-op unless something above raised
+
+
+async def guarded(gen: Generation, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """One place for a streamed answer's ending: an error becomes a data line, a client
+    that left counts as cancelled, and the generation is closed exactly once."""
+    outcome: Outcome = "error"
+    try:
+        async for piece in pieces:
+            yield piece
+        outcome = "ok"
+    except AssistantError as exc:
+        yield shapes.sse(exc.to_body())
+    except BaseException:
+        outcome = "cancelled"
+        raise
+    finally:
+        gen.close(outcome)

@@ -1,0 +1,363 @@
+"""`assistantctl`: a thin client of the daemon's HTTP status API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from assistantd.api.status import StatusReport
+from assistantd.cli import editors, service
+from assistantd.control.monitor import format_ms
+from assistantd.errors import AssistantError
+from assistantd.planning.catalog import load_catalog
+from assistantd.planning.hardware import Machine, probe
+from assistantd.planning.planner import Plan, gib, make_plan
+from assistantd.planning.profiles import active_profile
+from assistantd.planning.speeds import SPEEDS_FILE, MeasuredSpeeds
+from assistantd.settings import DEFAULT_PORT, load_settings
+
+EXIT_NOT_RUNNING = 3
+
+
+def _default_url() -> str:
+    host = os.environ.get("ASSISTANT_HOST", "127.0.0.1")
+    port = os.environ.get("ASSISTANT_PORT", str(DEFAULT_PORT))
+    return f"http://{host}:{port}"
+
+
+class DaemonNotRunning(AssistantError):
+    code = "not_running"
+
+
+def _call(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """GET (or POST `body` to) the daemon; one message, and exit status 3, when nobody answers;
+    the daemon's own error message when it refuses."""
+    key = os.environ.get("ASSISTANT_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        if body is None:
+            response = httpx.get(f"{url}{path}", timeout=5.0, headers=headers)
+        else:  # a shift waits for the new model to load
+            response = httpx.post(f"{url}{path}", json=body, timeout=600.0, headers=headers)
+    except httpx.TransportError:
+        raise DaemonNotRunning(
+            f"assistantd is not running at {url}: start it with `assistantd` "
+            "(or `assistantctl service start`)"
+        ) from None
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if response.status_code != 200:
+        message = data.get("error", {}).get("message") if isinstance(data, dict) else None
+        raise AssistantError(message or f"{url} answered {response.status_code}: is it assistantd?")
+    if not isinstance(data, dict):
+        raise AssistantError(f"{url}{path} did not answer JSON: is it assistantd?")
+    return data
+
+
+def _fetch_status(url: str) -> StatusReport:
+    raw = _call(url, "/status")
+    try:
+        return StatusReport.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise AssistantError(
+            f"{url}/status answered in a shape this assistantctl does not read ({first['msg']} "
+            f"at {where}); is it assistantd, and the same version as assistantctl?"
+        ) from None
+
+
+def _human(status: StatusReport) -> str:
+    model, worker, queue, uptime = status.model, status.worker, status.queue, status.uptime_s
+    lines = [f"state      {status.state}"]
+    if model is not None:
+        lines += [
+            f"model      {model.id}  ({model.path})",
+            f"context    {model.n_ctx} tokens, fim {'yes' if model.fim else 'no'}, "
+            f"chat template {model.chat_template}",
+        ]
+    else:
+        lines.append("model      none yet (see provision below)")
+    lines += [
+        f"endpoint   {status.endpoint}",
+        f"uptime     {int(uptime // 3600)}h {int(uptime % 3600 // 60)}m {int(uptime % 60)}s",
+        f"requests   {status.requests_served} served, {status.requests_cancelled} cancelled, "
+        f"{status.requests_failed} failed, {status.requests_rejected} rejected",
+        f"queue      {queue.active} running, {queue.waiting} waiting (capacity {queue.capacity})",
+    ]
+    if worker is not None:
+        lines.append(f"worker     pid {worker.pid}, {worker.restarts} restarts")
+    memory = status.memory
+    if memory is not None and memory.worker_rss_bytes is not None:
+        budget = memory.ram_budget_bytes
+        lines.append(
+            f"memory     {memory.worker_rss_bytes / 2**20:.0f} MiB resident"
+            + (f" of a {gib(budget)} RAM budget" if budget else "")
+        )
+    if model is None:
+        provision = status.provision
+        lines.append(f"provision  {provision.get('state')}")
+        lines += [f"note       {note}" for note in provision.get("notes", [])[-5:]]
+    if worker is not None and worker.last_error:
+        lines.append(f"last error {worker.last_error}")
+    if status.control:
+        lines.extend(_control_lines(status.control))
+    return "\n".join(lines)
+
+
+def _control_lines(control: dict[str, Any]) -> list[str]:
+    """Profile, latency against its targets, and the last shifts with their reasons."""
+    profile = control["profile"]
+    lat = control["latency"]
+    lines = [
+        f"profile    {profile['name']} ({profile['path']}), prefer {profile['prefer']}; "
+        f"mode {control['mode']}",
+    ]
+    if profile.get("error"):
+        lines.append(f"  ERROR    {profile['error']['message']} (previous profile kept)")
+    decode = lat["decode_p50_tok_s"]
+    lines += [
+        f"latency    last {lat['seconds']:g} s, {lat['requests']} requests: TTFT p50 "
+        f"{format_ms(lat['ttft_p50_ms'])} / p95 {format_ms(lat['ttft_p95_ms'])} "
+        f"(target p95 {format_ms(lat['target_ttft_p95_ms'])} at {lat['reference_prompt_tokens']} "
+        f"prompt tokens); decode p50 {'–' if decode is None else f'{decode:.1f}'} tok/s "
+        f"(target ≥ {lat['target_decode_tok_s']:g})",
+    ]
+    if lat["missing"]:
+        lines.append(f"  missing  {'; '.join(lat['missing'])}")
+    if control.get("note"):
+        lines.append(f"note       {control['note']}")
+    for event in control["shifts"][:5]:
+        when = time.strftime("%H:%M:%S", time.localtime(event["at"]))
+        took = f" in {event['switch_s']:.1f} s" if event.get("switch_s") is not None else ""
+        lines.append(
+            f"shift      {when} {event['direction']}: {event['reason']} [{event['outcome']}{took}]"
+        )
+    return lines
+
+
+def cmd_use(args: argparse.Namespace) -> int:
+    if (args.model is None) == (not args.auto):
+        raise AssistantError("give a model (MODEL or MODEL:QUANT) or --auto")
+    body = {"auto": True} if args.auto else {"model": args.model}
+    result = _call(args.url, "/control/use", body)
+    event = result.get("event")
+    control = result["control"]
+    if args.auto:
+        print(f"automatic shifting is on again; serving {control['current']}")
+    elif event and not event["outcome"].startswith("done"):
+        raise AssistantError(f"could not switch: {event['outcome']}")
+    else:
+        print(f"pinned {control['current']} (`assistantctl use --auto` hands control back)")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    control = _call(args.url, "/control/profile", {"name": args.name})["control"]
+    profile = control["profile"]
+    print(
+        f"profile {profile['name']} ({profile['path']}) in force; serving {control['current']}. "
+        "It lasts until assistantd restarts: set --profile or ASSISTANT_PROFILE to keep it."
+    )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = _fetch_status(args.url)
+    print(status.model_dump_json(indent=2) if args.json else _human(status))
+    return 0
+
+
+def _plan_for(machine_file: Path | None, profile_name: str | None = None) -> Plan:
+    """The plan a daemon would make, for this or a described machine and any profile."""
+    settings = load_settings([])
+    profile = active_profile(settings, profile_name)
+    machine = Machine.load(machine_file) if machine_file else probe()
+    speeds = MeasuredSpeeds(settings.state_dir / SPEEDS_FILE)
+    return make_plan(load_catalog(settings.catalog), profile, machine, speeds)
+
+
+def _plan_table(result: Plan) -> str:
+    budget = result.budget
+    lines = [
+        f"budget: {gib(budget.ram_bytes)} RAM, {gib(budget.vram_bytes)} VRAM"
+        + (" (unified memory)" if budget.unified else "")
+        + f", context {result.n_ctx} tokens",
+        *[f"note: {note}" for note in budget.notes],
+        "",
+        f"{'':2}{'model':32} {'quant':7} {'file':>9} {'RAM':>9} {'VRAM':>9} {'place':8} "
+        f"{'tok/s':>6} {'quality':>7}  fits / reason",
+    ]
+    for index, c in enumerate(result.candidates):
+        mark = "▶ " if index == 0 and c.fits else "  "
+        size = ("~" if c.file_bytes_estimated else "") + gib(c.file_bytes).replace(" GiB", "G")
+        place = c.placement + (f"({c.n_gpu_layers})" if c.placement == "partial" else "")
+        lines.append(
+            f"{mark}{c.model:32} {c.quant:7} {size:>9} {gib(c.ram_bytes).replace(' GiB', 'G'):>9} "
+            f"{gib(c.vram_bytes).replace(' GiB', 'G'):>9} {place:8} {c.predicted_tok_s:>6.1f} "
+            f"{c.quality:>7.1f}  {'yes' if c.fits else 'no: ' + c.reason}"
+        )
+    lines.append("\n~ file size estimated from parameters × bits per weight (hub not consulted)")
+    return "\n".join(lines)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    result = _plan_for(args.machine, args.profile)
+    print(json.dumps(result.to_json(), indent=2) if args.json else _plan_table(result))
+    return 0 if result.chosen else 1
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    machine = probe()
+    if args.json:
+        print(json.dumps(machine.to_json(), indent=2))
+    else:
+        print(
+            f"RAM {gib(machine.ram_bytes)} ({gib(machine.available_bytes)} available), "
+            f"{machine.cpu_cores} cores, {machine.cpu_model} [{' '.join(machine.cpu_flags)}], "
+            f"~{machine.memory_bandwidth_gbs} GB/s"
+        )
+        for gpu in machine.gpus:
+            print(
+                f"GPU {gpu.vendor} {gpu.name}: {gib(gpu.vram_bytes)} ({gib(gpu.free_bytes)} free)"
+            )
+        print(
+            f"GPU offload in this llama-cpp-python build: {'yes' if machine.gpu_offload else 'no'}"
+        )
+        if machine.offload_note():
+            print(f"note: {machine.offload_note()}")
+    return 0
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    status = _fetch_status(args.url)
+    model = status.model
+    if model is None:
+        print(
+            f"assistantd is {status.state} and has no model yet; try again when "
+            "`assistantctl status` says serving",
+            file=sys.stderr,
+        )
+        return 1
+    entry = editors.continue_entry(model.id, status.endpoint, os.environ.get("ASSISTANT_API_KEY"))
+    if args.write:
+        backup = editors.merge_continue(args.config, entry)
+        print(
+            f"wrote the assistantd model to {args.config}"
+            + (f" (backup: {backup})" if backup else "")
+        )
+    else:
+        print(f"# Continue: add to {args.config}  (or run with --write)")
+        print(editors.continue_snippet(entry))
+    print(editors.llama_vscode_settings(status.endpoint.removesuffix("/v1")))
+    return 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith("ASSISTANT_") or k in ("HF_ENDPOINT", "HF_HUB_CACHE", "HF_HOME")
+    }
+    env.pop("ASSISTANT_API_KEY", None)  # never copied into a world-readable unit file
+    mgr = service.manager(sys.platform, Path.home(), os.getuid())
+    extra = shlex.split(args.daemon_args)
+    actions = mgr.actions(args.action, extra, env if args.action == "install" else {})
+    return _carry_out(actions, args.dry_run)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    mgr = service.manager(sys.platform, Path.home(), os.getuid())
+    return _carry_out(mgr.actions("logs", [], {}), args.dry_run)
+
+
+def _carry_out(actions: service.Actions, dry_run: bool) -> int:
+    if dry_run:
+        print(actions.describe())
+    else:
+        actions.apply()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="assistantctl", description="Control assistantd.")
+    parser.add_argument(
+        "--url", default=_default_url(), help="daemon address (default from ASSISTANT_HOST/PORT)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    status = commands.add_parser("status", help="what the daemon is doing")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+    plan_cmd = commands.add_parser(
+        "plan", help="which model and quant fit this (or a described) machine"
+    )
+    plan_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    plan_cmd.add_argument("--machine", type=Path, help="JSON file describing another machine")
+    plan_cmd.add_argument(
+        "--profile",
+        help="plan for this profile (speed, balanced, quality, a name, or a .toml path)",
+    )
+    plan_cmd.set_defaults(func=cmd_plan)
+    probe_cmd = commands.add_parser("probe", help="what this machine has")
+    probe_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    probe_cmd.set_defaults(func=cmd_probe)
+    use = commands.add_parser("use", help="pin a model (MODEL or MODEL:QUANT), or --auto")
+    use.add_argument("model", nargs="?", help="catalog model id, optionally :QUANT")
+    use.add_argument("--auto", action="store_true", help="let assistantd choose and shift again")
+    use.set_defaults(func=cmd_use)
+    prof = commands.add_parser("profile", help="switch the running daemon to another profile")
+    prof.add_argument("name", help="speed, balanced, quality, your own name, or a .toml path")
+    prof.set_defaults(func=cmd_profile)
+    connect = commands.add_parser("connect", help="point an editor at the daemon")
+    connect.add_argument("editor", choices=["continue"], help="the editor to wire up")
+    connect.add_argument(
+        "--write", action="store_true", help="merge into Continue's config.yaml (a backup is kept)"
+    )
+    connect.add_argument(
+        "--config",
+        type=Path,
+        default=Path.home() / ".continue" / "config.yaml",
+        help="Continue config file (default ~/.continue/config.yaml)",
+    )
+    connect.set_defaults(func=cmd_connect)
+    svc = commands.add_parser("service", help="install and control assistantd as a user service")
+    svc.add_argument("action", choices=["install", "uninstall", "start", "stop", "status", "logs"])
+    svc.add_argument("--dry-run", action="store_true", help="print what would be written and run")
+    svc.add_argument(
+        "--daemon-args",
+        default="",
+        help='extra assistantd flags for install, e.g. --daemon-args="--port 9000"',
+    )
+    svc.set_defaults(func=cmd_service)
+    logs = commands.add_parser("logs", help="follow the daemon's log (service installs)")
+    logs.add_argument("--dry-run", action="store_true", help="print the command instead")
+    logs.set_defaults(func=cmd_logs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except DaemonNotRunning as exc:
+        print(exc.message, file=sys.stderr)
+        code = EXIT_NOT_RUNNING
+    except AssistantError as exc:
+        print(f"assistantctl: {exc.message}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

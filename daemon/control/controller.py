@@ -1,0 +1,412 @@
+"""Runs the policy against the live daemon: applies the profile (and its edits, watched with
+watchfiles), checks free memory, and shifts the served model along the planner's ladder.
+
+Every shift is an event with its reason, shown in /status. A bad profile edit never stops the
+daemon: the previous profile stays in force and the error (file:line) is shown until fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+from watchfiles import awatch
+
+from assistantd.control import policy
+from assistantd.errors import ProfileError, ShiftRefused, WorkerStartFailed
+from assistantd.fetch.provision import fetch_rung
+from assistantd.planning import profiles
+from assistantd.planning.catalog import CatalogModel, load_catalog
+from assistantd.planning.hardware import Machine, refresh_free
+from assistantd.planning.planner import Candidate, Plan, gib, make_plan
+from assistantd.planning.profiles import Profile
+from assistantd.vocab import ShiftDirection
+from assistantd.worker.memory import resident_bytes
+from assistantd.worker.process import WorkerSpec
+
+if TYPE_CHECKING:
+    from assistantd.control.state import DaemonState
+
+log = logging.getLogger("assistantd.controller")
+
+
+@dataclass
+class ShiftEvent:
+    direction: ShiftDirection
+    reason: str
+    from_model: str
+    to_model: str
+    outcome: str = "shifting"  # shifting | done | failed: …
+    switch_s: float | None = None  # decision → new model serving
+    at: float = field(default_factory=time.time)
+
+
+class Controller:
+    """Owns the profile in force and, when assistantd chose the model itself, the ladder."""
+
+    def __init__(
+        self,
+        state: DaemonState,
+        profile: Profile,
+        *,
+        runtime: Path,
+        machine: Machine | None = None,
+        plan: Plan | None = None,
+        current: Candidate | None = None,
+    ) -> None:
+        self.state = state
+        self.settings = state.settings
+        self.profile = profile
+        self.profile_ref = self.settings.profile
+        self.profile_error: dict[str, Any] | None = None
+        self.runtime = runtime
+        self.machine = machine
+        self.plan = plan
+        self.current = current
+        self.pinned = False
+        self.note: str | None = None
+        self.events: collections.deque[ShiftEvent] = collections.deque(maxlen=20)
+        self.last_shift = time.monotonic()
+        self._wake = asyncio.Event()
+        self._shift_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._watch_task: asyncio.Task[None] | None = None
+        self._catalog: dict[str, CatalogModel] = {}
+        if plan is not None:
+            self._catalog = {m.id: m for m in load_catalog(self.settings.catalog)}
+
+    @property
+    def shifting_allowed(self) -> bool:
+        """False when the user named a model file: that pins it for the daemon's life."""
+        return self.plan is not None and self.current is not None
+
+    def start(self) -> None:
+        self._watch_task = asyncio.create_task(self._watch_profile(), name="profile-watch")
+        if self.shifting_allowed:
+            self._tasks.append(asyncio.create_task(self._policy_loop(), name="policy"))
+            self._tasks.append(asyncio.create_task(self._memory_loop(), name="memory"))
+
+    async def stop(self) -> None:
+        tasks = [*self._tasks, *([self._watch_task] if self._watch_task else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def wake(self) -> None:
+        """A request finished: there is something new to judge."""
+        self._wake.set()
+
+    # -- profile ---------------------------------------------------------------------------
+
+    async def _watch_profile(self) -> None:
+        """Re-read the profile when its file (or a user copy that would override it) changes.
+        inotify/FSEvents underneath: no polling while idle."""
+        while True:
+            path = self.profile.path
+            folders = {path.parent} if path else set()
+            if not self.profile_ref.endswith(".toml"):
+                user = profiles.user_dir(self.settings.config_dir)
+                with contextlib.suppress(OSError):
+                    user.mkdir(parents=True, exist_ok=True)
+                    folders.add(user)
+            names = {f"{self.profile_ref}.toml", path.name if path else ""}
+            ref = self.profile_ref
+            async for changes in awatch(*folders, debounce=400, step=100, recursive=False):
+                if any(Path(p).name in names for _, p in changes):
+                    await self.reload()
+                if self.profile_ref != ref:
+                    break  # switched profile: watch the new file
+
+    async def reload(self) -> bool:
+        """Re-read the active profile; on error keep the old one and say where the error is."""
+        try:
+            profile = profiles.active_profile(self.settings, self.profile_ref)
+        except ProfileError as exc:
+            self.profile_error = {
+                "message": exc.message,
+                "path": exc.path,
+                "line": exc.line,
+                "at": time.time(),
+            }
+            log.error("profile not applied, still using the previous one: %s", exc.message)
+            return False
+        log.info("profile %s (%s) applied", profile.name, profile.path)
+        await self.apply(profile)
+        return True
+
+    async def switch_profile(self, ref: str) -> Profile:
+        """`assistantctl profile NAME`: raises ProfileError (nothing changes) if it is bad."""
+        profile = profiles.active_profile(self.settings, ref)
+        self.profile_ref = ref
+        await self.apply(profile)
+        return profile
+
+    async def apply(self, profile: Profile) -> None:
+        self.profile = profile
+        self.profile_error = None
+        self.state.monitor.reference_prompt_tokens = profile.targets.reference_prompt_tokens
+        if not self.shifting_allowed:
+            return
+        assert self.current is not None
+        fresh = await asyncio.to_thread(self._replan)
+        same = next((c for c in fresh.ladder if c.key == self.current.key), None)
+        if same is None:
+            target = self._nearest_below(fresh, self.current)
+            if target is None:
+                self.note = f"the new profile leaves no model that fits; kept {self.current.label}"
+                return
+            rejected = next((c for c in fresh.candidates if c.key == self.current.key), None)
+            why = rejected.reason if rejected else "not allowed by the profile"
+            self.pinned = False
+            await self.shift_to(
+                target,
+                "profile",
+                f"profile {profile.name}: {self.current.label} {why}: "
+                f"{self.current.label} → {target.label}",
+            )
+        elif (same.n_ctx, same.n_gpu_layers) != (self.current.n_ctx, self.current.n_gpu_layers):
+            await self.shift_to(
+                same,
+                "profile",
+                f"profile {profile.name}: context {self.current.n_ctx} → {same.n_ctx}, "
+                f"GPU layers {self.current.n_gpu_layers} → {same.n_gpu_layers}",
+            )
+        else:
+            self.current = same
+        self.wake()
+
+    # -- planning --------------------------------------------------------------------------
+
+    def _worker_rss(self) -> int:
+        sup = self.state.supervisor
+        pid = sup.worker.pid if sup and sup.worker and not sup.worker.exited else None
+        return resident_bytes(pid) or 0
+
+    def _replan(self) -> Plan:
+        assert self.machine is not None and self.current is not None
+        machine = refresh_free(self.machine)
+        fresh = make_plan(
+            list(self._catalog.values()),
+            self.profile,
+            machine,
+            self.state.speeds,
+            ram_bonus=self._worker_rss(),
+            vram_bonus=self.current.vram_bytes,
+        )
+        self.plan = fresh
+        self.state.provision.plan = fresh.to_json()
+        return fresh
+
+    @staticmethod
+    def _nearest_below(fresh: Plan, current: Candidate) -> Candidate | None:
+        """The best-ranked fitting rung no bigger than `current`, else the best that fits."""
+        smaller = [c for c in fresh.ladder if c.file_bytes <= current.file_bytes]
+        return smaller[0] if smaller else (fresh.ladder[0] if fresh.ladder else None)
+
+    # -- the policy ------------------------------------------------------------------------
+
+    async def _policy_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.pinned or self._shift_lock.locked():
+                continue
+            try:
+                await self._evaluate()
+            except Exception:  # the policy must never take the daemon down
+                log.exception("policy evaluation failed")
+
+    async def _evaluate(self) -> None:
+        assert self.plan is not None and self.current is not None
+        shift = self.profile.shift
+        window = self.state.monitor.window(
+            shift.window_s, model=self.state.model_id, since=self.last_shift
+        )
+        decision = policy.decide(
+            self.profile,
+            self.plan.ladder,
+            self.current,
+            window,
+            since_last_shift_s=time.monotonic() - self.last_shift,
+        )
+        if decision is None:
+            return
+        if decision.target is None:
+            if self.note != decision.reason:
+                self.note = decision.reason
+                log.warning("%s", decision.reason)
+            return
+        if decision.direction == "up":
+            fresh = await asyncio.to_thread(self._replan)  # must fit memory now
+            if decision.target.key not in {c.key for c in fresh.ladder}:
+                return
+        await self.shift_to(decision.target, decision.direction, decision.reason)
+
+    async def _memory_loop(self) -> None:
+        """Shift down (or move layers off the GPU) when another program takes the memory."""
+        while True:
+            await asyncio.sleep(self.profile.shift.memory_check_s)
+            if self._shift_lock.locked() or self.current is None:
+                continue
+            try:
+                if not self._under_pressure():
+                    continue
+                fresh = await asyncio.to_thread(self._replan)
+                same = next((c for c in fresh.ladder if c.key == self.current.key), None)
+                if same is not None and same.n_gpu_layers == self.current.n_gpu_layers:
+                    continue
+                target = same or self._nearest_below(fresh, self.current)
+                if target is None:
+                    self.note = "memory is short and no smaller model fits"
+                    continue
+                budget = fresh.budget
+                self.pinned = False
+                await self.shift_to(
+                    target,
+                    "memory",
+                    f"memory: free RAM budget now {gib(budget.ram_bytes)}, VRAM "
+                    f"{gib(budget.vram_bytes)}; {self.current.label} "
+                    f"({self.current.placement}) → {target.label} ({target.placement})",
+                )
+            except Exception:
+                log.exception("memory check failed")
+
+    def _under_pressure(self) -> bool:
+        """Cheap check first (no re-plan): does the current rung still fit what is free?"""
+        assert self.current is not None
+        memory = self.profile.memory
+        if memory.ram_budget is not None:
+            ram = int(memory.ram_budget)
+        else:
+            free = psutil.virtual_memory().available
+            ram = free + self._worker_rss() - int(memory.ram_reserve)
+        if self.current.ram_bytes > ram:
+            return True
+        if self.current.vram_bytes and memory.vram_budget is None and self.machine is not None:
+            reserve = int(memory.vram_reserve)
+            return any(g.free_bytes < reserve for g in refresh_free(self.machine).gpus)
+        return False
+
+    # -- shifting --------------------------------------------------------------------------
+
+    async def shift_to(
+        self, target: Candidate, direction: ShiftDirection, reason: str
+    ) -> ShiftEvent:
+        """Serve `target` instead of the current rung; nothing admitted fails on the way."""
+        assert self.current is not None
+        async with self._shift_lock:
+            started = time.monotonic()
+            event = ShiftEvent(direction, reason, self.current.label, target.label)
+            self.events.append(event)
+            log.info("shift %s: %s", direction, reason)
+            model = self._catalog[target.model]
+            chosen = await asyncio.to_thread(fetch_rung, target, model, self.state.provision)
+            if chosen is None:
+                event.outcome = "failed: the model could not be fetched (see provision notes)"
+                return event
+            sup = self.state.supervisor
+            assert sup is not None
+            spec = WorkerSpec(
+                model_path=chosen.path,
+                model_id=chosen.model_id,
+                n_ctx=target.n_ctx,
+                threads=self.settings.threads,
+                n_gpu_layers=target.n_gpu_layers,
+                socket_path=self.runtime / "worker.sock",
+            )
+            try:
+                await sup.swap(spec, overlap=self._both_fit(target))
+            except WorkerStartFailed as exc:
+                event.outcome = f"failed: {exc.message}"
+                log.error("shift failed: %s", exc.message)
+                self.last_shift = time.monotonic()
+                return event
+            self.state.model_id = chosen.model_id
+            self.state.speed_key = chosen.speed_key
+            self.state.monitor.set_model(chosen.model_id)
+            self.state.monitor.shifts.labels(direction).inc()
+            self.current = target
+            self.note = None
+            self.last_shift = time.monotonic()
+            event.switch_s = round(self.last_shift - started, 3)
+            event.outcome = "done"
+            return event
+
+    def _both_fit(self, target: Candidate) -> bool:
+        """Can the new worker start before the old one stops? (overlap, else drain first)"""
+        assert self.current is not None and self.plan is not None
+        budget = self.plan.budget
+        ram = self.current.ram_bytes + target.ram_bytes <= budget.ram_bytes
+        vram = self.current.vram_bytes + target.vram_bytes <= max(budget.vram_bytes, 0)
+        return ram and vram
+
+    # -- manual control ----------------------------------------------------------------------
+
+    async def use(self, ref: str | None) -> ShiftEvent | None:
+        """`assistantctl use MODEL[:QUANT]` pins a rung; None (`--auto`) hands control back."""
+        if not self.shifting_allowed:
+            raise ShiftRefused(
+                "assistantd was started with --model FILE, which fixes the model; restart it "
+                "without --model to let it choose, shift and take `assistantctl use`"
+            )
+        assert self.plan is not None and self.current is not None
+        if ref is None:
+            self.pinned = False
+            self.note = None
+            self.wake()
+            return None
+        model, _, quant = ref.partition(":")
+        fresh = await asyncio.to_thread(self._replan)
+        matches = [c for c in fresh.candidates if c.model == model]
+        if not matches:
+            known = sorted({c.model for c in fresh.candidates})
+            raise ShiftRefused(
+                f"no model '{model}' in the catalog; choose one of {', '.join(known)}"
+            )
+        if quant:
+            matches = [c for c in matches if c.quant == quant.upper()]
+            if not matches:
+                quants = sorted({c.quant for c in fresh.candidates if c.model == model})
+                raise ShiftRefused(f"{model} has no quant {quant}; it comes in {', '.join(quants)}")
+        fitting = [c for c in fresh.ladder if c in matches]
+        if not fitting:
+            raise ShiftRefused(f"{matches[0].label} does not fit now: {matches[0].reason}")
+        target = fitting[0]
+        self.pinned = True
+        if target.key == self.current.key and target.n_ctx == self.current.n_ctx:
+            return None
+        return await self.shift_to(target, "pin", f"pinned by `assistantctl use {ref}`")
+
+    def to_json(self) -> dict[str, Any]:
+        profile = self.profile
+        window = self.state.monitor.window(profile.shift.window_s, model=self.state.model_id)
+        targets = profile.targets
+        return {
+            "mode": (
+                "pinned"
+                if self.pinned
+                else ("auto" if self.shifting_allowed else "fixed (--model FILE)")
+            ),
+            "current": self.current.label if self.current else self.state.model_id,
+            "placement": self.current.placement if self.current else None,
+            "note": self.note,
+            "profile": {**profile.summary(), "error": self.profile_error},
+            "latency": {
+                **window.to_json(),
+                "target_ttft_p95_ms": targets.ttft_p95_ms,
+                "reference_prompt_tokens": targets.reference_prompt_tokens,
+                "target_decode_tok_s": targets.decode_tok_s,
+                "missing": policy.misses(profile, window),
+            },
+            "shifts": [asdict(e) for e in reversed(self.events)],
+            "ladder": [c.label for c in self.plan.ladder] if self.plan else [],
+        }

@@ -1,0 +1,54 @@
+"""What the daemon has served: counters and the most recent requests, for /status."""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from assistantd.vocab import Outcome
+
+
+@dataclass
+class RequestRecord:
+    endpoint: str
+    outcome: Outcome
+    queue_ms: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_ms: float | None = None  # as the client saw it, queue included
+    service_ttft_ms: float | None = None  # from the worker being asked, queue excluded
+    prompt_tok_s: float | None = None
+    decode_tok_s: float | None = None
+    model: str = ""
+    at: float = field(default_factory=time.time)
+
+
+class Stats:
+    def __init__(self, keep: int = 50) -> None:
+        self.started_at = time.time()
+        self.served = 0
+        self.cancelled = 0
+        self.failed = 0
+        self.rejected = 0
+        self.recent: collections.deque[RequestRecord] = collections.deque(maxlen=keep)
+
+    def record(self, rec: RequestRecord) -> None:
+        if rec.outcome == "ok":
+            self.served += 1
+        elif rec.outcome == "cancelled":
+            self.cancelled += 1
+        else:
+            self.failed += 1
+        self.recent.append(rec)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "requests_served": self.served,
+            "requests_cancelled": self.cancelled,
+            "requests_failed": self.failed,
+            "requests_rejected": self.rejected,
+            "recent": [asdict(r) for r in list(self.recent)[-10:]],
+        }

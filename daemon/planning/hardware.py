@@ -1,0 +1,251 @@
+"""What this machine has: memory, CPU, GPUs, and whether llama-cpp-python can use the GPUs.
+
+Probes are injectable (an NVML module, a sysfs root, the offload check), so the planner can be
+tested on described machines, and a machine can be written to and read from JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import psutil
+
+from assistantd.errors import ConfigError
+
+SIMD_FLAGS = (
+    "avx",
+    "avx2",
+    "avx512f",
+    "avx512_bf16",
+    "avx_vnni",
+    "fma",
+    "f16c",
+    "neon",
+    "asimd",
+    "sve",
+    "dotprod",
+    "i8mm",
+)
+
+
+@dataclass
+class GPU:
+    vendor: str  # nvidia | amd | apple
+    name: str
+    vram_bytes: int
+    vram_free_bytes: int | None = None
+    driver: str | None = None
+    compute_capability: str | None = None
+
+    @property
+    def free_bytes(self) -> int:
+        return self.vram_bytes if self.vram_free_bytes is None else self.vram_free_bytes
+
+
+@dataclass
+class Machine:
+    ram_bytes: int
+    cpu_cores: int
+    ram_available_bytes: int | None = None
+    cpu_model: str = ""
+    cpu_flags: list[str] = field(default_factory=list)
+    gpu_offload: bool = False
+    unified_memory: bool = False
+    gpus: list[GPU] = field(default_factory=list)
+    memory_bandwidth_gbs: float | None = None
+
+    @property
+    def available_bytes(self) -> int:
+        return self.ram_bytes if self.ram_available_bytes is None else self.ram_available_bytes
+
+    def offload_note(self) -> str | None:
+        """Why GPUs present are not used, with the fix."""
+        if self.gpus and not self.gpu_offload:
+            names = ", ".join(g.name for g in self.gpus)
+            backend = (
+                "Metal"
+                if self.unified_memory
+                else "CUDA"
+                if self.gpus[0].vendor == "nvidia"
+                else "ROCm/Vulkan"
+            )
+            return (
+                f"this llama-cpp-python build is CPU-only; reinstall it with {backend} "
+                f"to use the {names}"
+            )
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str = "machine file") -> Machine:
+        try:
+            gpus = [GPU(**g) for g in data.get("gpus", [])]
+            fields = {k: v for k, v in data.items() if k != "gpus"}
+            machine = cls(**fields, gpus=gpus)
+        except TypeError as exc:
+            raise ConfigError(
+                f"{source}: {exc}; expected keys like ram_bytes, cpu_cores, "
+                "gpu_offload, unified_memory, gpus[{vendor, name, vram_bytes}]"
+            ) from None
+        if machine.ram_bytes <= 0 or machine.cpu_cores <= 0:
+            raise ConfigError(f"{source}: ram_bytes and cpu_cores must be positive")
+        return machine
+
+    @classmethod
+    def load(cls, path: Path) -> Machine:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"machine file {path} does not exist") from None
+        except ValueError as exc:
+            raise ConfigError(f"machine file {path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"machine file {path} must hold a JSON object")
+        return cls.from_json(data, str(path))
+
+
+def _cpu_info() -> tuple[str, list[str]]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return model, []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model", "cpu model") and value.strip():
+            model = value.strip()
+        elif key in ("flags", "Features"):
+            flags.update(value.split())
+    return model, [f for f in SIMD_FLAGS if f in flags]
+
+
+def probe_nvidia(nvml: ModuleType | None) -> list[GPU]:
+    """NVIDIA cards through NVML; none when the library or a driver is missing."""
+    if nvml is None:
+        try:
+            import pynvml
+        except ImportError:
+            return []
+        nvml = pynvml
+    try:
+        nvml.nvmlInit()
+    except Exception:
+        return []  # no driver: no usable NVIDIA card
+    try:
+        driver = _text(nvml.nvmlSystemGetDriverVersion())
+        gpus = []
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            try:
+                major, minor = nvml.nvmlDeviceGetCudaComputeCapability(handle)
+                capability: str | None = f"{major}.{minor}"
+            except Exception:
+                capability = None
+            gpus.append(
+                GPU(
+                    "nvidia",
+                    _text(nvml.nvmlDeviceGetName(handle)),
+                    int(memory.total),
+                    int(memory.free),
+                    driver,
+                    capability,
+                )
+            )
+        return gpus
+    finally:
+        nvml.nvmlShutdown()
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def probe_amd(sysfs: Path) -> list[GPU]:
+    gpus = []
+    for card in sorted(sysfs.glob("class/drm/card[0-9]*/device")):
+        total, used = card / "mem_info_vram_total", card / "mem_info_vram_used"
+        if not total.exists():
+            continue
+        try:
+            total_b = int(total.read_text())
+            used_b = int(used.read_text()) if used.exists() else 0
+            name = (
+                (card / "product_name").read_text().strip()
+                if (card / "product_name").exists()
+                else f"AMD GPU ({card.parent.name})"
+            )
+        except (OSError, ValueError):
+            continue
+        gpus.append(GPU("amd", name, total_b, total_b - used_b))
+    return gpus
+
+
+def can_offload() -> bool:
+    try:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except Exception:
+        return False
+
+
+def measure_bandwidth(size_bytes: int = 128 * 1024 * 1024, repeats: int = 3) -> float:
+    """Copy throughput of RAM (GB/s, read + write), best of a few copies."""
+    import time
+
+    import numpy as np
+
+    src = np.ones(size_bytes // 8)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return round(2 * size_bytes / best / 1e9, 1)
+
+
+def probe(
+    nvml: ModuleType | None = None,
+    sysfs: Path = Path("/sys"),
+    offload: bool | None = None,
+) -> Machine:
+    memory = psutil.virtual_memory()
+    cpu_model, flags = _cpu_info()
+    apple = platform.system() == "Darwin" and platform.machine() == "arm64"
+    gpus = probe_nvidia(nvml) + probe_amd(sysfs)
+    if apple:
+        gpus.append(GPU("apple", cpu_model or "Apple Silicon", memory.total, memory.available))
+    return Machine(
+        ram_bytes=memory.total,
+        ram_available_bytes=memory.available,
+        cpu_cores=psutil.cpu_count(logical=False) or psutil.cpu_count() or 1,
+        cpu_model=cpu_model,
+        cpu_flags=flags,
+        gpu_offload=can_offload() if offload is None else offload,
+        unified_memory=apple,
+        gpus=gpus,
+        memory_bandwidth_gbs=measure_bandwidth(),
+    )
+
+
+def refresh_free(machine: Machine, sysfs: Path = Path("/sys")) -> Machine:
+    """The same machine with free RAM and VRAM measured now; cheap enough to call every few
+    seconds (no bandwidth measurement)."""
+    memory = psutil.virtual_memory()
+    gpus = machine.gpus
+    if gpus and not machine.unified_memory:
+        gpus = probe_nvidia(None) + probe_amd(sysfs)
+    elif machine.unified_memory:
+        gpus = [dataclasses.replace(g, vram_free_bytes=memory.available) for g in gpus]
+    return dataclasses.replace(machine, ram_available_bytes=memory.available, gpus=gpus)

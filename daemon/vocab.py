@@ -1,0 +1,24 @@
+"""Closed vocabularies shared across the daemon, as `Literal` types (uvicorn's style): a typo
+is a type error, and every place that switches on one of these reads the same list."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Placement = Literal["gpu", "partial", "cpu"]
+"""Where a model's layers run: all on the GPU, some (n_gpu_layers), or none."""
+
+WorkerState = Literal["loading", "serving", "restarting", "shifting", "failed", "stopping"]
+"""What the supervisor's worker is doing; `/health` is ok only when serving."""
+
+ProvisionState = Literal["probing", "planning", "offline", "downloading", "error"]
+"""Where getting a model stands when none was given with --model."""
+
+ShiftDirection = Literal["down", "up", "pin", "profile", "memory"]
+"""Why the model changed: slower/faster rung, a user's pin, a profile edit, memory pressure."""
+
+Outcome = Literal["ok", "cancelled", "error"]
+"""How a request ended, as counted in stats and the monitor."""
+
+GenerationKind = Literal["chat", "completion", "infill"]
+"""Which prompt a worker builds: a chat template, a raw/FIM completion, or llama.cpp infill."""

@@ -1,0 +1,108 @@
+"""Talks to a worker over its Unix socket; turns transport failures into WorkerFailed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from assistantd.errors import ReportedError, WorkerFailed
+from assistantd.vocab import GenerationKind
+from assistantd.worker.protocol import GenerateRequest
+
+_DIED = (
+    "the model worker stopped while answering this request; it is being restarted, "
+    "so retrying in a moment will work"
+)
+
+
+class WorkerClient:
+    def __init__(self, socket_path: Path) -> None:
+        self._http = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(socket_path)),
+            base_url="http://worker",
+            timeout=httpx.Timeout(None, connect=5.0),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def info(self) -> dict[str, Any]:
+        try:
+            response = await self._http.get("/info", timeout=5.0)
+        except httpx.TransportError as exc:
+            raise OSError(str(exc)) from exc
+        return response.json()
+
+    async def cancel(self, request_id: str) -> dict[str, Any] | None:
+        """Stop a generation; returns its end event (tokens actually generated) if known."""
+        try:
+            response = await self._http.post(f"/cancel/{request_id}", timeout=15.0)
+            return response.json().get("end")
+        except (httpx.HTTPError, ValueError):
+            return None  # the worker is gone or dying: nothing left to cancel
+
+    async def open_generation(
+        self, request_id: str, kind: GenerationKind, params: dict[str, Any]
+    ) -> WorkerStream:
+        """Start a generation; read its events from the returned stream, then close it."""
+        body: GenerateRequest = {"id": request_id, "kind": kind, "params": params}
+        request = self._http.build_request("POST", "/generate", json=body)
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TransportError:
+            raise WorkerFailed(_DIED) from None
+        return WorkerStream(self, request_id, response)
+
+    async def embed(self, inputs: list[str]) -> dict[str, Any]:
+        try:
+            response = await self._http.post("/embed", json={"input": inputs})
+        except httpx.TransportError:
+            raise WorkerFailed(_DIED) from None
+        body = response.json()
+        if body.get("type") == "error":
+            raise ReportedError(body)
+        return body
+
+
+class WorkerStream:
+    """One generation's events. `abort` stops decoding in the worker and drops the stream."""
+
+    def __init__(self, client: WorkerClient, request_id: str, response: httpx.Response) -> None:
+        self._client = client
+        self.request_id = request_id
+        self._response = response
+        self.finished = False
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        async for event in _events(self._response):
+            if event["type"] == "end":
+                self.finished = True
+            yield event
+
+    async def finish(self) -> dict[str, Any] | None:
+        """Stop decoding if still running; return the worker's end event, if it has one."""
+        try:
+            return None if self.finished else await self._client.cancel(self.request_id)
+        finally:
+            await self._response.aclose()
+
+
+async def _events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    try:
+        async for line in response.aiter_lines():
+            if not line:
+                continue
+            event = json.loads(line)
+            if event["type"] == "error":
+                raise ReportedError(event)
+            yield event
+            if event["type"] == "end":
+                return
+    except httpx.TransportError:
+        raise WorkerFailed(_DIED) from None
+    # A stream that ends without an "end" event means the worker died mid-answer.
+    raise WorkerFailed(_DIED)

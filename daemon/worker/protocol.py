@@ -1,0 +1,103 @@
+"""The daemon ↔ worker wire protocol, typed once and imported by both sides (as Ollama's
+llm/server.go declares its completion structs). One request per stream:
+
+  GET  /info                 → WorkerInfo
+  POST /generate             ← GenerateRequest; → NDJSON Event lines, the last one `end` or `error`
+  POST /cancel/{request_id}  → CancelReply (stops that generation, once stopped)
+  POST /embed                ← EmbedRequest; → EmbedReply
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+from assistantd.vocab import GenerationKind
+
+# Sampling parameters a request may pass through to the worker, defined once.
+SAMPLING_KEYS = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "repeat_penalty",
+)
+
+
+class Usage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: NotRequired[dict[str, int]]
+
+
+class Timings(TypedDict):
+    prompt_n: int
+    prompt_ms: float
+    prompt_per_second: float
+    predicted_n: int
+    predicted_ms: float
+    predicted_per_second: float
+    cache_n: NotRequired[int]
+
+
+class ChunkEvent(TypedDict):
+    type: Literal["chunk"]
+    data: dict[str, Any]  # an OpenAI completion or chat.completion.chunk object
+
+
+class EndEvent(TypedDict):
+    type: Literal["end"]
+    finish_reason: str | None
+    usage: Usage
+    timings: Timings
+    stop_type: NotRequired[str]
+
+
+class ErrorEvent(TypedDict):
+    type: Literal["error"]
+    status: int
+    message: str
+    error_type: str
+    param: NotRequired[str | None]
+    code: NotRequired[str | None]
+
+
+Event = ChunkEvent | EndEvent | ErrorEvent
+
+
+class GenerateRequest(TypedDict):
+    id: str
+    kind: GenerationKind
+    params: dict[str, Any]
+
+
+class CancelReply(TypedDict):
+    cancelled: bool
+    end: EndEvent | None
+
+
+class EmbedRequest(TypedDict):
+    input: list[str] | list[list[int]]
+
+
+class EmbedReply(TypedDict):
+    data: list[list[float]]
+    prompt_tokens: int
+
+
+class WorkerInfo(TypedDict, total=False):
+    model_id: str
+    model_path: str
+    n_ctx: int
+    n_ctx_train: int
+    fim: bool
+    chat_template: str
+    gpu_offload: bool
+    threads: int
+    n_slots: int
+    pid: int

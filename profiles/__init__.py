@@ -1,0 +1,1 @@
+"""Shipped profiles and the model catalog (package data: assistantd.profiles)."""

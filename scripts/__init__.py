@@ -1,0 +1,1 @@
+"""Scripts: test-model fetcher and benchmarks (run as python -m scripts.NAME)."""

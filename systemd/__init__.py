@@ -1,0 +1,1 @@
+"""Service templates for systemd and launchd (package data: assistantd.systemd)."""
