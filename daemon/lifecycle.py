@@ -72,7 +72,7 @@ class Lifecycle:
         self.speeds = MeasuredSpeeds(settings.state_dir / SPEEDS_FILE)
         self.state = DaemonState(
             settings=settings,
-            admission=Admission(settings.queue_size, settings.queue_timeout_s),
+            admission=Admission(settings.slots, settings.queue_size, settings.queue_timeout_s),
             speeds=self.speeds,
             monitor=Monitor(profile.targets.reference_prompt_tokens),
         )
@@ -172,6 +172,7 @@ class Lifecycle:
             model_id=model_id,
             n_ctx=n_ctx,
             threads=settings.threads,
+            n_slots=settings.slots,
             n_gpu_layers=n_gpu_layers,
             socket_path=self.runtime / "worker.sock",
         )

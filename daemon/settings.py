@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     n_gpu_layers: int = Field(
         -1, ge=-1, description="Layers to offload to the GPU (-1 = all; ignored by CPU builds)."
     )
+    slots: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Requests a worker decodes at once (chat + autocomplete + its alternatives);"
+        " each slot holds its own n_ctx of KV cache.",
+    )
     queue_size: int = Field(
         16, ge=0, le=10_000, description="Generation requests that may wait; more get 503."
     )

@@ -17,8 +17,9 @@ ProvisionState = Literal["probing", "planning", "offline", "downloading", "error
 ShiftDirection = Literal["down", "up", "pin", "profile", "memory"]
 """Why the model changed: slower/faster rung, a user's pin, a profile edit, memory pressure."""
 
-Outcome = Literal["ok", "cancelled", "error"]
-"""How a request ended, as counted in stats and the monitor."""
+Outcome = Literal["ok", "cancelled", "error", "invalid", "rejected"]
+"""How a request ended: served, the client left, the server failed, the client's request was
+wrong (a 4xx, not a server failure), or it was not admitted (503, retry later)."""
 
 GenerationKind = Literal["chat", "completion", "infill"]
 """Which prompt a worker builds: a chat template, a raw/FIM completion, or llama.cpp infill."""

@@ -35,14 +35,26 @@ def ctl(*args: str) -> subprocess.CompletedProcess[str]:
 def test_connect_prints_the_continue_entry_and_llama_vscode_settings(smol: Daemon) -> None:
     result = ctl("--url", smol.url, "connect", "continue")
     assert result.returncode == 0, result.stderr
-    snippet = YAML().load(result.stdout.split("\n", 1)[1].split("llama.vscode")[0])
-    [entry] = snippet["models"]
+    config = YAML().load(result.stdout.split("llama.vscode")[0])
+    # A whole config.yaml, as Continue's schema wants it.
+    assert config["name"] and config["version"] and config["schema"] == "v1"
+    [entry] = config["models"]
     assert entry["provider"] == "openai"
     assert entry["model"] == "smollm2-135m-instruct-q4_1"
     assert entry["apiBase"] == smol.v1
-    assert set(entry["roles"]) == {"chat", "edit", "apply", "autocomplete"}
+    # SmolLM2 has no FIM tokens: it gets no autocomplete role.
+    assert set(entry["roles"]) == {"chat", "edit", "apply"}
     assert f'"llama-vscode.endpoint": "{smol.url}"' in result.stdout
-    assert f"{smol.url}/infill" in result.stdout
+    assert f"'endpoint_fim': '{smol.url}/infill'" in result.stdout
+    assert f"'endpoint_inst': '{smol.url}/v1/chat/completions'" in result.stdout
+
+
+def test_connect_gives_autocomplete_to_a_fim_model(smol_fim: Daemon) -> None:
+    result = ctl("--url", smol_fim.url, "connect", "continue")
+    assert result.returncode == 0, result.stderr
+    [entry] = YAML().load(result.stdout.split("llama.vscode")[0])["models"]
+    assert "autocomplete" in entry["roles"]
+    assert "no fill-in-the-middle tokens" not in result.stdout
 
 
 def test_connect_write_merges_keeping_everything_and_backs_up(smol: Daemon, tmp_path: Path) -> None:

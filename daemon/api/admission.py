@@ -1,42 +1,66 @@
-"""Generation requests take turns in arrival order; a bounded number may wait."""
+"""Generation requests take a slot of the worker; when all are busy they wait, bounded, with
+autocomplete admitted ahead of waiting chat answers (then arrival order)."""
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 
 from assistantd.errors import QueueFull, WorkerUnavailable
 
 
 class Admission:
-    """One generation runs at a time (the worker decodes one sequence); others queue, bounded."""
+    """Up to `slots` generations run at once (the worker decodes them in one batch)."""
 
-    def __init__(self, max_waiting: int, timeout_s: float) -> None:
-        self._lock = asyncio.Lock()  # wakes waiters first-in, first-out
+    def __init__(self, slots: int, max_waiting: int, timeout_s: float) -> None:
+        self.capacity = slots
+        self.active = 0
         self._max_waiting = max_waiting
         self._timeout_s = timeout_s
-        self.waiting = 0
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
 
     @property
-    def active(self) -> int:
-        return 1 if self._lock.locked() else 0
+    def waiting(self) -> int:
+        return len(self._waiters)
 
-    async def acquire(self) -> None:
-        if self._lock.locked() and self.waiting >= self._max_waiting:
+    async def acquire(self, priority: int = 1) -> None:
+        """A turn; `priority` 0 (autocomplete) goes ahead of 1 (chat) in the queue."""
+        if self.active < self.capacity and not self._waiters:
+            self.active += 1
+            return
+        if len(self._waiters) >= self._max_waiting:
             raise QueueFull(
                 f"{self.waiting} requests are already waiting (ASSISTANT_QUEUE_SIZE="
                 f"{self._max_waiting}); retry shortly",
                 retry_after_s=2,
             )
-        self.waiting += 1
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (priority, next(self._order), turn)
+        heapq.heappush(self._waiters, entry)
         try:
-            await asyncio.wait_for(self._lock.acquire(), self._timeout_s)
-        except TimeoutError:
-            raise WorkerUnavailable(
-                f"waited {self._timeout_s:.0f} s for a turn; the daemon is overloaded, retry later",
-                retry_after_s=5,
-            ) from None
-        finally:
-            self.waiting -= 1
+            await asyncio.wait_for(asyncio.shield(turn), self._timeout_s)
+        except BaseException as exc:
+            if turn.done() and not turn.cancelled():
+                self.release()  # granted just as we gave up: pass it on
+            else:
+                turn.cancel()
+                self._waiters.remove(entry)
+                heapq.heapify(self._waiters)
+            if isinstance(exc, TimeoutError):
+                raise WorkerUnavailable(
+                    f"waited {self._timeout_s:.0f} s for a turn; the daemon is overloaded, "
+                    "retry later",
+                    retry_after_s=5,
+                ) from None
+            raise
 
     def release(self) -> None:
-        self._lock.release()
+        """Hand the turn to the first waiter, or free it."""
+        while self._waiters:
+            _, _, turn = heapq.heappop(self._waiters)
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.active -= 1

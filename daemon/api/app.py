@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from assistantd.api import control_routes, errors, llamacpp_routes, openai_routes
+from assistantd.api import control_routes, errors, llamacpp_routes, openai_routes, openapi
 from assistantd.api.security import Guard
 from assistantd.control.state import DaemonState
 
@@ -25,6 +25,7 @@ def create_app(state: DaemonState) -> FastAPI:
         allowed_origins=settings.allowed_origins,
     )
     errors.install(app)
+    openapi.install(app)
     app.include_router(openai_routes.router)
     app.include_router(llamacpp_routes.router)
     app.include_router(control_routes.router)

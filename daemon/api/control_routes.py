@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from assistantd.api import openapi
 from assistantd.api.deps import State
 from assistantd.api.schemas import ProfileRequest, UseRequest
 from assistantd.api.status import MemoryStatus, ModelStatus, QueueStatus, StatusReport, WorkerStatus
@@ -89,7 +90,7 @@ def _control(state: DaemonState) -> Controller:
     return state.control
 
 
-@router.post("/control/use")
+@router.post("/control/use", openapi_extra=openapi.body(UseRequest))
 async def use(request: Request, state: State) -> dict[str, Any]:
     body = await read_body(request, UseRequest, 4096)
     control = _control(state)
@@ -97,7 +98,7 @@ async def use(request: Request, state: State) -> dict[str, Any]:
     return {"event": asdict(event) if event else None, "control": control.to_json()}
 
 
-@router.post("/control/profile")
+@router.post("/control/profile", openapi_extra=openapi.body(ProfileRequest))
 async def switch_profile(request: Request, state: State) -> dict[str, Any]:
     body = await read_body(request, ProfileRequest, 4096)
     control = _control(state)

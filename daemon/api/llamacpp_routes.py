@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from assistantd.api import shapes
+from assistantd.api import openapi, shapes
 from assistantd.api.deps import State
 from assistantd.api.proxy import Generation
 from assistantd.api.schemas import InfillRequest
@@ -19,6 +19,8 @@ from assistantd.api.streaming import (
     opened,
     read_body,
 )
+from assistantd.errors import InvalidRequest
+from assistantd.worker.sampling import Sampling
 
 router = APIRouter()
 
@@ -37,26 +39,60 @@ _INFILL_KEYS = {
 }
 
 
-async def _infill_stream(gen: Generation, model_id: str) -> AsyncIterator[bytes]:
+async def _infill_stream(
+    gen: Generation, model_id: str, settings: dict[str, Any]
+) -> AsyncIterator[bytes]:
     chunks: list[dict[str, Any]] = []
     async for event in gen.events():
         chunks.append(event["data"])
         yield shapes.sse(shapes.infill_piece(event["data"]))
-    yield shapes.sse(shapes.infill_result(chunks, gen.end, model_id, streamed=True))
+    for result in shapes.infill_results(chunks, gen.end, model_id, settings, streamed=True):
+        yield shapes.sse(result)
 
 
-@router.post("/infill")
+def _generation_settings(body: InfillRequest, n_ctx: int) -> dict[str, Any]:
+    """What llama.cpp reports as generation_settings: n_ctx and the sampling actually used."""
+    used = Sampling()
+    return {
+        "n_ctx": n_ctx,
+        "n_predict": body.n_predict,
+        "temperature": body.temperature if body.temperature is not None else used.temperature,
+        "top_k": body.top_k if body.top_k is not None else used.top_k,
+        "top_p": body.top_p if body.top_p is not None else used.top_p,
+        "min_p": body.min_p if body.min_p is not None else used.min_p,
+        "seed": body.seed if body.seed is not None else -1,
+        "stop": [body.stop] if isinstance(body.stop, str) else list(body.stop or []),
+        "t_max_predict_ms": body.t_max_predict_ms or -1,
+        "n_cmpl": body.n_cmpl,
+    }
+
+
+@router.post("/infill", openapi_extra=openapi.body(InfillRequest))
 async def infill(request: Request, state: State) -> Response:
     body = await read_body(request, InfillRequest, state.settings.max_body_bytes)
-    state.check_model(body.model)
+    # llama.cpp's protocol serves one model: llama.vscode sends its chat model's name and
+    # llama.vim an empty one, so the name is not checked here.
+    state.check_model(None)
+    if body.n_cmpl > state.settings.slots:
+        raise InvalidRequest(
+            f"n_cmpl={body.n_cmpl} is more than this daemon's {state.settings.slots} slots; ask "
+            "for fewer or raise ASSISTANT_SLOTS",
+            param="n_cmpl",
+        )
     params = body.model_dump(include=_INFILL_KEYS, exclude_none=True)
     params["max_tokens"] = state.check_limit(body.token_limit, "n_predict")
+    params["n"] = body.n_cmpl
+    settings = _generation_settings(body, state.n_ctx)
     gen = await opened(state, "infill", "infill", params)
     if body.stream:
         return ClosingStreamingResponse(
-            guarded(gen, _infill_stream(gen, state.model_id)), media_type="text/event-stream"
+            guarded(gen, _infill_stream(gen, state.model_id, settings)),
+            media_type="text/event-stream",
         )
     chunks = await collect(request, gen, state.model_id)
     if chunks is None:
         return Response(status_code=499)
-    return JSONResponse(shapes.infill_result(chunks, gen.end, state.model_id, streamed=False))
+    results = shapes.infill_results(chunks, gen.end, state.model_id, settings, streamed=False)
+    if body.response_fields is not None:
+        results = [shapes.pick_fields(r, body.response_fields) for r in results]
+    return JSONResponse(results if body.n_cmpl > 1 else results[0])

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from assistantd.api import shapes
+from assistantd.api import openapi, shapes
 from assistantd.api.deps import State
 from assistantd.api.proxy import Generation
 from assistantd.api.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
@@ -60,26 +60,38 @@ async def list_models(state: State) -> dict[str, Any]:
     return shapes.models_list(state.model_id, state.created)
 
 
-@router.post("/chat/completions")
+@router.get("/models/{model_id:path}")
+async def retrieve_model(model_id: str, state: State) -> dict[str, Any]:
+    """What the SDKs' `models.retrieve(id)` asks; ids served earlier in this run resolve too."""
+    state.check_model(model_id)
+    return {"id": model_id, "object": "model", "created": state.created, "owned_by": "assistantd"}
+
+
+@router.post("/chat/completions", openapi_extra=openapi.body(ChatRequest))
 async def chat_completions(request: Request, state: State) -> Response:
     body = await read_body(request, ChatRequest, state.settings.max_body_bytes)
     state.check_model(body.model)
+    state.check_n(body.n)
     params = {
         "messages": [m.for_template() for m in body.messages],
         "max_tokens": state.check_limit(body.token_limit),
+        "n": body.n,
         **body.sampling(),
+        **body.constraints(),
     }
     return await _generation(state, request, "chat", "chat", params, body, shapes.chat_completion)
 
 
-@router.post("/completions")
+@router.post("/completions", openapi_extra=openapi.body(CompletionRequest))
 async def completions(request: Request, state: State) -> Response:
     body = await read_body(request, CompletionRequest, state.settings.max_body_bytes)
     state.check_model(body.model)
+    state.check_n(body.n)
     params = {
         "prompt": body.prompt_text,
         "suffix": body.suffix,
         "max_tokens": state.check_limit(body.token_limit),
+        "n": body.n,
         **body.sampling(),
     }
     return await _generation(
@@ -87,7 +99,7 @@ async def completions(request: Request, state: State) -> Response:
     )
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", openapi_extra=openapi.body(EmbeddingRequest))
 async def embeddings(request: Request, state: State) -> JSONResponse:
     settings = state.settings
     body = await read_body(request, EmbeddingRequest, settings.max_body_bytes)

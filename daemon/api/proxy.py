@@ -16,8 +16,10 @@ from typing import Any
 from assistantd.api.admission import Admission
 from assistantd.control.stats import RequestRecord
 from assistantd.control.supervisor import Lease, Supervisor
+from assistantd.errors import AssistantError, Unavailable
 from assistantd.vocab import GenerationKind, Outcome
 from assistantd.worker.client import WorkerStream
+from assistantd.worker.protocol import priority_of
 
 _background: set[asyncio.Task[None]] = set()
 
@@ -60,7 +62,7 @@ class Generation:
 
     async def open(self, kind: GenerationKind, params: dict[str, Any]) -> None:
         """Wait for a turn and the first event, so errors become proper HTTP statuses."""
-        await self._admission.acquire()
+        await self._admission.acquire(priority_of(kind, params))
         self._holding = True
         try:
             self._lease = await self._supervisor.lease(self._wait_timeout_s)
@@ -69,6 +71,12 @@ class Generation:
             self._stream = await self._lease.client.open_generation(self.id, kind, params)
             self._events = self._stream.events()
             self._first = await anext(self._events)
+        except Unavailable:
+            self.close("rejected")
+            raise
+        except AssistantError as exc:
+            self.close("invalid" if exc.status < 500 else "error")
+            raise
         except BaseException:
             self.close("error")
             raise

@@ -6,6 +6,7 @@ gets a 400 naming the field instead of reaching the model.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from assistantd.worker.protocol import SAMPLING_KEYS
 
 MAX_STOPS = 16
+NO_LOGPROBS = "logprobs are not supported by assistantd yet; leave logprobs and top_logprobs out"
 MAX_TEXT = 4 * 1024 * 1024
 
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
@@ -41,7 +43,7 @@ class _Sampling(_Body):
     seed: int | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
+    n: int = Field(1, ge=1, le=16, description="Choices; each takes a slot of the worker.")
 
     def sampling(self) -> dict[str, Any]:
         """The sampling keys this body sets (max_tokens is checked apart, by the caller)."""
@@ -54,35 +56,167 @@ class TextPart(_Body):
     text: str = Field(max_length=MAX_TEXT)
 
 
+class OtherPart(_Body):
+    """Image, audio or file parts: named so the error can say what the model cannot take."""
+
+    type: Literal["image_url", "input_image", "input_audio", "file", "image"]
+
+
+class FunctionCall(_Body):
+    name: str = Field(max_length=256)
+    arguments: str | dict[str, Any] = Field("{}")
+
+
+class ToolCallIn(_Body):
+    """An assistant message's earlier tool call, as clients replay it in the history."""
+
+    id: str | None = Field(None, max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(_Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = Field(None)
+    content: str | list[TextPart | OtherPart] | None = Field(None)
     name: str | None = Field(None, max_length=256)
+    tool_calls: list[ToolCallIn] | None = Field(None, max_length=128)
+    tool_call_id: str | None = Field(None, max_length=256)
 
     @field_validator("content")
     @classmethod
-    def _bounded(cls, value: str | list[TextPart] | None) -> str | list[TextPart] | None:
+    def _text_only(
+        cls, value: str | list[TextPart | OtherPart] | None
+    ) -> str | list[TextPart | OtherPart] | None:
         if isinstance(value, str) and len(value) > MAX_TEXT:
             raise ValueError(f"at most {MAX_TEXT} characters")
+        if isinstance(value, list):
+            other = [p.type for p in value if isinstance(p, OtherPart)]
+            if other:
+                raise ValueError(
+                    f"this model takes text only; remove the {other[0]} part (send text parts)"
+                )
         return value
 
-    def for_template(self) -> dict[str, str]:
+    def for_template(self) -> dict[str, Any]:
+        """The message as a chat template reads it (tool calls with arguments as objects, as
+        the Qwen, Llama and Mistral templates expect)."""
         if isinstance(self.content, list):
-            text = "".join(part.text for part in self.content)
+            text = "".join(part.text for part in self.content if isinstance(part, TextPart))
         else:
             text = self.content or ""
         role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": text}
+        message: dict[str, Any] = {"role": role, "content": text}
+        if self.name:
+            message["name"] = self.name
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {
+                        "name": call.function.name,
+                        "arguments": _as_object(call.function.arguments),
+                    },
+                }
+                for call in self.tool_calls
+            ]
+        return message
+
+
+def _as_object(arguments: str | dict[str, Any]) -> dict[str, Any] | str:
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return arguments
+    return value if isinstance(value, dict) else arguments
+
+
+class FunctionSpec(_Body):
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str | None = Field(None, max_length=65536)
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(_Body):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedFunction(_Body):
+    name: str = Field(max_length=256)
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaFormat(_Body):
+    name: str | None = Field(None, max_length=256)
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and (
+            self.json_schema is None or not self.json_schema.schema_
+        ):
+            raise ValueError("type json_schema needs json_schema.schema")
+        return self
 
 
 class ChatRequest(_Sampling):
     messages: list[Message] = Field(min_length=1, max_length=4096)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    tools: list[Tool] | None = Field(None, max_length=512)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _supported(self) -> ChatRequest:
+        if self.logprobs or self.top_logprobs:
+            raise ValueError(NO_LOGPROBS)
+        if isinstance(self.tool_choice, NamedToolChoice):
+            names = [t.function.name for t in self.tools or []]
+            if self.tool_choice.function.name not in names:
+                raise ValueError(
+                    f"tool_choice names '{self.tool_choice.function.name}', which is not among "
+                    f"the tools ({', '.join(names) or 'none given'})"
+                )
+        elif self.tool_choice == "required" and not self.tools:
+            raise ValueError("tool_choice 'required' needs at least one tool in tools")
+        return self
 
     @property
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    def constraints(self) -> dict[str, Any]:
+        """Tools, tool_choice and response_format as the worker reads them."""
+        out: dict[str, Any] = {}
+        if self.tools:
+            out["tools"] = [t.model_dump(exclude_none=True) for t in self.tools]
+            choice = self.tool_choice
+            out["tool_choice"] = choice.model_dump() if isinstance(choice, BaseModel) else choice
+        if self.response_format is not None:
+            out["response_format"] = self.response_format.model_dump(
+                by_alias=True, exclude_none=True
+            )
+        return out
 
 
 class CompletionRequest(_Sampling):
@@ -90,6 +224,14 @@ class CompletionRequest(_Sampling):
     suffix: str | None = Field(None, max_length=MAX_TEXT)
     max_tokens: int | None = Field(16, ge=1)
     echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=5)
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: int | None) -> int | None:
+        if value:
+            raise ValueError(NO_LOGPROBS)
+        return value
 
     @field_validator("prompt")
     @classmethod
@@ -134,33 +276,65 @@ class InfillRequest(_Body):
     min_p: Probability | None = None
     stop: StopList | None = None
     seed: int | None = None
-    t_max_predict_ms: int | None = Field(None, ge=0, le=3_600_000)
+    t_max_predict_ms: int | None = Field(
+        None, ge=0, le=3_600_000, description="From the first generated token; ends at a newline."
+    )
+    t_max_prompt_ms: int | None = Field(None, ge=0, le=3_600_000)
+    n_cmpl: int = Field(1, ge=1, le=16, description="Alternative completions (an array answer).")
+    response_fields: list[Annotated[str, Field(max_length=256)]] | None = Field(
+        None, max_length=64, description='Only these fields; "a/b" names a nested one.'
+    )
+    cache_prompt: bool = True
+    n_indent: int | None = Field(None, ge=0)
+    samplers: list[str] | None = Field(None, max_length=32)
+    id_slot: int | None = None
 
     @property
     def token_limit(self) -> int | None:
-        return None if self.n_predict < 0 else max(self.n_predict, 1)
+        """None: until a stop or the context end; 0 (llama.vscode's warm-up): cache the
+        prompt, say nothing."""
+        return None if self.n_predict < 0 else self.n_predict
+
+
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=1_000_000)]
 
 
 class EmbeddingRequest(_Body):
+    """Strings, lists of strings, token ids, or lists of token ids (what LangChain's
+    OpenAIEmbeddings sends); token ids are read in the served model's own vocabulary."""
+
     input: (
         str
         | Annotated[
             list[Annotated[str, Field(max_length=MAX_TEXT)]], Field(min_length=1, max_length=2048)
         ]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1, max_length=2048)]
     )
     model: str | None = Field(None, max_length=256)
     encoding_format: Literal["float", "base64"] = "float"
 
     @field_validator("input")
     @classmethod
-    def _bounded(cls, value: str | list[str]) -> str | list[str]:
+    def _not_empty(cls, value: Any) -> Any:
         if isinstance(value, str) and len(value) > MAX_TEXT:
             raise ValueError(f"at most {MAX_TEXT} characters")
+        items = [value] if isinstance(value, str) else value
+        if not items or (items and isinstance(items[0], int)):
+            items = [items]
+        if any(len(item) == 0 for item in items):
+            raise ValueError("an input is empty; send at least one character or token per input")
         return value
 
     @property
-    def inputs(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def inputs(self) -> list[str] | list[list[int]]:
+        """A list of texts or a list of token-id lists."""
+        value = self.input
+        if isinstance(value, str):
+            return [value]
+        if value and isinstance(value[0], int):
+            return [list(value)]
+        return list(value)  # type: ignore[return-value]
 
 
 class UseRequest(BaseModel):

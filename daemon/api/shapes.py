@@ -31,7 +31,24 @@ def _finish(chunks: list[dict[str, Any]], end: dict[str, Any]) -> str:
         reason = chunk["choices"][0].get("finish_reason")
         if reason:
             return reason
-    return end.get("finish_reason") or "length"
+    reason = end.get("finish_reason")
+    return "stop" if reason in (None, "cancelled") else reason
+
+
+def _by_choice(chunks: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Chunks grouped by choice index (n > 1 and n_cmpl interleave their alternatives)."""
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for chunk in chunks:
+        groups.setdefault(int(chunk["choices"][0].get("index", 0)), []).append(chunk)
+    return [groups[i] for i in sorted(groups)] or [[]]
+
+
+def _tool_calls_of(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    calls = []
+    for chunk in chunks:
+        for call in chunk["choices"][0].get("delta", {}).get("tool_calls") or []:
+            calls.append({k: v for k, v in call.items() if k != "index"})
+    return calls
 
 
 def usage_chunk(first: dict[str, Any], model_id: str, usage: dict[str, Any]) -> dict[str, Any]:
@@ -50,19 +67,27 @@ def chat_completion(
     chunks: list[dict[str, Any]], end: dict[str, Any], model_id: str
 ) -> dict[str, Any]:
     first = chunks[0]
+    choices = []
+    for index, group in enumerate(_by_choice(chunks)):
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(map(_text_of, group))}
+        calls = _tool_calls_of(group)
+        if calls:
+            message["tool_calls"] = calls
+            message["content"] = message["content"] or None
+        choices.append(
+            {
+                "index": index,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": _finish(group, end),
+            }
+        )
     return {
         "id": first["id"],
         "object": "chat.completion",
         "created": first["created"],
         "model": model_id,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "".join(map(_text_of, chunks))},
-                "logprobs": None,
-                "finish_reason": _finish(chunks, end),
-            }
-        ],
+        "choices": choices,
         "usage": end.get("usage"),
     }
 
@@ -78,37 +103,76 @@ def text_completion(
         "model": model_id,
         "choices": [
             {
-                "index": 0,
-                "text": "".join(map(_text_of, chunks)),
+                "index": index,
+                "text": "".join(map(_text_of, group)),
                 "logprobs": None,
-                "finish_reason": _finish(chunks, end),
+                "finish_reason": _finish(group, end),
             }
+            for index, group in enumerate(_by_choice(chunks))
         ],
         "usage": end.get("usage"),
     }
 
 
 def infill_piece(chunk: dict[str, Any]) -> dict[str, Any]:
-    return {"content": _text_of(chunk), "stop": False}
+    choice = chunk["choices"][0]
+    return {"index": choice.get("index", 0), "content": _text_of(chunk), "stop": False}
 
 
-def infill_result(
-    chunks: list[dict[str, Any]], end: dict[str, Any], model_id: str, *, streamed: bool
-) -> dict[str, Any]:
-    """llama.cpp's /infill answer (the final event when streaming, with empty content)."""
+def infill_results(
+    chunks: list[dict[str, Any]],
+    end: dict[str, Any],
+    model_id: str,
+    settings: dict[str, Any],
+    *,
+    streamed: bool,
+) -> list[dict[str, Any]]:
+    """llama.cpp's /infill answer, one per alternative (n_cmpl); when streaming, the final
+    event with empty content. `settings` become `generation_settings` (llama.vscode reads
+    its n_ctx from every answer)."""
     timings = end.get("timings", {})
-    finish = _finish(chunks, end) if chunks else end.get("finish_reason")
-    return {
-        "content": "" if streamed else "".join(map(_text_of, chunks)),
-        "model": model_id,
-        "stop": True,
-        "stop_type": "limit" if finish == "length" else "eos",
-        "tokens_predicted": timings.get("predicted_n", 0),
-        "tokens_evaluated": timings.get("prompt_n", 0),
-        "tokens_cached": 0,
-        "truncated": False,
-        "timings": timings,
-    }
+    usage = end.get("usage", {})
+    results = []
+    for index, group in enumerate(_by_choice(chunks)):
+        finish = _finish(group, end) if group else end.get("finish_reason")
+        stop_type = end.get("stop_type") or "none"
+        if finish == "length" or stop_type == "limit":
+            stop_type = "limit"
+        content = "" if streamed else "".join(map(_text_of, group))
+        results.append(
+            {
+                "index": index,
+                "content": content,
+                "id_slot": -1,
+                "model": model_id,
+                "stop": True,
+                "stop_type": stop_type,
+                "stopping_word": "",
+                "has_new_line": "\n" in content,
+                "tokens_predicted": timings.get("predicted_n", 0),
+                "tokens_evaluated": usage.get("prompt_tokens", timings.get("prompt_n", 0)),
+                "tokens_cached": timings.get("cache_n", 0),
+                "truncated": False,
+                "generation_settings": {**settings, "model": model_id},
+                "timings": timings,
+            }
+        )
+    return results
+
+
+def pick_fields(result: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    """llama.cpp's `response_fields`: only these keys, where "a/b" names result["a"]["b"]
+    and is returned under the key "a/b" (as llama.vim reads it)."""
+    picked: dict[str, Any] = {}
+    for path in fields:
+        value: Any = result
+        for part in path.split("/"):
+            if not isinstance(value, dict) or part not in value:
+                break
+            value = value[part]
+        else:
+            picked[path] = value
+    return picked
 
 
 def embeddings(

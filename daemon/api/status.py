@@ -51,6 +51,7 @@ class StatusReport(_Part):
     requests_cancelled: int
     requests_failed: int
     requests_rejected: int
+    requests_invalid: int = 0
     recent: list[dict[str, Any]]
     control: dict[str, Any] | None = None
     model: ModelStatus | None = None

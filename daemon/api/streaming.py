@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 from assistantd.api import shapes
 from assistantd.api.proxy import Generation
 from assistantd.control.state import DaemonState
-from assistantd.errors import AssistantError, InvalidRequest, PayloadTooLarge, Unavailable
+from assistantd.errors import AssistantError, InvalidRequest, PayloadTooLarge
 from assistantd.vocab import GenerationKind, Outcome
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -81,11 +81,7 @@ async def opened(
         wait_timeout_s=state.settings.queue_timeout_s,
         on_decode_speed=state.observe_speed,
     )
-    try:
-        await gen.open(kind, params)
-    except Unavailable:
-        state.stats.rejected += 1
-        raise
+    await gen.open(kind, params)  # a refusal is recorded by the generation itself
     return gen
 
 

@@ -21,7 +21,12 @@ from assistantd.files import atomic_write_text
 ENTRY_NAME = "assistantd"
 
 
-def continue_entry(model_id: str, api_base: str, api_key: str | None) -> dict[str, Any]:
+def continue_entry(
+    model_id: str, api_base: str, api_key: str | None, *, fim: bool
+) -> dict[str, Any]:
+    """One Continue model entry; autocomplete only for a model with fill-in-the-middle tokens
+    (Continue sends it raw FIM prompts, which a model without them answers with noise)."""
+    roles = ["chat", "edit", "apply"] + (["autocomplete"] if fim else [])
     return {
         "name": f"{ENTRY_NAME} ({model_id})",
         "provider": "openai",
@@ -29,7 +34,7 @@ def continue_entry(model_id: str, api_base: str, api_key: str | None) -> dict[st
         "apiBase": api_base,
         # The openai SDK insists on a key; any value works unless ASSISTANT_API_KEY is set.
         "apiKey": api_key or "assistantd",
-        "roles": ["chat", "edit", "apply", "autocomplete"],
+        "roles": roles,
     }
 
 
@@ -41,8 +46,11 @@ def render_yaml(data: Any) -> str:
     return out.getvalue()
 
 
-def continue_snippet(entry: dict[str, Any]) -> str:
-    return render_yaml({"models": [entry]})
+def continue_config(entries: list[dict[str, Any]]) -> str:
+    """A whole config.yaml Continue loads as it is (name, version, schema, models)."""
+    return render_yaml(
+        {"name": "Local config", "version": "1.0.0", "schema": "v1", "models": entries}
+    )
 
 
 def merge_continue(config_path: Path, entry: dict[str, Any]) -> Path | None:
@@ -83,11 +91,17 @@ def merge_continue(config_path: Path, entry: dict[str, Any]) -> Path | None:
     return backup
 
 
-def llama_vscode_settings(base_url: str) -> str:
-    return (
-        "llama.vscode (settings.json):\n"
-        f'  "llama-vscode.endpoint": "{base_url}"\n'
-        "llama.vim (vimrc):\n"
-        f"  let g:llama_config = {{ 'endpoint': '{base_url}/infill' }}\n"
-        "Both use /infill, which needs a model with fill-in-the-middle tokens."
-    )
+def llama_vscode_settings(base_url: str, *, fim: bool) -> str:
+    lines = [
+        "llama.vscode (settings.json):",
+        f'  "llama-vscode.endpoint": "{base_url}"',
+        "llama.vim (vimrc): fill-in-the-middle and instruction endpoints",
+        f"  let g:llama_config = {{ 'endpoint_fim': '{base_url}/infill', "
+        f"'endpoint_inst': '{base_url}/v1/chat/completions' }}",
+    ]
+    if not fim:
+        lines.append(
+            "note: the model served now has no fill-in-the-middle tokens, so /infill answers 400;"
+            " serve a code model with FIM tokens (e.g. Qwen2.5-Coder base) for completions."
+        )
+    return "\n".join(lines)

@@ -93,7 +93,8 @@ def _human(status: StatusReport) -> str:
         f"endpoint   {status.endpoint}",
         f"uptime     {int(uptime // 3600)}h {int(uptime % 3600 // 60)}m {int(uptime % 60)}s",
         f"requests   {status.requests_served} served, {status.requests_cancelled} cancelled, "
-        f"{status.requests_failed} failed, {status.requests_rejected} rejected",
+        f"{status.requests_failed} failed, {status.requests_rejected} rejected, "
+        f"{status.requests_invalid} invalid",
         f"queue      {queue.active} running, {queue.waiting} waiting (capacity {queue.capacity})",
     ]
     if worker is not None:
@@ -250,7 +251,10 @@ def cmd_connect(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    entry = editors.continue_entry(model.id, status.endpoint, os.environ.get("ASSISTANT_API_KEY"))
+    fim = bool(model.fim)
+    entry = editors.continue_entry(
+        model.id, status.endpoint, os.environ.get("ASSISTANT_API_KEY"), fim=fim
+    )
     if args.write:
         backup = editors.merge_continue(args.config, entry)
         print(
@@ -258,9 +262,9 @@ def cmd_connect(args: argparse.Namespace) -> int:
             + (f" (backup: {backup})" if backup else "")
         )
     else:
-        print(f"# Continue: add to {args.config}  (or run with --write)")
-        print(editors.continue_snippet(entry))
-    print(editors.llama_vscode_settings(status.endpoint.removesuffix("/v1")))
+        print(f"# Continue: save as {args.config}  (or run with --write to merge into it)")
+        print(editors.continue_config([entry]))
+    print(editors.llama_vscode_settings(status.endpoint.removesuffix("/v1"), fim=fim))
     return 0
 
 

@@ -320,6 +320,7 @@ class Controller:
                 model_id=chosen.model_id,
                 n_ctx=target.n_ctx,
                 threads=self.settings.threads,
+                n_slots=self.settings.slots,
                 n_gpu_layers=target.n_gpu_layers,
                 socket_path=self.runtime / "worker.sock",
             )

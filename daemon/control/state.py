@@ -15,7 +15,7 @@ from assistantd.api.admission import Admission
 from assistantd.control.monitor import Monitor
 from assistantd.control.stats import RequestRecord, Stats
 from assistantd.control.supervisor import Supervisor
-from assistantd.errors import ContextOverflow, ModelNotFound, WorkerUnavailable
+from assistantd.errors import ContextOverflow, InvalidRequest, ModelNotFound, WorkerUnavailable
 from assistantd.fetch.provision import ProvisionStatus
 from assistantd.planning.speeds import MeasuredSpeeds
 from assistantd.settings import Settings
@@ -91,8 +91,16 @@ class DaemonState:
         a shift keeps working) and answered by the model serving now."""
         self.require_supervisor()
         self.served_ids.add(self.model_id)
-        if requested is not None and requested not in self.served_ids:
+        if requested and requested not in self.served_ids:
             raise ModelNotFound(requested, self.model_id)
+
+    def check_n(self, n: int) -> None:
+        if n > self.settings.slots:
+            raise InvalidRequest(
+                f"n={n} is more than this daemon's {self.settings.slots} slots; ask for fewer "
+                "choices or raise ASSISTANT_SLOTS",
+                param="n",
+            )
 
     def check_limit(self, max_tokens: int | None, param: str = "max_tokens") -> int | None:
         if max_tokens is not None and max_tokens > self.n_ctx:

@@ -32,6 +32,7 @@ class Stats:
         self.cancelled = 0
         self.failed = 0
         self.rejected = 0
+        self.invalid = 0  # the client's request was wrong (4xx): not a server failure
         self.recent: collections.deque[RequestRecord] = collections.deque(maxlen=keep)
 
     def record(self, rec: RequestRecord) -> None:
@@ -39,6 +40,10 @@ class Stats:
             self.served += 1
         elif rec.outcome == "cancelled":
             self.cancelled += 1
+        elif rec.outcome == "invalid":
+            self.invalid += 1
+        elif rec.outcome == "rejected":
+            self.rejected += 1
         else:
             self.failed += 1
         self.recent.append(rec)
@@ -50,5 +55,6 @@ class Stats:
             "requests_cancelled": self.cancelled,
             "requests_failed": self.failed,
             "requests_rejected": self.rejected,
+            "requests_invalid": self.invalid,
             "recent": [asdict(r) for r in list(self.recent)[-10:]],
         }

@@ -57,7 +57,7 @@ class WorkerClient:
             raise WorkerFailed(_DIED) from None
         return WorkerStream(self, request_id, response)
 
-    async def embed(self, inputs: list[str]) -> dict[str, Any]:
+    async def embed(self, inputs: list[str] | list[list[int]]) -> dict[str, Any]:
         try:
             response = await self._http.post("/embed", json={"input": inputs})
         except httpx.TransportError:

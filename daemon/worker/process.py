@@ -28,6 +28,7 @@ class WorkerSpec:
     model_id: str
     n_ctx: int
     threads: int
+    n_slots: int
     n_gpu_layers: int
     socket_path: Path
 
@@ -75,6 +76,8 @@ class WorkerProcess:
             str(self.spec.threads),
             "--n-gpu-layers",
             str(self.spec.n_gpu_layers),
+            "--slots",
+            str(self.spec.n_slots),
             "--parent-pid",
             str(os.getpid()),
             stdin=asyncio.subprocess.DEVNULL,

@@ -28,6 +28,24 @@ SAMPLING_KEYS = (
 )
 
 
+# Short completions are autocomplete-like: admitted ahead of waiting chat answers.
+AUTOCOMPLETE_MAX_TOKENS = 128
+
+
+def priority_of(kind: GenerationKind, params: dict[str, Any]) -> int:
+    """0 for autocomplete (/infill, FIM or short completions), 1 for chat and the rest; the
+    daemon's queue and the worker's slots both admit by it."""
+    if kind == "infill":
+        return 0
+    if kind == "completion":
+        limit = params.get("max_tokens")
+        if params.get("suffix") is not None or (
+            limit is not None and limit <= AUTOCOMPLETE_MAX_TOKENS
+        ):
+            return 0
+    return 1
+
+
 class Usage(TypedDict):
     prompt_tokens: int
     completion_tokens: int
@@ -43,6 +61,8 @@ class Timings(TypedDict):
     predicted_ms: float
     predicted_per_second: float
     cache_n: NotRequired[int]
+    prompt_per_token_ms: NotRequired[float]
+    predicted_per_token_ms: NotRequired[float]
 
 
 class ChunkEvent(TypedDict):

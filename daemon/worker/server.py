@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import ctypes
 import json
 import os
@@ -21,16 +22,17 @@ import time
 import traceback
 from http.server import BaseHTTPRequestHandler
 from socketserver import ThreadingUnixStreamServer
-from typing import Any
+from typing import Any, cast
 
 from assistantd.errors import AssistantError
 from assistantd.worker.engine import Engine
+from assistantd.worker.protocol import EndEvent, ErrorEvent, Event, GenerateRequest
 
 # Exit code that tells the daemon the model could not be loaded (not worth retrying fast).
 EXIT_LOAD_FAILED = 3
 
 
-def _error_event(exc: BaseException) -> dict[str, Any]:
+def _error_event(exc: BaseException) -> ErrorEvent:
     if isinstance(exc, AssistantError):
         return {
             "type": "error",
@@ -56,15 +58,14 @@ class _Generation:
     def __init__(self) -> None:
         self.stop = threading.Event()
         self.done = threading.Event()
-        self.end: dict[str, Any] | None = None
+        self.end: EndEvent | None = None
 
 
 class WorkerState:
-    """Shared by the handler threads: the engine, one-at-a-time decoding, recent generations."""
+    """Shared by the handler threads: the engine and the recent generations."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.generation_lock = threading.Lock()
         self._lock = threading.Lock()
         # Finished generations are kept too, so a cancel that arrives after the stream
         # closed still answers with the final token count.
@@ -114,7 +115,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         state = self.server.state
         if self.path == "/generate":
-            self._generate(state, self._json_body())
+            self._generate(state, cast(GenerateRequest, self._json_body()))
         elif self.path.startswith("/cancel/"):
             gen = state.find(self.path.removeprefix("/cancel/"))
             if gen is not None:
@@ -126,40 +127,41 @@ class Handler(BaseHTTPRequestHandler):
                 vectors, count = state.engine.embed(self._json_body()["input"])
             except Exception as exc:
                 event = _error_event(exc)
-                self._reply(event, int(event["status"]))
+                self._reply(dict(event), int(event["status"]))
             else:
                 self._reply({"data": vectors, "prompt_tokens": count})
         else:
             self._reply({"message": "not found"}, 404)
 
-    def _generate(self, state: WorkerState, body: dict[str, Any]) -> None:
+    def _generate(self, state: WorkerState, body: GenerateRequest) -> None:
+        """Many of these run at once, one per handler thread; the slot engine batches them."""
         gen = state.register(body["id"])
         self.send_response(200)
         self.send_header("Content-Type", "application/x-ndjson")
         self.send_header("Connection", "close")  # the body ends when the stream closes
         self.end_headers()
         self.close_connection = True
+        events = state.engine.generate(body["kind"], body["params"], gen.stop)
+        writing = True
         try:
-            with state.generation_lock:
-                events = state.engine.generate(body["kind"], body["params"], gen.stop.is_set)
-                try:
-                    if not gen.stop.is_set():
-                        for event in events:
-                            if event["type"] == "end":
-                                gen.end = event
-                            self._send_event(event)
-                except OSError:
-                    gen.stop.set()  # the daemon hung up: stop decoding
-                except BaseException as exc:  # reported to the daemon, never swallowed
+            for event in events:
+                if event["type"] == "end":
+                    gen.end = cast(EndEvent, event)
+                if writing:
+                    try:
+                        self._send_event(event)
+                    except OSError:
+                        gen.stop.set()  # the daemon hung up: stop decoding, keep the count
+                        writing = False
+        except BaseException as exc:  # reported to the daemon, never swallowed
+            if writing:
+                with contextlib.suppress(OSError):
                     self._send_event(_error_event(exc))
-                finally:
-                    events.close()  # finish llama.cpp's generator before the next one starts
-        except OSError:
-            pass
         finally:
+            events.close()
             gen.done.set()
 
-    def _send_event(self, event: dict[str, Any]) -> None:
+    def _send_event(self, event: Event) -> None:
         self.wfile.write(json.dumps(event).encode() + b"\n")
         self.wfile.flush()
 
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--n-gpu-layers", type=int, default=-1)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--slots", type=int, default=4)
     args = parser.parse_args(argv)
     _die_with_parent(args.parent_pid)
     try:
@@ -211,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
             threads=args.threads,
             n_gpu_layers=args.n_gpu_layers,
             model_id=args.model_id,
+            n_slots=args.slots,
         )
     except Exception as exc:
         print(f"could not load {args.model}: {exc}", file=sys.stderr, flush=True)

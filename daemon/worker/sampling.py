@@ -1,0 +1,76 @@
+"""Sampling parameters and llama.cpp sampler-chain construction (stdlib + llama_cpp)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import llama_cpp as L
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    seed: int | None = None  # None = random; alternative i of n uses seed + i
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
+    grammar: str | None = None  # GBNF text, root rule "root"
+    logit_bias: Mapping[int, float] | Sequence[tuple[int, float]] | None = None  # token id -> bias
+
+
+def build_chain(vocab, n_vocab: int, s: Sampling, alt: int = 0):
+    """Return a new llama_sampler chain (caller frees with llama_sampler_free).
+
+    Order: grammar, logit bias, penalties, then greedy or top_k, top_p, min_p, temp, dist(seed).
+    Raises ValueError for an invalid grammar or token id in logit_bias."""
+    ch = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    try:
+        if s.grammar:
+            g = L.llama_sampler_init_grammar(vocab, s.grammar.encode("utf-8"), b"root")
+            if not g:
+                raise ValueError("invalid GBNF grammar (root rule must be named 'root')")
+            L.llama_sampler_chain_add(ch, g)
+        if s.logit_bias:
+            items = list(
+                s.logit_bias.items() if isinstance(s.logit_bias, Mapping) else s.logit_bias
+            )
+            arr = (L.llama_logit_bias * len(items))()
+            for i, (tok, bias) in enumerate(items):
+                if not 0 <= int(tok) < n_vocab:
+                    raise ValueError(f"logit_bias token {tok} out of range")
+                arr[i].token, arr[i].bias = int(tok), float(bias)  # type: ignore[assignment]
+            L.llama_sampler_chain_add(ch, L.llama_sampler_init_logit_bias(n_vocab, len(items), arr))
+        if s.repeat_penalty != 1.0 or s.presence_penalty != 0.0 or s.frequency_penalty != 0.0:
+            L.llama_sampler_chain_add(
+                ch,
+                L.llama_sampler_init_penalties(
+                    n_vocab,
+                    s.penalty_last_n,
+                    s.repeat_penalty,
+                    s.frequency_penalty,
+                    s.presence_penalty,
+                ),
+            )
+        if s.temperature <= 0:
+            L.llama_sampler_chain_add(ch, L.llama_sampler_init_greedy())
+        else:
+            if s.top_k > 0:
+                L.llama_sampler_chain_add(ch, L.llama_sampler_init_top_k(s.top_k))
+            if 0.0 < s.top_p < 1.0:
+                L.llama_sampler_chain_add(ch, L.llama_sampler_init_top_p(s.top_p, 1))
+            if s.min_p > 0.0:
+                L.llama_sampler_chain_add(ch, L.llama_sampler_init_min_p(s.min_p, 1))
+            L.llama_sampler_chain_add(ch, L.llama_sampler_init_temp(s.temperature))
+            seed = L.LLAMA_DEFAULT_SEED if s.seed is None else (s.seed + alt) & 0xFFFFFFFF
+            if seed == L.LLAMA_DEFAULT_SEED and s.seed is not None:
+                seed = 0
+            L.llama_sampler_chain_add(ch, L.llama_sampler_init_dist(seed))
+    except BaseException:
+        L.llama_sampler_free(ch)
+        raise
+    return ch
