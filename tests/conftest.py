@@ -13,6 +13,7 @@ import pytest
 from scripts import fetch_models
 from tests.support.daemons import FIM_MID, FIM_PRE, FIM_SUF, Daemon, DaemonFactory, launch
 from tests.support.hub import HubServer
+from tests.support.templates import QWEN25_TEMPLATE
 
 
 @pytest.fixture(autouse=True)
@@ -72,6 +73,30 @@ def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
     yield start
     for daemon in started:
         daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def tool_model(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 carrying Qwen2.5's tool-calling chat template, written by the gguf package."""
+    folder = tmp_path_factory.mktemp("tools")
+    template = folder / "qwen25.jinja"
+    template.write_text(QWEN25_TEMPLATE)
+    out = folder / "smollm2-tools.gguf"
+    subprocess.run(
+        [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--force",
+         "--chat-template-file", str(template), str(models["smollm2"]), str(out)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def smol_tools(tool_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    daemon = launch(tool_model, tmp_path_factory.mktemp("tools") / "assistantd.log")
+    daemon.wait_healthy()
+    yield daemon
+    daemon.stop()
 
 
 @pytest.fixture(scope="module")

@@ -138,10 +138,12 @@ def test_infill_speaks_the_llama_cpp_schema(smol_fim: Daemon) -> None:
     response = httpx.post(
         smol_fim.url + "/infill",
         json={
-            "input_prefix": "def greet(name):\n    ",
-            "input_suffix": "\n\ngreet('world')\n",
+            # Greedy, with a prefix this small model continues instead of ending at once.
+            "input_prefix": "# A greeting\ndef greet(name):\n    ",
+            "input_suffix": "\n",
             "input_extra": [{"filename": "util.py", "text": "def helper():\n    pass\n"}],
-            "prompt": "print(",
+            "prompt": 'print(f"Hello',
+            "temperature": 0,
             "n_predict": 8,
             "cache_prompt": True,
             "t_max_prompt_ms": 500,
@@ -215,7 +217,8 @@ def test_disconnect_while_waiting_for_a_whole_answer_stops_decoding(smol: Daemon
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(
             smol.v1 + "/completions",
-            json={"prompt": "Once upon a time", "max_tokens": 1500},
+            # Counting never ends by itself (greedy), so only the disconnect can stop it.
+            json={"prompt": "Count: 1, 2, 3,", "max_tokens": 1500, "temperature": 0},
             timeout=httpx.Timeout(60, read=0.5),
         )
     record = wait_for_record(smol, before)
@@ -291,7 +294,14 @@ BAD_REQUESTS = [
         400,
         "temperature",
     ),
-    ("several choices", "/v1/completions", json.dumps({"prompt": "x", "n": 3}).encode(), 400, "n"),
+    # n > 1 is served (one slot per choice), but not more choices than slots.
+    (
+        "more choices than slots",
+        "/v1/completions",
+        json.dumps({"prompt": "x", "n": 9}).encode(),
+        400,
+        "n",
+    ),
     (
         "unknown model",
         "/v1/chat/completions",
@@ -365,7 +375,8 @@ def test_kill_9_of_the_worker_fails_in_flight_at_once_and_recovers(start_daemon,
 
 
 def test_queue_overflow_answers_503_with_retry_after(start_daemon, models) -> None:
-    daemon = start_daemon(models["smollm2"], ASSISTANT_QUEUE_SIZE="1")
+    # One slot, so one request runs and one waits.
+    daemon = start_daemon(models["smollm2"], ASSISTANT_QUEUE_SIZE="1", ASSISTANT_SLOTS="1")
     body = {"prompt": "Once upon a time", "max_tokens": 400, "stream": True, "stop": ["never"]}
     first_token = threading.Event()
     results: list[int] = []

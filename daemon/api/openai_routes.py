@@ -16,6 +16,7 @@ from assistantd.api.schemas import ChatRequest, CompletionRequest, EmbeddingRequ
 from assistantd.api.streaming import collect, guarded, opened, read_body, sse_response
 from assistantd.control.state import DaemonState
 from assistantd.control.stats import RequestRecord
+from assistantd.errors import AssistantError, Unavailable
 from assistantd.vocab import GenerationKind, Outcome
 
 Shape = Callable[[list[dict[str, Any]], dict[str, Any], str], dict[str, Any]]
@@ -105,17 +106,26 @@ async def embeddings(request: Request, state: State) -> JSONResponse:
     body = await read_body(request, EmbeddingRequest, settings.max_body_bytes)
     state.check_model(body.model)
     started = time.perf_counter()
-    await state.admission.acquire()
     outcome: Outcome = "error"
     lease = None
+    admitted = False
     try:
+        await state.admission.acquire()
+        admitted = True
         lease = await state.require_supervisor().lease(settings.queue_timeout_s)
         result = await lease.client.embed(body.inputs)
         outcome = "ok"
+    except Unavailable:
+        outcome = "rejected"
+        raise
+    except AssistantError as exc:
+        outcome = "invalid" if exc.status < 500 else "error"
+        raise
     finally:
         if lease is not None:
             lease.release()
-        state.admission.release()
+        if admitted:
+            state.admission.release()
         state.record(
             RequestRecord(
                 endpoint="embeddings",

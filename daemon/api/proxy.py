@@ -62,9 +62,9 @@ class Generation:
 
     async def open(self, kind: GenerationKind, params: dict[str, Any]) -> None:
         """Wait for a turn and the first event, so errors become proper HTTP statuses."""
-        await self._admission.acquire(priority_of(kind, params))
-        self._holding = True
         try:
+            await self._admission.acquire(priority_of(kind, params))
+            self._holding = True
             self._lease = await self._supervisor.lease(self._wait_timeout_s)
             self._started_at = time.perf_counter()
             self._queue_ms = (self._started_at - self._opened_at) * 1000
@@ -76,6 +76,9 @@ class Generation:
             raise
         except AssistantError as exc:
             self.close("invalid" if exc.status < 500 else "error")
+            raise
+        except asyncio.CancelledError:
+            self.close("cancelled")  # the client left while waiting
             raise
         except BaseException:
             self.close("error")

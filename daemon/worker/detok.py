@@ -1,8 +1,11 @@
-"""Incremental detokenization: UTF-8 buffering and stop-string hold-back (stdlib only)."""
+"""Incremental detokenization: token bytes, UTF-8 buffering and stop-string hold-back."""
 
 from __future__ import annotations
 
 import codecs
+import ctypes
+
+import llama_cpp as L
 
 
 class TextStream:
@@ -67,3 +70,22 @@ class TextStream:
         out = self.text[self.sent :]
         self.sent = len(self.text)
         return out
+
+
+class Pieces:
+    """Each token's bytes, looked up once per token id (the vocabulary does not change)."""
+
+    def __init__(self, vocab: object) -> None:
+        self._vocab = vocab
+        self._known: dict[int, bytes] = {}
+        self._buf = ctypes.create_string_buffer(256)
+
+    def of(self, token: int) -> bytes:
+        piece = self._known.get(token)
+        if piece is None:
+            n = L.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, False)
+            if n < 0:
+                self._buf = ctypes.create_string_buffer(-n + 16)
+                n = L.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, False)
+            piece = self._known[token] = self._buf.raw[:n]
+        return piece

@@ -21,165 +21,65 @@ Abandoning the iterator (close()/garbage collection) cancels the request.
 
 from __future__ import annotations
 
-import ctypes
 import heapq
 import itertools
-import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import llama_cpp as L
+from llama_cpp import Llama
 
-from assistantd.worker.detok import TextStream
+from assistantd.worker.detok import Pieces, TextStream
 from assistantd.worker.sampling import Sampling, build_chain
+from assistantd.worker.slot_state import (
+    DONE,
+    GEN,
+    IDLE,
+    PREFILL,
+    WAITCOPY,
+    Job,
+    QueueFull,
+    Slot,
+    SlotEngineError,
+    SlotRequest,
+    common_prefix,
+    end_event,
+    new_context,
+)
 
 __all__ = ["Sampling", "SlotRequest", "SlotEngine", "QueueFull", "SlotEngineError"]
 
 
-class QueueFull(Exception):
-    """The waiting queue already holds max_queue requests."""
-
-
-class SlotEngineError(RuntimeError):
-    """Runtime failure of a request (decode error, KV cache full, engine closed)."""
-
-
-@dataclass
-class SlotRequest:
-    prompt: list[int]
-    sampling: Sampling = field(default_factory=Sampling)
-    max_tokens: int | None = None
-    stop: list[str] = field(default_factory=list)
-    priority: int = 1
-    n: int = 1
-    t_max_predict_ms: float | None = None
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-
-_IDLE, _PREFILL, _GEN, _WAITCOPY = 0, 1, 2, 3
-_DONE = object()
-
-
-class _Job:
-    __slots__ = (
-        "req",
-        "q",
-        "seq",
-        "chains",
-        "slots",
-        "n_open",
-        "done",
-        "cached_n",
-        "prompt_n",
-        "t0",
-    )
-
-    def __init__(self, req, chains, seq):
-        self.req, self.chains, self.seq = req, chains, seq
-        self.q = queue.SimpleQueue()
-        self.slots, self.n_open, self.done = [], 0, False
-        self.cached_n = self.prompt_n = 0
-        self.t0 = 0.0
-
-
-class _Slot:
-    __slots__ = (
-        "id",
-        "cache",
-        "last_used",
-        "job",
-        "idx",
-        "chain",
-        "state",
-        "pf_pos",
-        "pf_take",
-        "last_tok",
-        "i_batch",
-        "n_gen",
-        "stream",
-        "t1",
-        "in_batch",
-    )
-
-    def __init__(self, i):
-        self.id, self.cache, self.last_used = i, [], 0
-        self.job = self.chain = self.stream = None
-        self.state, self.idx, self.pf_pos, self.pf_take = _IDLE, 0, 0, 0
-        self.last_tok, self.i_batch, self.n_gen, self.t1, self.in_batch = 0, -1, 0, 0.0, False
-
-
-def _lcp(a: list, b: list) -> int:
-    """Length of the common prefix (binary search on C-level slice compares)."""
-    lo, hi = 0, min(len(a), len(b))
-    if a[:hi] == b[:hi]:
-        return hi
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 class SlotEngine:
+    """N sequences of one loaded model, decoded together by one thread."""
+
     def __init__(
         self,
-        llm_or_model,
+        llm: Llama,
         *,
         n_slots: int,
         n_ctx_per_slot: int,
         n_batch: int = 512,
         threads: int,
         max_queue: int = 64,
-        swa_full: bool = False,
-        flash_attn: bool | None = None,
     ):
-        """A llama_cpp.Llama (its model is shared), a GGUF path, or a model pointer."""
-        self._llm, self._own_model = None, False
-        if isinstance(llm_or_model, (str, bytes)) or hasattr(llm_or_model, "__fspath__"):
-            L.llama_backend_init()
-            path = llm_or_model if isinstance(llm_or_model, bytes) else str(llm_or_model).encode()
-            self._model = L.llama_model_load_from_file(path, L.llama_model_default_params())
-            if not self._model:
-                raise ValueError(f"failed to load model {llm_or_model!r}")
-            self._own_model = True
-        elif hasattr(llm_or_model, "_model"):
-            self._llm, self._model = llm_or_model, llm_or_model._model.model
-        else:
-            self._model = llm_or_model
+        self._llm = llm  # keeps the model (shared, never decoded with) alive
+        self._model = llm._model.model
         self.n_slots, self.n_ctx_slot, self.n_batch = n_slots, n_ctx_per_slot, n_batch
         self.max_queue = max_queue
-        cp = L.llama_context_default_params()
-        cp.n_ctx = n_slots * n_ctx_per_slot
-        cp.n_batch = n_batch
-        cp.n_ubatch = min(n_batch, 512)
-        cp.n_seq_max = n_slots
-        cp.kv_unified = True
-        cp.swa_full = swa_full
-        cp.n_threads = cp.n_threads_batch = threads
-        if flash_attn is not None:
-            cp.flash_attn_type = (
-                L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
-            )
-        self._ctx = L.llama_init_from_model(self._model, cp)
-        if not self._ctx:
-            self._free_model()
-            raise RuntimeError("llama_init_from_model failed")
+        self._ctx = new_context(self._model, n_slots, n_ctx_per_slot, n_batch, threads)
         self._mem = L.llama_get_memory(self._ctx)
         self._vocab = L.llama_model_get_vocab(self._model)
         self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
-        self._n_swa = 0 if swa_full else L.llama_model_n_swa(self._model)
+        self._n_swa = L.llama_model_n_swa(self._model)
         self._batch = L.llama_batch_init(n_batch, 0, n_slots)
         b = self._batch
         for i in range(n_batch):
             b.n_seq_id[i] = 1
-        self._seq_ptrs = [b.seq_id[i] for i in range(n_batch)]
-        self._pieces: dict[int, bytes] = {}
-        self._buf = ctypes.create_string_buffer(256)
-        self._slots = [_Slot(i) for i in range(n_slots)]
+        self._seq_ptrs = [b.seq_id[i] for i in range(n_batch)]  # ctypes builds one per access
+        self._pieces = Pieces(self._vocab)
+        self._slots = [Slot(i) for i in range(n_slots)]
         self._heap: list = []
         self._seq = itertools.count()
         self._use = itertools.count(1)
@@ -216,7 +116,7 @@ class SlotEngine:
             for c in chains:
                 L.llama_sampler_free(c)
             raise
-        job = _Job(req, chains, next(self._seq))
+        job = Job(req, chains, next(self._seq))
         with self._cv:
             if self._closing or len(self._heap) >= self.max_queue:
                 for c in chains:
@@ -246,18 +146,12 @@ class SlotEngine:
             "cached_tokens": [len(s.cache) for s in self._slots],
         }
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     @staticmethod
-    def _events(job: _Job) -> Iterator[dict]:
+    def _events(job: Job) -> Iterator[dict]:
         try:
             while True:
                 ev = job.q.get()
-                if ev is _DONE:
+                if ev is DONE:
                     return
                 if isinstance(ev, BaseException):
                     raise ev
@@ -296,12 +190,6 @@ class SlotEngine:
                     self._fail(s.job, err)
             L.llama_batch_free(self._batch)
             L.llama_free(self._ctx)
-            self._free_model()
-
-    def _free_model(self):
-        if self._own_model and self._model:
-            L.llama_model_free(self._model)
-            self._model = None
 
     def _admit(self):  # called with self._cv held
         heap = self._heap
@@ -312,9 +200,9 @@ class SlotEngine:
                 if job.req.cancelled.is_set():
                     for i, c in enumerate(job.chains):
                         L.llama_sampler_free(c)
-                        job.q.put(self._end_event(i, "cancelled", "none", job, 0, 0.0, 0.0, ""))
+                        job.q.put(end_event(i, "cancelled", "none", job, 0, 0.0, 0.0, ""))
                     job.done = True
-                    job.q.put(_DONE)
+                    job.q.put(DONE)
                 else:
                     keep.append(item)
             heap[:] = keep
@@ -327,9 +215,9 @@ class SlotEngine:
             heapq.heappop(heap)
             self._start(job, idle)
 
-    def _start(self, job: _Job, idle: list):
+    def _start(self, job: Job, idle: list):
         prompt, mem = job.req.prompt, self._mem
-        scored = [(_lcp(s.cache, prompt), -s.last_used, s) for s in idle]
+        scored = [(common_prefix(s.cache, prompt), -s.last_used, s) for s in idle]
         n_keep, _, first = max(scored, key=lambda t: (t[0], t[1]))
         n_keep = min(n_keep, len(prompt) - 1)  # always re-evaluate the last prompt token
         if n_keep > 0 and self._n_swa > 0:
@@ -354,9 +242,9 @@ class SlotEngine:
         for i, s in enumerate(job.slots):
             s.job, s.idx, s.chain, s.n_gen, s.i_batch = job, i, job.chains[i], 0, -1
             s.stream = TextStream(job.req.stop)
-            s.state = _WAITCOPY
+            s.state = WAITCOPY
             self._n_busy += 1
-        first.state, first.pf_pos = _PREFILL, n_keep
+        first.state, first.pf_pos = PREFILL, n_keep
 
     def _step(self):
         b = self._batch
@@ -364,7 +252,7 @@ class SlotEngine:
         n = 0
         used = []
         for s in self._slots:
-            if s.state == _GEN:
+            if s.state == GEN:
                 if s.job.req.cancelled.is_set():
                     self._finish(s, "cancelled", "none", False)
                     continue
@@ -375,7 +263,7 @@ class SlotEngine:
                 s.i_batch = n
                 n += 1
                 used.append(s)
-        pre = [s for s in self._slots if s.state == _PREFILL]
+        pre = [s for s in self._slots if s.state == PREFILL]
         if len(pre) > 1:
             pre.sort(key=lambda s: (s.job.req.priority, s.job.seq))
         for s in pre:
@@ -416,10 +304,10 @@ class SlotEngine:
         now = time.perf_counter()
         ctx, sample = self._ctx, L.llama_sampler_sample
         for s in used:
-            if s.state == _GEN:
+            if s.state == GEN:
                 s.cache.append(s.last_tok)
                 self._on_token(s, sample(s.chain, ctx, s.i_batch), now)
-            elif s.state == _PREFILL:
+            elif s.state == PREFILL:
                 job = s.job
                 s.cache.extend(job.req.prompt[s.pf_pos - s.pf_take : s.pf_pos])
                 if s.i_batch < 0:
@@ -430,22 +318,20 @@ class SlotEngine:
                         o.cache = list(s.cache)
                 for o in list(job.slots):
                     o.t1 = now
-                    o.state = _GEN
+                    o.state = GEN
                     if job.req.max_tokens is not None and job.req.max_tokens <= 0:
                         self._finish(o, "length", "limit", False)
                     else:
                         self._on_token(o, sample(o.chain, ctx, s.i_batch), now)
 
-    def _on_token(self, s: _Slot, t: int, now: float):
+    def _on_token(self, s: Slot, t: int, now: float):
         job = s.job
         req = job.req
         if L.llama_vocab_is_eog(self._vocab, t):
             self._finish(s, "stop", "eos", True)
             return
         s.n_gen += 1
-        piece = self._pieces.get(t)
-        if piece is None:
-            piece = self._piece(t)
+        piece = self._pieces.of(t)
         st = s.stream
         text = st.push(piece)
         if st.stopped:
@@ -474,31 +360,7 @@ class SlotEngine:
         job.q.put({"type": "token", "index": s.idx, "text": text, "token": t})
         s.last_tok = t
 
-    def _piece(self, t: int) -> bytes:
-        n = L.llama_token_to_piece(self._vocab, t, self._buf, len(self._buf), 0, False)
-        if n < 0:
-            self._buf = ctypes.create_string_buffer(-n + 16)
-            n = L.llama_token_to_piece(self._vocab, t, self._buf, len(self._buf), 0, False)
-        piece = self._buf.raw[:n]
-        self._pieces[t] = piece
-        return piece
-
-    @staticmethod
-    def _end_event(i, reason, stype, job, n_gen, prompt_ms, pred_ms, text):
-        return {
-            "type": "end",
-            "index": i,
-            "finish_reason": reason,
-            "stop_type": stype,
-            "prompt_n": job.prompt_n,
-            "cached_n": job.cached_n,
-            "predicted_n": n_gen,
-            "prompt_ms": prompt_ms,
-            "predicted_ms": pred_ms,
-            "text": text,
-        }
-
-    def _finish(self, s: _Slot, reason: str, stype: str, flush: bool):
+    def _finish(self, s: Slot, reason: str, stype: str, flush: bool):
         job = s.job
         if flush:
             rest = s.stream.flush()
@@ -509,24 +371,22 @@ class SlotEngine:
             prompt_ms, pred_ms = (s.t1 - job.t0) * 1000.0, (now - s.t1) * 1000.0
         else:
             prompt_ms, pred_ms = (now - job.t0) * 1000.0, 0.0
-        job.q.put(
-            self._end_event(s.idx, reason, stype, job, s.n_gen, prompt_ms, pred_ms, s.stream.text)
-        )
+        job.q.put(end_event(s.idx, reason, stype, job, s.n_gen, prompt_ms, pred_ms, s.stream.text))
         self._release(s)
         job.n_open -= 1
         if job.n_open == 0:
             job.done = True
-            job.q.put(_DONE)
+            job.q.put(DONE)
 
-    def _release(self, s: _Slot):
+    def _release(self, s: Slot):
         if s.chain:
             L.llama_sampler_free(s.chain)
         s.chain = s.job = s.stream = None
-        s.state, s.i_batch, s.t1 = _IDLE, -1, 0.0
+        s.state, s.i_batch, s.t1 = IDLE, -1, 0.0
         s.last_used = next(self._use)
         self._n_busy -= 1
 
-    def _fail(self, job: _Job, err: BaseException):
+    def _fail(self, job: Job, err: BaseException):
         if job.done:
             return
         if not job.slots:  # never admitted
@@ -541,7 +401,7 @@ class SlotEngine:
     def _decode_failed(self, ret: int, used: list):
         for s in used:  # drop whatever part of this batch may have reached the KV cache
             L.llama_memory_seq_rm(self._mem, s.id, len(s.cache), -1)
-            if s.state == _PREFILL:
+            if s.state == PREFILL:
                 s.pf_pos -= s.pf_take
         jobs = {s.job.seq: s.job for s in used}
         if ret == 1 and len(jobs) > 1:
