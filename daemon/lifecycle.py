@@ -143,6 +143,7 @@ class Lifecycle:
         settings = self.settings
         model_id = validate_model_id(settings.model_id) if settings.model_id else model_id_for(path)
         self._attach(path, model_id, self.profile.n_ctx, settings.n_gpu_layers)
+        self.state.provision.state = "given"
         self.state.control = Controller(self.state, self.profile, runtime=self.runtime)
 
     async def _provision(self) -> None:

@@ -11,8 +11,8 @@ Placement = Literal["gpu", "partial", "cpu"]
 WorkerState = Literal["loading", "serving", "restarting", "shifting", "failed", "stopping"]
 """What the supervisor's worker is doing; `/health` is ok only when serving."""
 
-ProvisionState = Literal["probing", "planning", "offline", "downloading", "error"]
-"""Where getting a model stands when none was given with --model."""
+ProvisionState = Literal["probing", "planning", "offline", "downloading", "error", "given"]
+"""Where getting a model stands; "given" when --model named the file (nothing to fetch)."""
 
 ShiftDirection = Literal["down", "up", "pin", "profile", "memory"]
 """Why the model changed: slower/faster rung, a user's pin, a profile edit, memory pressure."""

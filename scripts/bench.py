@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Count from 1 to 1000, separated by commas: 1, 2, 3, 4,"
 MAX_TOKENS = 128
 THREADS = 2
+SLOTS = 4  # assistantd's default: each slot holds its own KV cache
 N_CTX = 2048
 
 Sample = tuple[float, float, int]  # ttft_s, decode_tok_s, tokens
@@ -137,7 +138,7 @@ def start_server(kind: str, model: Path) -> tuple[subprocess.Popen[bytes], str]:
         cmd = [
             sys.executable,
             "-m",
-            "daemon",
+            "assistantd",
             "--model",
             str(model),
             "--port",
@@ -217,14 +218,14 @@ def memory_table(paths: dict[str, Path]) -> None:
     for name, path in paths.items():
         arch = from_header(read_local(path))
         for n_ctx in (2048, 8192):
-            predicted = footprint(arch, path.stat().st_size, n_ctx).total_bytes
+            predicted = footprint(arch, path.stat().st_size, n_ctx, n_seq=SLOTS).total_bytes
             port = _free_port()
             env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
             proc = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
-                    "daemon",
+                    "assistantd",
                     "--model",
                     str(path),
                     "--port",

@@ -96,3 +96,14 @@ async def infill(request: Request, state: State) -> Response:
     if body.response_fields is not None:
         results = [shapes.pick_fields(r, body.response_fields) for r in results]
     return JSONResponse(results if body.n_cmpl > 1 else results[0])
+
+
+@router.get("/props")
+async def props(state: State) -> dict[str, Any]:
+    """llama-server's /props, as llama.vscode reads it (the context size before agent work)."""
+    state.require_supervisor()
+    return {
+        "default_generation_settings": {"n_ctx": state.n_ctx, "model": state.model_id},
+        "total_slots": state.settings.slots,
+        "model_alias": state.model_id,
+    }

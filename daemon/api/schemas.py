@@ -185,6 +185,9 @@ class ChatRequest(_Sampling):
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    n_predict: int | None = Field(
+        None, ge=-1, description="llama.cpp's name for max_tokens (llama.vim sends it)."
+    )
 
     @model_validator(mode="after")
     def _supported(self) -> ChatRequest:
@@ -203,7 +206,10 @@ class ChatRequest(_Sampling):
 
     @property
     def token_limit(self) -> int | None:
-        return self.max_completion_tokens or self.max_tokens
+        limit = self.max_completion_tokens or self.max_tokens
+        if limit is None and self.n_predict is not None and self.n_predict >= 0:
+            return self.n_predict  # 0: a warm-up that caches the prompt and says nothing
+        return limit
 
     def constraints(self) -> dict[str, Any]:
         """Tools, tool_choice and response_format as the worker reads them."""

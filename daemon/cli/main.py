@@ -186,7 +186,9 @@ def _plan_for(machine_file: Path | None, profile_name: str | None = None) -> Pla
     profile = active_profile(settings, profile_name)
     machine = Machine.load(machine_file) if machine_file else probe()
     speeds = MeasuredSpeeds(settings.state_dir / SPEEDS_FILE)
-    return make_plan(load_catalog(settings.catalog), profile, machine, speeds)
+    return make_plan(
+        load_catalog(settings.catalog), profile, machine, speeds, n_slots=settings.slots
+    )
 
 
 def _plan_table(result: Plan) -> str:

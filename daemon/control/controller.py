@@ -201,6 +201,7 @@ class Controller:
             self.state.speeds,
             ram_bonus=self._worker_rss(),
             vram_bonus=self.current.vram_bytes,
+            n_slots=self.settings.slots,
         )
         self.plan = fresh
         self.state.provision.plan = fresh.to_json()

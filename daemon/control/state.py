@@ -15,7 +15,7 @@ from assistantd.api.admission import Admission
 from assistantd.control.monitor import Monitor
 from assistantd.control.stats import RequestRecord, Stats
 from assistantd.control.supervisor import Supervisor
-from assistantd.errors import ContextOverflow, InvalidRequest, ModelNotFound, WorkerUnavailable
+from assistantd.errors import InvalidRequest, ModelNotFound, WorkerUnavailable
 from assistantd.fetch.provision import ProvisionStatus
 from assistantd.planning.speeds import MeasuredSpeeds
 from assistantd.settings import Settings
@@ -103,10 +103,8 @@ class DaemonState:
             )
 
     def check_limit(self, max_tokens: int | None, param: str = "max_tokens") -> int | None:
-        if max_tokens is not None and max_tokens > self.n_ctx:
-            raise ContextOverflow(
-                f"{param}={max_tokens} is beyond this model's context of {self.n_ctx} tokens; "
-                f"ask for at most {self.n_ctx}",
-                param=param,
-            )
+        """A limit beyond the context means "until the context end", as llama-server reads
+        it: clients send fixed defaults (Continue 4096) whatever model they talk to."""
+        if max_tokens is not None and max_tokens >= self.n_ctx:
+            return None
         return max_tokens

@@ -104,7 +104,7 @@ def provision(
     machine = probe()
     status.set("planning")
     models = load_catalog(settings.catalog)
-    result = make_plan(models, profile, machine, speeds)
+    result = make_plan(models, profile, machine, speeds, n_slots=settings.slots)
     status.plan = result.to_json()
     status.notes.extend(result.budget.notes)
     catalog = {m.id: m for m in models}

@@ -26,10 +26,24 @@ class ModelArch:
     n_active_params: int | None = None  # mixture of experts: parameters read per token
     sliding_window: int = 0
     swa_layers: int = 0  # how many of n_layer use the sliding window
+    # Hybrid models (Qwen3.5/3.6, Qwen3-Next: Gated DeltaNet): only these layers keep a KV
+    # cache; the recurrent layers hold a small constant state. 0: every layer has attention.
+    n_full_attn_layers: int = 0
+    n_expert: int = 0  # mixture of experts: routed experts per layer, and how many a token uses
+    n_expert_used: int = 0
 
     @property
     def active_params(self) -> int:
         return self.n_active_params or self.n_params
+
+    @property
+    def kv_layers(self) -> int:
+        """Layers that keep a KV cache."""
+        return self.n_full_attn_layers or self.n_layer
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_active_params is not None and self.n_active_params < self.n_params
 
 
 def _per_layer_max(value: Any) -> int:
@@ -72,6 +86,7 @@ def from_header(header: GGUFHeader) -> ModelArch:
             experts += count
     n_expert = int(get("expert_count", 0) or 0)
     n_used = int(get("expert_used_count", 0) or 0)
+    interval = int(get("full_attention_interval", 0) or 0)  # qwen35, qwen35moe, qwen3next
     active = total - experts + experts * n_used // n_expert if n_expert else None
     return ModelArch(
         arch=arch,
@@ -87,4 +102,7 @@ def from_header(header: GGUFHeader) -> ModelArch:
         n_active_params=active,
         sliding_window=window,
         swa_layers=swa_layers,
+        n_full_attn_layers=n_layer // interval if interval > 1 else 0,
+        n_expert=n_expert,
+        n_expert_used=n_used,
     )

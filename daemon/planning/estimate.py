@@ -37,6 +37,8 @@ BITS_PER_WEIGHT = {
     "Q2_K": 3.35,
     "IQ2_M": 2.7,
     "IQ2_XS": 2.31,
+    # gpt-oss ships MXFP4 experts (4.25 bits) with the rest at 8 bits: 12.1 GB for 20.9B params.
+    "MXFP4": 4.63,
 }
 
 # What the worker process needs beyond tensors: Python, llama.cpp's code, the worker's own
@@ -63,7 +65,7 @@ def kv_cache_bytes(arch: ModelArch, n_ctx: int, swa_full: bool = True) -> int:
     keeps a full-size SWA cache (llama-cpp-python does by default)."""
     per_token_layer = arch.n_head_kv * (arch.head_dim_k + arch.head_dim_v) * KV_BYTES_PER_ELEMENT
     swa_ctx = n_ctx if swa_full or not arch.sliding_window else min(n_ctx, arch.sliding_window)
-    full_layers = arch.n_layer - arch.swa_layers
+    full_layers = arch.kv_layers - arch.swa_layers
     return per_token_layer * (full_layers * n_ctx + arch.swa_layers * swa_ctx)
 
 
@@ -98,16 +100,29 @@ class Footprint:
 
 
 def footprint(
-    arch: ModelArch, weights_bytes: int, n_ctx: int, *, on_gpu: bool = False
+    arch: ModelArch, weights_bytes: int, n_ctx: int, *, on_gpu: bool = False, n_seq: int = 1
 ) -> Footprint:
+    """Memory of one worker serving `n_seq` slots of `n_ctx` each: its context holds
+    n_seq × n_ctx cells of one unified KV cache, and attention spans the cells in use."""
+    cells = n_ctx * n_seq
     return Footprint(
         weights_bytes=weights_bytes,
-        kv_bytes=kv_cache_bytes(arch, n_ctx),
-        compute_bytes=compute_buffer_bytes(arch, n_ctx, on_gpu=on_gpu),
-        host_bytes=host_bytes(arch, n_ctx),
+        kv_bytes=kv_cache_bytes(arch, cells),
+        compute_bytes=compute_buffer_bytes(arch, cells, on_gpu=on_gpu),
+        host_bytes=host_bytes(arch, cells),
     )
 
 
 def bytes_per_token(arch: ModelArch, weights_bytes: int) -> float:
     """Weights read per decoded token: all of a dense model, the active share of an MoE."""
     return weights_bytes * arch.active_params / arch.n_params
+
+
+def expert_bytes(arch: ModelArch, weights_bytes: int) -> int:
+    """Bytes of the routed-expert tensors (what `--n-cpu-moe` leaves in RAM): from total and
+    active parameters, E = (total − active) / (1 − used/experts); 0 for a dense model."""
+    if not arch.is_moe:
+        return 0
+    used_share = arch.n_expert_used / arch.n_expert if arch.n_expert else 0.0
+    experts = (arch.n_params - arch.active_params) / (1 - used_share)
+    return int(weights_bytes * min(experts / arch.n_params, 1.0))

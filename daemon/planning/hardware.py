@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 
 from assistantd.errors import ConfigError
+from assistantd.planning import devices
 
 SIMD_FLAGS = (
     "avx",
@@ -42,6 +43,8 @@ class GPU:
     vram_free_bytes: int | None = None
     driver: str | None = None
     compute_capability: str | None = None
+    memory_bandwidth_gbs: float | None = None  # NVML, the machine file, or None: by name
+    fp16_tflops: float | None = None  # dense tensor FP16; None: by name
 
     @property
     def free_bytes(self) -> int:
@@ -151,6 +154,7 @@ def probe_nvidia(nvml: ModuleType | None) -> list[GPU]:
                 capability: str | None = f"{major}.{minor}"
             except Exception:
                 capability = None
+            bandwidth, tflops = _nvml_speed(nvml, handle, capability)
             gpus.append(
                 GPU(
                     "nvidia",
@@ -159,11 +163,39 @@ def probe_nvidia(nvml: ModuleType | None) -> list[GPU]:
                     int(memory.free),
                     driver,
                     capability,
+                    bandwidth,
+                    tflops,
                 )
             )
         return gpus
     finally:
         nvml.nvmlShutdown()
+
+
+def _nvml_speed(
+    nvml: ModuleType, handle: object, capability: str | None
+) -> tuple[float | None, float | None]:
+    """Peak memory bandwidth (bus width × max memory clock × 2) and FP16 TFLOPS (SMs × max SM
+    clock); None where this NVML or card does not say."""
+    clock_mem = getattr(nvml, "NVML_CLOCK_MEM", 2)
+    clock_sm = getattr(nvml, "NVML_CLOCK_SM", 1)
+    bandwidth = tflops = None
+    try:
+        bus = int(nvml.nvmlDeviceGetMemoryBusWidth(handle))
+        mem_clock = int(nvml.nvmlDeviceGetMaxClockInfo(handle, clock_mem))
+        if bus > 0 and mem_clock > 0:
+            bandwidth = devices.nvml_bandwidth_gbs(bus, mem_clock)
+    except Exception:
+        pass
+    try:
+        cores = int(nvml.nvmlDeviceGetNumGpuCores(handle))
+        sm_clock = int(nvml.nvmlDeviceGetMaxClockInfo(handle, clock_sm))
+        per_sm = 64 if capability in ("8.0", "7.0", "9.0") else 128  # CUDA cores per SM
+        if cores > 0 and sm_clock > 0:
+            tflops = devices.nvml_tflops(cores // per_sm, sm_clock, capability)
+    except Exception:
+        pass
+    return bandwidth, tflops
 
 
 def _text(value: str | bytes) -> str:
@@ -199,20 +231,38 @@ def can_offload() -> bool:
         return False
 
 
-def measure_bandwidth(size_bytes: int = 128 * 1024 * 1024, repeats: int = 3) -> float:
-    """Copy throughput of RAM (GB/s, read + write), best of a few copies."""
+def measure_bandwidth(
+    size_bytes: int = 64 * 1024 * 1024, repeats: int = 3, threads: int | None = None
+) -> float:
+    """Copy throughput of RAM (GB/s, read + write) with one thread per core, as llama.cpp
+    reads weights: each thread copies its own `size_bytes` (well past any cache), all at once;
+    best of a few rounds. Well under a second."""
+    import threading
     import time
 
     import numpy as np
 
-    src = np.ones(size_bytes // 8)
-    dst = np.empty_like(src)
+    n = threads or psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+    pairs = [(np.ones(size_bytes // 8), np.empty(size_bytes // 8)) for _ in range(n)]
+    for src, dst in pairs:
+        np.copyto(dst, src)  # fault the pages in before timing
     best = float("inf")
     for _ in range(repeats):
+        barrier = threading.Barrier(n + 1)
+
+        def copy(src: Any, dst: Any) -> None:
+            barrier.wait()
+            np.copyto(dst, src)  # numpy releases the GIL for large copies
+
+        workers = [threading.Thread(target=copy, args=pair) for pair in pairs]
+        for w in workers:
+            w.start()
+        barrier.wait()
         start = time.perf_counter()
-        np.copyto(dst, src)
+        for w in workers:
+            w.join()
         best = min(best, time.perf_counter() - start)
-    return round(2 * size_bytes / best / 1e9, 1)
+    return round(2 * size_bytes * n / best / 1e9, 1)
 
 
 def probe(
@@ -225,7 +275,18 @@ def probe(
     apple = platform.system() == "Darwin" and platform.machine() == "arm64"
     gpus = probe_nvidia(nvml) + probe_amd(sysfs)
     if apple:
-        gpus.append(GPU("apple", cpu_model or "Apple Silicon", memory.total, memory.available))
+        name = cpu_model or "Apple Silicon"
+        spec = devices.lookup(name)
+        gpus.append(
+            GPU(
+                "apple",
+                name,
+                memory.total,
+                memory.available,
+                memory_bandwidth_gbs=spec[0] if spec else None,
+                fp16_tflops=spec[1] if spec else None,
+            )
+        )
     return Machine(
         ram_bytes=memory.total,
         ram_available_bytes=memory.available,

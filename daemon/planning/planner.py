@@ -169,12 +169,18 @@ def _speed(bytes_gpu: float, bytes_cpu: float, cpu_bw: float, gpu_bw: float) -> 
 
 
 def _placements(
-    model: CatalogModel, file_bytes: int, n_ctx: int, budget: Budget, cpu_bw: float, gpu_bw: float
+    model: CatalogModel,
+    file_bytes: int,
+    n_ctx: int,
+    budget: Budget,
+    cpu_bw: float,
+    gpu_bw: float,
+    n_seq: int = 1,
 ) -> list[tuple[Placement, int, int, int, float]]:
     """(placement, n_gpu_layers, ram, vram, tok/s) options, best placement first."""
     arch = model.arch
     read = bytes_per_token(arch, file_bytes)
-    cpu = footprint(arch, file_bytes, n_ctx)
+    cpu = footprint(arch, file_bytes, n_ctx, n_seq=n_seq)
     cpu_only: tuple[Placement, int, int, int, float] = (
         "cpu",
         0,
@@ -186,12 +192,12 @@ def _placements(
         return [("gpu", -1, cpu.total_bytes, 0, _speed(read, 0, cpu_bw, gpu_bw))]
     if budget.vram_bytes <= 0:
         return [cpu_only]
-    gpu = footprint(arch, file_bytes, n_ctx, on_gpu=True)
+    gpu = footprint(arch, file_bytes, n_ctx, on_gpu=True, n_seq=n_seq)
     options: list[tuple[Placement, int, int, int, float]] = []
     full_vram = gpu.weights_bytes + gpu.kv_bytes + gpu.compute_bytes
     options.append(("gpu", -1, gpu.host_bytes, full_vram, _speed(read, 0, cpu_bw, gpu_bw)))
-    per_layer = (file_bytes + kv_cache_bytes(arch, n_ctx)) / arch.n_layer
-    gpu_compute = compute_buffer_bytes(arch, n_ctx, on_gpu=True)
+    per_layer = (file_bytes + kv_cache_bytes(arch, n_ctx * n_seq)) / arch.n_layer
+    gpu_compute = compute_buffer_bytes(arch, n_ctx * n_seq, on_gpu=True)
     layers = int((budget.vram_bytes - gpu_compute) // per_layer) if per_layer else 0
     layers = min(layers, arch.n_layer - 1)
     if layers > 0:
@@ -217,8 +223,10 @@ def plan(
     min_tok_s: float = 0.0,
     file_sizes: dict[tuple[str, str], int] | None = None,
     measured_tok_s: dict[tuple[str, str, str], float] | None = None,
+    n_slots: int = 1,
 ) -> Plan:
-    """Every candidate with its fit and reason; fitting ones ranked best first."""
+    """Every candidate with its fit and reason; fitting ones ranked best first. Memory counts
+    the KV cache of every slot the worker will serve."""
     file_sizes = file_sizes or {}
     measured_tok_s = measured_tok_s or {}
     cpu_bw = machine.memory_bandwidth_gbs or DEFAULT_RAM_BANDWIDTH_GBS
@@ -230,7 +238,7 @@ def plan(
         for quant in model.quants:
             known = file_sizes.get((model.id, quant))
             file_bytes = known if known is not None else file_bytes_estimate(model.arch, quant)
-            options = _placements(model, file_bytes, ctx, budget, cpu_bw, gpu_bw)
+            options = _placements(model, file_bytes, ctx, budget, cpu_bw, gpu_bw, n_slots)
             chosen_option = None
             reasons = []
             for placement, layers, ram, vram, tok_s in options:  # fastest placement first
@@ -311,6 +319,7 @@ def make_plan(
     *,
     ram_bonus: int = 0,
     vram_bonus: int = 0,
+    n_slots: int = 1,
 ) -> Plan:
     """The ranked ladder for this machine and profile. The bonuses add back memory the running
     worker holds (a swap would free it), so re-planning at run time is fair to it."""
@@ -343,4 +352,5 @@ def make_plan(
         min_tok_s=profile.targets.decode_tok_s,
         file_sizes=sizes,
         measured_tok_s=speeds.get() if speeds else None,
+        n_slots=n_slots,
     )

@@ -141,4 +141,7 @@ class Prompts:
                 "OpenAI's: set check_embedding_ctx_length=False to send text)",
                 param="input",
             )
-        return self.llm.detokenize(ids).decode("utf-8", "replace")
+        text = self.llm.detokenize(ids, special=True).decode("utf-8", "replace")
+        if not text:
+            raise InvalidRequest("these token ids stand for no text", param="input")
+        return text

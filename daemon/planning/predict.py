@@ -1,0 +1,114 @@
+"""Decode speed, prompt speed and time to first token of one placement, from bytes and FLOPs.
+
+Decode is memory-bound: each token reads the active weights once, from VRAM and/or RAM, plus a
+fixed cost per layer (kernel launches and thread barriers, which is what bounds tiny models).
+Prompt processing is compute-bound: ≈ 2 × active parameters FLOPs per token (the input
+embedding is a lookup and only the last row's logits are computed) plus attention, over the
+device's sustained FLOPS; weights left in RAM under a GPU are streamed over PCIe once per
+batch of 512 tokens, as llama.cpp does when it offloads a CPU-resident matmul.
+
+Constants were fitted once (issue #12) against published llama.cpp runs listed in
+tests/test_expert_speed.py, and the test models measured on the project's 2-core machine:
+- EFFICIENCY: share of peak bandwidth a decode step reaches. 0.65 on CUDA/ROCm/Metal fits
+  RTX 5090/4090/5060 Ti and M1 Max/M4 runs (published range 53-75%). For RAM, the probe's
+  number is a copy throughput (read + write), which already sits below peak, and a described
+  machine gives the spec: 0.65 of it is what all cores reading achieve (DDR5 desktop runs).
+- LAYER_COST_S: per layer per decoded token. CPU 0.11 ms from SmolLM2-135M (30 layers, 118
+  tok/s) and Gemma-3-270M (18 layers, 66 tok/s) on 2 threads; CUDA 15 µs (TinyLlama 762 tok/s on
+  an RTX 4090); Metal 30 µs; an MoE layer adds routing and expert gathers (45 µs, from
+  Qwen3-30B-A3B at 167 tok/s on an RTX 3090 Ti).
+- COMPUTE_EFFICIENCY: share of the spec FP16 TFLOPS prompt processing reaches with quantized
+  weights: 0.3 on NVIDIA/AMD tensor cores, 0.7 on Apple GPUs (no tensor-core peak to miss).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from assistantd.planning.architecture import ModelArch
+
+EFFICIENCY = {"cpu": 0.65, "cuda": 0.65, "rocm": 0.55, "metal": 0.65}
+LAYER_COST_S = {"cpu": 110e-6, "cuda": 15e-6, "rocm": 25e-6, "metal": 30e-6}
+MOE_LAYER_COST_S = {"cpu": 60e-6, "cuda": 45e-6, "rocm": 60e-6, "metal": 45e-6}
+COMPUTE_EFFICIENCY = {"cuda": 0.3, "rocm": 0.3, "metal": 0.7}
+PCIE_GBS = 25.0  # PCIe 4.0 x16 in practice
+N_UBATCH = 512
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the speed of one placement depends on."""
+
+    ram_gbs: float
+    cpu_gflops: float
+    gpu_gbs: float = 0.0
+    gpu_tflops: float = 0.0
+    gpu_kind: str = "cuda"  # cuda | rocm | metal
+
+
+@dataclass(frozen=True)
+class Split:
+    """Where one token's work happens. Bytes are weights read per decoded token."""
+
+    gpu_bytes: float = 0.0
+    cpu_bytes: float = 0.0
+    gpu_layers: int = 0  # layers whose attention runs on the GPU
+    cpu_layers: int = 0  # layers with any matmul on the CPU (experts in RAM count too)
+    ram_resident_bytes: float = 0.0  # weights left in RAM under a GPU (streamed for prompts)
+    on_gpu: bool = False  # prompt matmuls run on the GPU
+
+
+@dataclass(frozen=True)
+class Prediction:
+    decode_tok_s: float
+    prompt_tok_s: float
+    ttft_ms: float
+
+
+def decode_seconds(arch: ModelArch, split: Split, hw: Hardware) -> float:
+    moe = arch.n_active_params is not None and arch.n_active_params < arch.n_params
+    seconds = 0.0
+    if split.gpu_bytes:
+        seconds += split.gpu_bytes / (hw.gpu_gbs * 1e9 * EFFICIENCY[hw.gpu_kind])
+    if split.cpu_bytes:
+        seconds += split.cpu_bytes / (hw.ram_gbs * 1e9 * EFFICIENCY["cpu"])
+    for kind, layers in ((hw.gpu_kind, split.gpu_layers), ("cpu", split.cpu_layers)):
+        seconds += layers * (LAYER_COST_S[kind] + (MOE_LAYER_COST_S[kind] if moe else 0.0))
+    return seconds
+
+
+def prompt_flops_per_token(arch: ModelArch, prompt_tokens: int) -> float:
+    """2 × active weights (the input embedding is a lookup; logits only for the last token)
+    plus attention over half the prompt on average, on layers that keep a KV cache."""
+    embedding = arch.n_vocab * arch.n_embd
+    weights = max(arch.active_params - embedding, arch.active_params // 2)
+    head = arch.n_head * (arch.head_dim_k + arch.head_dim_v)
+    attention = 2 * arch.kv_layers * head * prompt_tokens / 2
+    return 2 * weights + attention
+
+
+def prompt_seconds(arch: ModelArch, split: Split, hw: Hardware, prompt_tokens: int) -> float:
+    flops = prompt_flops_per_token(arch, prompt_tokens) * prompt_tokens
+    if not split.on_gpu:
+        return flops / (hw.cpu_gflops * 1e9)
+    sustained = hw.gpu_tflops * 1e12 * COMPUTE_EFFICIENCY[hw.gpu_kind]
+    batches = math.ceil(prompt_tokens / N_UBATCH)
+    streamed = split.ram_resident_bytes * batches / (PCIE_GBS * 1e9)
+    return flops / sustained + streamed
+
+
+def predict(arch: ModelArch, split: Split, hw: Hardware, prompt_tokens: int) -> Prediction:
+    per_token = decode_seconds(arch, split, hw)
+    prompt = prompt_seconds(arch, split, hw, prompt_tokens)
+    decode = 1.0 / per_token if per_token > 0 else math.inf
+    return Prediction(
+        decode_tok_s=decode,
+        prompt_tok_s=prompt_tokens / prompt if prompt > 0 else math.inf,
+        ttft_ms=(prompt + per_token) * 1000,
+    )
+
+
+def ttft_ms(prompt_tok_s: float, decode_tok_s: float, prompt_tokens: int) -> float:
+    """Time to first token from the two speeds (a measured decode speed replaces the model's)."""
+    return (prompt_tokens / max(prompt_tok_s, 1e-9) + 1 / max(decode_tok_s, 1e-9)) * 1000

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Editor-mix benchmark (issue 10), printed as markdown tables; timing targets live here.
+
+An editor sends Continue-style autocomplete requests (a raw FIM prompt of ~1,000 tokens to
+/v1/completions, streamed, the prefix growing as the user types, one request per pause) while
+the same person may have a chat answer streaming. Measured for assistantd, started as the
+README says, and for llama-server built from the llama.cpp that llama-cpp-python vendors
+(`--llama-server PATH`; the column is skipped with a message when none is given):
+
+1. autocomplete time to first token, p50/p95: alone, and while a chat answer streams
+   (targets: while-chat p95 ≤ 1.5 × own idle p95, and ≤ 1.25 × llama-server's);
+   chat tok/s while autocomplete runs;
+2. single-stream decode tok/s vs llama-cpp-python in-process (target ≥ 0.97) and llama-server;
+3. aggregate decode tok/s with 4 concurrent streams over one stream (target ≥ 0.9 × the same
+   ratio for llama-server).
+
+    .venv/bin/python -m scripts.bench_editor [--llama-server PATH] [--model smollm2] [--n 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from scripts import fetch_models
+from scripts.bench import THREADS, _free_port, in_process
+
+ROOT = Path(__file__).resolve().parent.parent
+N_CTX = 4096  # per slot
+SLOTS = 4
+CODE = "".join(f"def helper_{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(60))
+STOPS = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "```"]
+
+
+def _p(values: list[float], q: int) -> float:
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+class Server:
+    def __init__(self, name: str, cmd: list[str], url: str) -> None:
+        self.name, self.url = name, url
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {self.proc.returncode}")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def assistantd(model: Path) -> Server:
+    port = _free_port()
+    cmd = [str(Path(sys.executable).with_name("assistantd")), "--model", str(model),
+           "--port", str(port), "--threads", str(THREADS), "--n-ctx", str(N_CTX),
+           "--slots", str(SLOTS), "--log-level", "warning"]  # fmt: skip
+    return Server("assistantd", cmd, f"http://127.0.0.1:{port}")
+
+
+def llama_server(binary: Path, model: Path) -> Server:
+    port = _free_port()
+    cmd = [str(binary), "-m", str(model), "--port", str(port), "-t", str(THREADS),
+           "-tb", str(THREADS), "-c", str(N_CTX * SLOTS), "-np", str(SLOTS)]  # fmt: skip
+    return Server("llama-server", cmd, f"http://127.0.0.1:{port}")
+
+
+def _stream(url: str, path: str, body: dict) -> Iterator[tuple[float, str]]:
+    with httpx.stream("POST", url + path, json={**body, "stream": True}, timeout=600) as resp:
+        resp.raise_for_status()
+        for line in resp.iter_lines():
+            if line.startswith("data: {"):
+                choices = json.loads(line[6:]).get("choices") or [{}]
+                c = choices[0]
+                text = c.get("text") or (c.get("delta") or {}).get("content") or ""
+                if text:
+                    yield time.perf_counter(), text
+
+
+def autocomplete_ttft(url: str, n: int, typed: Iterator[str]) -> list[float]:
+    """n requests as Continue sends them, one per typing pause, each a longer prefix."""
+    out = []
+    for _ in range(n):
+        prefix = CODE + next(typed)
+        prompt = f"<|fim_prefix|>{prefix}<|fim_suffix|>\n\nprint(helper_1(2))\n<|fim_middle|>"
+        body = {"prompt": prompt, "max_tokens": 24, "temperature": 0.01, "stop": STOPS}
+        start = time.perf_counter()
+        for at, _ in _stream(url, "/v1/completions", body):
+            out.append((at - start) * 1000)
+            break
+        time.sleep(0.3)  # the next pause
+    return out
+
+
+def _typing() -> Iterator[str]:
+    text = ""
+    for i in range(10_000):
+        text += "abcdefghij"[i % 10]
+        yield "def typed(" + text
+
+
+class ChatLoad:
+    """Chat answers streaming back to back on a thread, counting tokens and time."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.tokens, self.seconds = url, 0, 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        body = {"messages": [{"role": "user", "content": "Write a long story about a lighthouse."}],
+                "max_tokens": 400, "temperature": 0.7}  # fmt: skip
+        while not self.stop.is_set():
+            first = last = None
+            count = 0
+            for at, _ in _stream(self.url, "/v1/chat/completions", body):
+                first, last, count = first or at, at, count + 1
+                if self.stop.is_set():
+                    break
+            if first and last and count > 1:
+                self.tokens += count - 1
+                self.seconds += last - first
+
+    def __enter__(self) -> ChatLoad:
+        self.thread.start()
+        time.sleep(1.0)  # the answer is streaming
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(120)
+
+    @property
+    def tok_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def decode_rate(url: str, streams: int, tokens: int = 128) -> float:
+    """Aggregate decode tok/s of `streams` completions at once (count after the first token)."""
+    results: list[tuple[float, float, int]] = []
+
+    def one(i: int) -> None:
+        body = {"prompt": f"# {i}\nCount from 1 to 1000: 1, 2, 3,", "max_tokens": tokens,
+                "temperature": 0}  # fmt: skip
+        times = [at for at, _ in _stream(url, "/v1/completions", body)]
+        results.append((times[0], times[-1], len(times)))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    start = max(r[0] for r in results)
+    end = max(r[1] for r in results)
+    begin = min(r[0] for r in results)
+    return sum(r[2] - 1 for r in results) / (end - begin) if end > start else 0.0
+
+
+def measure(server: Server, n: int) -> dict[str, float]:
+    typed = _typing()
+    autocomplete_ttft(server.url, 3, typed)  # warm-up
+    alone = autocomplete_ttft(server.url, n, typed)
+    with ChatLoad(server.url) as chat:
+        busy = autocomplete_ttft(server.url, n, typed)
+    one = statistics.median(decode_rate(server.url, 1) for _ in range(3))
+    four = statistics.median(decode_rate(server.url, 4) for _ in range(2))
+    return {
+        "alone_p50": _p(alone, 50), "alone_p95": _p(alone, 95), "busy_p50": _p(busy, 50),
+        "busy_p95": _p(busy, 95), "chat_tok_s": chat.tok_s, "one": one, "four": four,
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--llama-server", type=Path, help="llama-server binary to compare")
+    parser.add_argument("--model", default="smollm2", choices=sorted(fetch_models.MODELS))
+    parser.add_argument("--n", type=int, default=30, help="autocomplete requests per scenario")
+    args = parser.parse_args()
+    model = fetch_models.fetch_all()[args.model]
+    reference = statistics.median(in_process(model)()[1] for _ in range(3))
+    rows: dict[str, dict[str, float]] = {}
+    servers = [lambda: assistantd(model)]
+    if args.llama_server:
+        servers.append(lambda: llama_server(args.llama_server, model))
+    else:
+        print("(llama-server column skipped: give --llama-server PATH)")
+    for start in servers:
+        server = start()
+        try:
+            rows[server.name] = measure(server, args.n)
+        finally:
+            server.stop()
+    print(f"\n## Editor mix on {args.model}, {THREADS} threads, {SLOTS} slots\n")
+    print(
+        "| server | autocomplete TTFT p50 / p95 alone (ms) | … while chat streams | "
+        "chat tok/s meanwhile | 1-stream decode tok/s | 4-stream aggregate | 4 / 1 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['alone_p50']:.0f} / {r['alone_p95']:.0f} | {r['busy_p50']:.0f} / "
+              f"{r['busy_p95']:.0f} | {r['chat_tok_s']:.1f} | {r['one']:.1f} | {r['four']:.1f} | "
+              f"{r['four'] / r['one']:.2f} |")  # fmt: skip
+    print(f"| llama-cpp-python in-process | | | | {reference:.1f} | | |")
+    ours = rows["assistantd"]
+    print("\n| target | value | met |\n|---|---:|---|")
+    ratio = ours["busy_p95"] / ours["alone_p95"]
+    print(f"| autocomplete p95 while chat ≤ 1.5 × idle p95 | {ratio:.2f} | {ratio <= 1.5} |")
+    decode = ours["one"] / reference
+    print(f"| single-stream decode ≥ 0.97 × in-process | {decode:.2f} | {decode >= 0.97} |")
+    if "llama-server" in rows:
+        peer = rows["llama-server"]
+        vs = ours["busy_p95"] / peer["busy_p95"]
+        print(f"| autocomplete p95, chat on, ≤ 1.25 × llama-server | {vs:.2f} | {vs <= 1.25} |")
+        scale = (ours["four"] / ours["one"]) / (peer["four"] / peer["one"])
+        print(f"| 4-stream scaling ≥ 0.9 × llama-server's | {scale:.2f} | {scale >= 0.9} |")
+        print(f"| single-stream decode vs llama-server | {ours['one'] / peer['one']:.2f} | — |")
+
+
+if __name__ == "__main__":
+    main()
