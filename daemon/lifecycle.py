@@ -155,7 +155,8 @@ class Lifecycle:
         check_model_file(chosen.path)
         model_id = validate_model_id(settings.model_id) if settings.model_id else chosen.model_id
         state.speed_key = chosen.speed_key
-        self._attach(chosen.path, model_id, chosen.n_ctx, chosen.n_gpu_layers)
+        n_cpu_moe = chosen.candidate.n_cpu_moe if chosen.candidate else 0
+        self._attach(chosen.path, model_id, chosen.n_ctx, chosen.n_gpu_layers, n_cpu_moe)
         state.control = Controller(
             state,
             self.profile,
@@ -165,7 +166,9 @@ class Lifecycle:
             current=chosen.candidate,
         )
 
-    def _attach(self, path: Path, model_id: str, n_ctx: int, n_gpu_layers: int) -> None:
+    def _attach(
+        self, path: Path, model_id: str, n_ctx: int, n_gpu_layers: int, n_cpu_moe: int = 0
+    ) -> None:
         """Give the daemon its model: a supervisor that will run a worker for it."""
         settings = self.settings
         spec = WorkerSpec(
@@ -176,6 +179,7 @@ class Lifecycle:
             n_slots=settings.slots,
             n_gpu_layers=n_gpu_layers,
             socket_path=self.runtime / "worker.sock",
+            n_cpu_moe=n_cpu_moe,
         )
         self.state.supervisor = Supervisor(
             spec,

@@ -174,13 +174,13 @@ def test_candidates_below_the_speed_target_rank_after_those_that_reach_it() -> N
 
 
 def test_mixture_of_experts_needs_memory_for_all_but_reads_only_active() -> None:
-    [moe] = [m for m in load_catalog() if m.arch.n_active_params]
+    [moe] = [m for m in load_catalog() if m.id == "qwen3.6-35b-a3b"]
     machine = described(64, offload=False)
     result = plan(
         [moe], machine, compute_budget(machine, ram_reserve=0, vram_reserve=0), n_ctx=4096
     )
     q4 = next(c for c in result.candidates if c.quant == "Q4_K_M")
-    dense_speed = 50e9 * 0.6 / q4.file_bytes
+    dense_speed = 50e9 * 0.65 / q4.file_bytes
     assert q4.ram_bytes > q4.file_bytes
     assert q4.predicted_tok_s > 5 * dense_speed
 
@@ -239,8 +239,11 @@ def test_plan_cli_for_a_described_machine(tmp_path: Path) -> None:
         "n_gpu_layers",
         "n_ctx",
     } <= set(chosen)
-    assert chosen["placement"] == "gpu"
-    assert all({"fits", "reason"} <= set(c) for c in data["candidates"])
+    # On the GPU: wholly, or (an MoE too big for 8 GB) with its experts in RAM.
+    assert chosen["placement"] == "gpu" or chosen["experts_in_ram"]
+    new_keys = {"params_b", "active_params_b", "licence", "predicted_tok_s"}
+    assert new_keys | {"predicted_ttft_ms", "predicted_prompt_tok_s"} <= set(chosen)
+    assert all({"fits", "reason", "predicted_ttft_ms"} <= set(c) for c in data["candidates"])
 
     text = subprocess.run(
         [sys.executable, "-m", "assistantd.cli.main", "plan", "--machine", str(machine_file)],

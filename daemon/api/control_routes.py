@@ -68,6 +68,8 @@ async def status(state: State) -> StatusReport:
         chat_template=info.get("chat_template"),
         gpu_offload=info.get("gpu_offload"),
         threads=sup.spec.threads,
+        slots=info.get("n_slots"),
+        tools=info.get("tools"),
     )
     report.worker = WorkerStatus(pid=pid, restarts=sup.restarts, last_error=sup.last_error)
     # The worker's resident memory against the RAM budget the plan used (if planned).

@@ -26,6 +26,8 @@ class ModelStatus(_Part):
     chat_template: str | None = None
     gpu_offload: bool | None = None
     threads: int
+    slots: int | None = None
+    tools: str | None = None  # the template's tool-call format, if it takes tools
 
 
 class WorkerStatus(_Part):

@@ -84,7 +84,8 @@ def _human(status: StatusReport) -> str:
     if model is not None:
         lines += [
             f"model      {model.id}  ({model.path})",
-            f"context    {model.n_ctx} tokens, fim {'yes' if model.fim else 'no'}, "
+            f"context    {model.n_ctx} tokens × {model.slots or 1} slots, "
+            f"fim {'yes' if model.fim else 'no'}, tools {model.tools or 'no'}, "
             f"chat template {model.chat_template}",
         ]
     else:

@@ -323,6 +323,7 @@ class Controller:
                 threads=self.settings.threads,
                 n_slots=self.settings.slots,
                 n_gpu_layers=target.n_gpu_layers,
+                n_cpu_moe=target.n_cpu_moe,
                 socket_path=self.runtime / "worker.sock",
             )
             try:

@@ -26,6 +26,14 @@ class CatalogModel:
     quality_source: str
     fim: bool = False
     starter: bool = False
+    licence: str = ""
+    # False for licences that forbid production or commercial use (Qwen Research, Mistral's
+    # MNPL): profiles leave such a model out unless they name its family.
+    licence_ok_by_default: bool = True
+    roles: tuple[str, ...] = ("chat",)  # chat | agentic | autocomplete | embeddings
+    quality_estimated: bool = False  # no published score on the ranking's harness
+    arch_estimated: bool = False  # numbers from model cards, not a GGUF header: estimates
+    sources: tuple[str, ...] = ()
 
 
 def load_catalog(path: Path = DEFAULT_CATALOG) -> list[CatalogModel]:
@@ -59,6 +67,12 @@ def _entry(entry: dict[str, Any], where: str) -> CatalogModel:
             quality_source=entry["quality_source"],
             fim=bool(entry.get("fim", False)),
             starter=bool(entry.get("starter", False)),
+            licence=str(entry.get("licence", "")),
+            licence_ok_by_default=bool(entry.get("licence_ok_by_default", True)),
+            roles=tuple(entry.get("roles", ("chat",))),
+            quality_estimated=bool(entry.get("quality_estimated", False)),
+            arch_estimated=bool(entry.get("arch_estimated", False)),
+            sources=tuple(entry.get("sources", ())),
         )
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{where}: missing or wrong field ({exc})") from None

@@ -131,8 +131,9 @@ def nvml_bandwidth_gbs(bus_width_bits: int, max_memory_clock_mhz: int) -> float:
 
 def nvml_tflops(sm_count: int, max_sm_clock_mhz: int, capability: str | None) -> float:
     """Dense FP16 tensor TFLOPS (FP32 accumulate) from SMs × clock × FLOPs per SM per clock:
-    1024 on Ampere/Ada/Blackwell GeForce (8.x, 12.x), 2048 on A100 (8.0), 4096 on Hopper (9.0)."""
-    per_sm = {"8.0": 2048, "9.0": 4096, "7.0": 1024, "7.5": 512}.get(capability or "", 1024)
+    512 on GeForce Turing/Ampere/Ada/Blackwell (RTX 4090: 128 × 2520 MHz × 512 = 165), 1024 on
+    V100 (7.0), 2048 on A100 (8.0), 4096 on Hopper (9.0)."""
+    per_sm = {"8.0": 2048, "9.0": 4096, "7.0": 1024}.get(capability or "", 512)
     return round(sm_count * max_sm_clock_mhz * 1e6 * per_sm / 1e12, 1)
 
 

@@ -3,214 +3,79 @@
 The ranked list is the ladder shifting moves along: candidates predicted to reach the decode
 target first, best score first, then those that fit but are predicted slower. Every rejected
 candidate carries a reason a person can read ("needs 9.8 GiB RAM, budget 7.1 GiB").
+
+Score = quality at this quant (size-aware loss, quant_quality.py) + weight × log2(decode tok/s)
+− weight × log2(TTFT / target) when the reference prompt's predicted TTFT misses its target.
+Candidates that reach the decode target rank first; within each of the two, quants too lossy for
+the model's size (quant_quality.too_lossy) rank after the rest; among them a missed TTFT target
+costs score rather than a whole tier, because on CPUs and small Macs no useful model prefills
+1000 tokens in 2 s and experts accept that (a hard tier would hand them a 0.5B model). The starter
+model ranks last within its tier (it is the offline last resort), after even a lossy quant.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
 from assistantd.fetch import hub
 from assistantd.fetch.download import hf_cache_dir
+from assistantd.planning import devices
 from assistantd.planning.catalog import CatalogModel
-from assistantd.planning.estimate import (
-    GiB,
-    bytes_per_token,
-    compute_buffer_bytes,
-    file_bytes_estimate,
-    footprint,
-    kv_cache_bytes,
-)
+from assistantd.planning.estimate import GiB, file_bytes_estimate
 from assistantd.planning.hardware import Machine
+from assistantd.planning.placement import Option, options
+from assistantd.planning.plan_types import Budget, Candidate, Plan, compute_budget, gib
+from assistantd.planning.predict import Hardware, predict, ttft_ms
 from assistantd.planning.profiles import Models, Profile
+from assistantd.planning.quant_quality import quant_quality, too_lossy
 from assistantd.planning.speeds import MeasuredSpeeds
-from assistantd.vocab import Placement
 
-# Quality points lost to quantization (HumanEval-scale), a rule of thumb from published
-# perplexity/accuracy deltas of llama.cpp k-quants; Q8_0 is treated as lossless.
-QUANT_PENALTY = {
-    "F16": 0.0,
-    "BF16": 0.0,
-    "Q8_0": 0.0,
-    "Q6_K": 0.3,
-    "Q5_K_M": 0.8,
-    "Q5_K_S": 1.0,
-    "Q5_0": 1.2,
-    "Q5_1": 1.0,
-    "Q4_K_M": 1.8,
-    "Q4_K_S": 2.4,
-    "Q4_0": 3.0,
-    "Q4_1": 2.6,
-    "IQ4_XS": 2.2,
-    "IQ4_NL": 2.4,
-    "Q3_K_L": 4.0,
-    "Q3_K_M": 5.0,
-    "Q3_K_S": 7.0,
-    "IQ3_M": 5.0,
-    "IQ3_XXS": 8.0,
-    "Q2_K": 12.0,
-    "IQ2_M": 14.0,
-    "IQ2_XS": 18.0,
-}
+__all__ = ["Budget", "Candidate", "Plan", "compute_budget", "gib", "GiB", "hardware_of", "plan"]
+
 # How much speed counts against quality, by preference.
 SPEED_WEIGHT = {"quality": 0.5, "balanced": 3.0, "speed": 10.0}
-EFFICIENCY = 0.6  # share of peak bandwidth a decode step achieves
-DEFAULT_RAM_BANDWIDTH_GBS = 20.0
-DEFAULT_GPU_BANDWIDTH_GBS = 300.0
+GPU_KIND = {"nvidia": "cuda", "amd": "rocm", "apple": "metal"}
+REFERENCE_PROMPT_TOKENS = 1000  # when the caller names no TTFT reference prompt
 
 
-@dataclass(frozen=True)
-class Budget:
-    ram_bytes: int
-    vram_bytes: int  # summed over usable GPUs; 0 when the build cannot offload
-    unified: bool = False
-    notes: tuple[str, ...] = ()
-
-
-def compute_budget(
-    machine: Machine,
-    *,
-    ram_reserve: int,
-    vram_reserve: int,
-    ram_override: int | None = None,
-    vram_override: int | None = None,
-) -> Budget:
-    """Measured free memory minus what the rest of the machine needs, or the user's override."""
-    notes = []
-    ram = (
-        ram_override if ram_override is not None else max(machine.available_bytes - ram_reserve, 0)
-    )
-    if ram_override is not None:
-        notes.append(f"RAM budget set by override to {gib(ram)}")
-    vram = 0
-    if machine.gpu_offload and not machine.unified_memory:
-        free = sum(max(g.free_bytes - vram_reserve, 0) for g in machine.gpus if g.vendor != "apple")
-        vram = vram_override if vram_override is not None else free
-    note = machine.offload_note()
-    if note:
-        notes.append(note)
-    return Budget(
-        ram, vram, unified=machine.unified_memory and machine.gpu_offload, notes=tuple(notes)
+def hardware_of(machine: Machine, budget: Budget) -> Hardware:
+    """Bandwidth and compute of the devices this budget uses: measured or given where known,
+    else the spec table by name, else a default by platform."""
+    ram_gbs = machine.memory_bandwidth_gbs or devices.default_ram_bandwidth(machine.cpu_model)
+    cpu = devices.cpu_gflops(machine.cpu_cores, machine.cpu_flags)
+    usable = [
+        g
+        for g in machine.gpus
+        if machine.gpu_offload and (g.vendor == "apple") == machine.unified_memory
+    ]
+    if not usable:
+        return Hardware(ram_gbs=ram_gbs, cpu_gflops=cpu)
+    speeds = []
+    for gpu in usable:
+        spec = devices.lookup(gpu.name) or devices.DEFAULT_GPU.get(gpu.vendor, (300.0, 40.0))
+        speeds.append((gpu.memory_bandwidth_gbs or spec[0], gpu.fp16_tflops or spec[1]))
+    # Layers split across cards run one card after the other: the slowest card sets the pace.
+    bandwidth = min(s[0] for s in speeds)
+    tflops = min(s[1] for s in speeds)
+    if machine.unified_memory:
+        ram_gbs = machine.memory_bandwidth_gbs or bandwidth
+    kind = GPU_KIND.get(usable[0].vendor, "cuda")
+    return Hardware(
+        ram_gbs=ram_gbs, cpu_gflops=cpu, gpu_gbs=bandwidth, gpu_tflops=tflops, gpu_kind=kind
     )
 
 
-def gib(n: float) -> str:
-    return f"{n / GiB:.1f} GiB"
-
-
-@dataclass(kw_only=True)
-class Candidate:
-    model: str
-    quant: str
-    placement: Placement
-    n_gpu_layers: int
-    n_ctx: int
-    file_bytes: int
-    file_bytes_estimated: bool
-    ram_bytes: int
-    vram_bytes: int
-    predicted_tok_s: float
-    speed_measured: bool
-    quality: float
-    score: float = 0.0
-    fits: bool = False
-    meets_target: bool = False  # predicted (or measured) decode speed reaches the target
-    reason: str = ""
-    repo: str = ""
-
-    @property
-    def estimated_bytes(self) -> int:
-        return self.ram_bytes + self.vram_bytes
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.model, self.quant)
-
-    @property
-    def label(self) -> str:
-        return f"{self.model} {self.quant}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "estimated_bytes": self.estimated_bytes}
-
-
-@dataclass
-class Plan:
-    machine: Machine
-    budget: Budget
-    candidates: list[Candidate]  # fitting first, best first; then the rejected
-    n_ctx: int
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ladder(self) -> list[Candidate]:
-        return [c for c in self.candidates if c.fits]
-
-    @property
-    def chosen(self) -> Candidate | None:
-        return self.ladder[0] if self.ladder else None
-
-    def to_json(self) -> dict[str, Any]:
-        chosen = self.chosen
-        return {
-            "machine": self.machine.to_json(),
-            "budget": asdict(self.budget),
-            "n_ctx": self.n_ctx,
-            "chosen": chosen.to_json() if chosen else None,
-            "candidates": [c.to_json() for c in self.candidates],
-            "notes": [*self.budget.notes, *self.notes],
-        }
-
-
-def _speed(bytes_gpu: float, bytes_cpu: float, cpu_bw: float, gpu_bw: float) -> float:
-    seconds = bytes_gpu / (gpu_bw * 1e9 * EFFICIENCY) + bytes_cpu / (cpu_bw * 1e9 * EFFICIENCY)
-    return 1.0 / seconds if seconds > 0 else math.inf
-
-
-def _placements(
-    model: CatalogModel,
-    file_bytes: int,
-    n_ctx: int,
-    budget: Budget,
-    cpu_bw: float,
-    gpu_bw: float,
-    n_seq: int = 1,
-) -> list[tuple[Placement, int, int, int, float]]:
-    """(placement, n_gpu_layers, ram, vram, tok/s) options, best placement first."""
-    arch = model.arch
-    read = bytes_per_token(arch, file_bytes)
-    cpu = footprint(arch, file_bytes, n_ctx, n_seq=n_seq)
-    cpu_only: tuple[Placement, int, int, int, float] = (
-        "cpu",
-        0,
-        cpu.total_bytes,
-        0,
-        _speed(0, read, cpu_bw, gpu_bw),
-    )
-    if budget.unified:
-        return [("gpu", -1, cpu.total_bytes, 0, _speed(read, 0, cpu_bw, gpu_bw))]
-    if budget.vram_bytes <= 0:
-        return [cpu_only]
-    gpu = footprint(arch, file_bytes, n_ctx, on_gpu=True, n_seq=n_seq)
-    options: list[tuple[Placement, int, int, int, float]] = []
-    full_vram = gpu.weights_bytes + gpu.kv_bytes + gpu.compute_bytes
-    options.append(("gpu", -1, gpu.host_bytes, full_vram, _speed(read, 0, cpu_bw, gpu_bw)))
-    per_layer = (file_bytes + kv_cache_bytes(arch, n_ctx * n_seq)) / arch.n_layer
-    gpu_compute = compute_buffer_bytes(arch, n_ctx * n_seq, on_gpu=True)
-    layers = int((budget.vram_bytes - gpu_compute) // per_layer) if per_layer else 0
-    layers = min(layers, arch.n_layer - 1)
-    if layers > 0:
-        share = layers / arch.n_layer
-        vram = int(layers * per_layer + gpu_compute)
-        ram = int(
-            cpu.host_bytes + (1 - share) * (cpu.weights_bytes + cpu.kv_bytes) + cpu.compute_bytes
-        )
-        options.append(
-            ("partial", layers, ram, vram, _speed(read * share, read * (1 - share), cpu_bw, gpu_bw))
-        )
-    options.append(cpu_only)
-    return options
+def _fits(option: Option, budget: Budget) -> list[str]:
+    problems = []
+    if option.ram_bytes > budget.ram_bytes:
+        problems.append(f"needs {gib(option.ram_bytes)} RAM, budget {gib(budget.ram_bytes)}")
+    if budget.unified and option.vram_bytes > budget.gpu_working_set_bytes:
+        limit = gib(budget.gpu_working_set_bytes)
+        problems.append(f"needs {gib(option.vram_bytes)} GPU memory, Metal working set {limit}")
+    elif not budget.unified and option.vram_bytes > budget.vram_bytes:
+        problems.append(f"needs {gib(option.vram_bytes)} VRAM, budget {gib(budget.vram_bytes)}")
+    return problems
 
 
 def plan(
@@ -224,78 +89,113 @@ def plan(
     file_sizes: dict[tuple[str, str], int] | None = None,
     measured_tok_s: dict[tuple[str, str, str], float] | None = None,
     n_slots: int = 1,
+    ttft_target_ms: float | None = None,
+    reference_prompt_tokens: int = REFERENCE_PROMPT_TOKENS,
+    role: str | None = None,
 ) -> Plan:
     """Every candidate with its fit and reason; fitting ones ranked best first. Memory counts
-    the KV cache of every slot the worker will serve."""
+    the KV cache of every slot the worker will serve. `role` keeps only models for it."""
     file_sizes = file_sizes or {}
     measured_tok_s = measured_tok_s or {}
-    cpu_bw = machine.memory_bandwidth_gbs or DEFAULT_RAM_BANDWIDTH_GBS
-    gpu_bw = DEFAULT_GPU_BANDWIDTH_GBS
+    hw = hardware_of(machine, budget)
     weight = SPEED_WEIGHT[prefer]
     candidates: list[Candidate] = []
     for model in catalog:
-        ctx = min(n_ctx, model.arch.n_ctx_train)
+        if role and role not in model.roles and not model.starter:
+            continue
+        arch = model.arch
+        ctx = min(n_ctx, arch.n_ctx_train)
         for quant in model.quants:
             known = file_sizes.get((model.id, quant))
-            file_bytes = known if known is not None else file_bytes_estimate(model.arch, quant)
-            options = _placements(model, file_bytes, ctx, budget, cpu_bw, gpu_bw, n_slots)
-            chosen_option = None
-            reasons = []
-            for placement, layers, ram, vram, tok_s in options:  # fastest placement first
-                measured = measured_tok_s.get((model.id, quant, placement))
-                tok_s = measured if measured is not None else tok_s
-                problems = []
-                if ram > budget.ram_bytes:
-                    problems.append(f"needs {gib(ram)} RAM, budget {gib(budget.ram_bytes)}")
-                if vram > budget.vram_bytes:
-                    problems.append(f"needs {gib(vram)} VRAM, budget {gib(budget.vram_bytes)}")
-                if not problems:
-                    chosen_option = (placement, layers, ram, vram, tok_s, measured is not None)
-                    break
-                reasons.append(f"{placement}: {'; '.join(problems)}")
-            quality = model.quality - QUANT_PENALTY.get(quant, 5.0)
-            meets = False
-            if chosen_option is None:
-                placement, layers, ram, vram, tok_s = options[-1]
-                was_measured, fits, score = False, False, 0.0
-                reason = reasons[-1].split(": ", 1)[1] if len(options) == 1 else " | ".join(reasons)
+            file_bytes = known if known is not None else file_bytes_estimate(arch, quant)
+            choices = options(arch, file_bytes, ctx, budget, n_slots)
+            fitting = [o for o in choices if not _fits(o, budget)]
+            predictions = {
+                id(o): predict(arch, o.split, hw, reference_prompt_tokens, quant) for o in choices
+            }
+            # The GPU-heaviest option that fits, unless another fitting one is faster.
+            chosen = max(fitting, key=lambda o: predictions[id(o)].decode_tok_s, default=None)
+            option = chosen or choices[-1]
+            guess = predictions[id(option)]
+            measured = measured_tok_s.get((model.id, quant, option.placement))
+            tok_s = measured if measured is not None else guess.decode_tok_s
+            ttft = ttft_ms(guess.prompt_tok_s, tok_s, reference_prompt_tokens)
+            quality = quant_quality(model.quality, quant, arch.n_params)
+            lossy = too_lossy(quant, arch.n_params, model.quants)
+            meets = meets_ttft = False
+            score = 0.0
+            if chosen is None:
+                reasons = [f"{o.placement}: {'; '.join(_fits(o, budget))}" for o in choices]
+                reason = reasons[-1].split(": ", 1)[1] if len(reasons) == 1 else " | ".join(reasons)
             else:
-                placement, layers, ram, vram, tok_s, was_measured = chosen_option
-                fits = True
-                meets = tok_s >= min_tok_s
-                score = round(quality + weight * math.log2(max(tok_s, 0.1)), 2)
-                reason = f"fits ({placement}, {gib(ram)} RAM" + (
-                    f", {gib(vram)} VRAM)" if vram else ")"
-                )
-                if not meets:
-                    reason += f"; predicted {tok_s:.1f} tok/s < target {min_tok_s:.1f} tok/s"
+                meets = round(tok_s, 1) >= min_tok_s  # as shown, so 14.96 is not "15.0 < 15"
+                meets_ttft = ttft_target_ms is None or ttft <= ttft_target_ms
+                score = quality + weight * math.log2(max(tok_s, 0.1))
+                if ttft_target_ms and not meets_ttft:
+                    score -= weight * math.log2(ttft / ttft_target_ms)
+                score = round(score, 2)
+                reason = _fit_reason(option, tok_s, min_tok_s, ttft, ttft_target_ms, meets)
+                if lossy:
+                    reason += f"; ranked last: {lossy}"
             candidates.append(
                 Candidate(
                     model=model.id,
                     quant=quant,
-                    placement=placement,
-                    n_gpu_layers=layers,
+                    placement=option.placement,
+                    n_gpu_layers=option.n_gpu_layers,
                     n_ctx=ctx,
                     file_bytes=file_bytes,
                     file_bytes_estimated=known is None,
-                    ram_bytes=ram,
-                    vram_bytes=vram,
+                    ram_bytes=option.ram_bytes,
+                    vram_bytes=0 if budget.unified else option.vram_bytes,
                     predicted_tok_s=round(tok_s, 1),
-                    speed_measured=was_measured,
+                    speed_measured=measured is not None and chosen is not None,
                     quality=quality,
                     score=score,
-                    fits=fits,
+                    fits=chosen is not None,
                     meets_target=meets,
                     reason=reason,
                     repo=model.repo,
+                    experts_in_ram=option.experts_in_ram,
+                    n_cpu_moe=option.n_cpu_moe,
+                    params_b=round(arch.n_params / 1e9, 2),
+                    active_params_b=round(arch.active_params / 1e9, 2),
+                    licence=model.licence,
+                    predicted_prompt_tok_s=round(guess.prompt_tok_s, 1),
+                    predicted_ttft_ms=round(ttft),
+                    meets_ttft=meets_ttft,
+                    lossy=lossy is not None,
                 )
             )
+    starters = {m.id for m in catalog if m.starter}
     # Below the speed target still serves, but only when nothing faster fits.
-    fitting = sorted(
-        (c for c in candidates if c.fits), key=lambda c: (not c.meets_target, -c.score)
+    fitting_c = sorted(
+        (c for c in candidates if c.fits),
+        key=lambda c: (
+            not c.meets_target,
+            c.model in starters and len(starters) < len(catalog),
+            c.lossy,  # a small model below its bits: only when nothing else as fast fits
+            -c.score,
+        ),
     )
     rejected = [c for c in candidates if not c.fits]
-    return Plan(machine, budget, fitting + rejected, n_ctx)
+    return Plan(machine, budget, fitting_c + rejected, n_ctx)
+
+
+def _fit_reason(
+    option: Option, tok_s: float, min_tok_s: float, ttft: float, target: float | None, meets: bool
+) -> str:
+    where = f"{option.placement}, {gib(option.ram_bytes)} RAM" + (
+        f", {gib(option.vram_bytes)} VRAM" if option.vram_bytes else ""
+    )
+    if option.experts_in_ram:
+        where += f"; experts of {option.n_cpu_moe} layers in RAM, the rest on the GPU"
+    reason = f"fits ({where})"
+    if not meets:
+        reason += f"; predicted {tok_s:.1f} tok/s < target {min_tok_s:.1f} tok/s"
+    if target and ttft > target:
+        reason += f"; predicted TTFT {ttft / 1000:.1f} s > target {target / 1000:.1f} s"
+    return reason
 
 
 def allowed_models(catalog: list[CatalogModel], rules: Models) -> list[CatalogModel]:
@@ -305,6 +205,8 @@ def allowed_models(catalog: list[CatalogModel], rules: Models) -> list[CatalogMo
         if not model.starter:
             if rules.families and model.family not in rules.families:
                 continue
+            if not model.licence_ok_by_default and model.family not in rules.families:
+                continue  # non-commercial / non-production: only when the profile names it
             if rules.max_params_b and model.arch.n_params > rules.max_params_b * 1e9:
                 continue
         keep.append(model)
@@ -353,4 +255,7 @@ def make_plan(
         file_sizes=sizes,
         measured_tok_s=speeds.get() if speeds else None,
         n_slots=n_slots,
+        ttft_target_ms=profile.targets.ttft_p95_ms,
+        reference_prompt_tokens=profile.targets.reference_prompt_tokens,
+        role="chat",
     )

@@ -18,6 +18,7 @@ from assistantd.errors import ContextOverflow, InvalidRequest, QueueFull, Worker
 from assistantd.vocab import GenerationKind
 from assistantd.worker import constraints, tool_calls
 from assistantd.worker.answers import Answer
+from assistantd.worker.experts import experts_in_ram
 from assistantd.worker.prompts import Prompts
 from assistantd.worker.protocol import Event, priority_of
 from assistantd.worker.sampling import Sampling
@@ -40,6 +41,7 @@ class Engine:
         n_gpu_layers: int,
         model_id: str,
         n_slots: int,
+        n_cpu_moe: int = 0,
     ) -> None:
         self.model_path = model_path
         self.model_id = model_id
@@ -49,14 +51,15 @@ class Engine:
         self._n_gpu_layers = n_gpu_layers
         # The Llama object holds the weights, the vocabulary and the metadata; its own context
         # is kept tiny, since the slot engine decodes in a context of its own.
-        self.llm = Llama(
-            model_path=model_path,
-            n_ctx=64,
-            n_batch=64,
-            n_threads=threads,
-            n_gpu_layers=n_gpu_layers,
-            verbose=False,
-        )
+        with experts_in_ram(n_cpu_moe):
+            self.llm = Llama(
+                model_path=model_path,
+                n_ctx=64,
+                n_batch=64,
+                n_threads=threads,
+                n_gpu_layers=n_gpu_layers,
+                verbose=False,
+            )
         self.prompts = Prompts(self.llm, model_id)
         self.tool_family = tool_calls.family_of(self.prompts.template)
         self.slots = SlotEngine(

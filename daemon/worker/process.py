@@ -31,6 +31,7 @@ class WorkerSpec:
     n_slots: int
     n_gpu_layers: int
     socket_path: Path
+    n_cpu_moe: int = 0  # mixture of experts: the first N layers' experts stay in RAM
 
 
 class WorkerProcess:
@@ -78,6 +79,8 @@ class WorkerProcess:
             str(self.spec.n_gpu_layers),
             "--slots",
             str(self.spec.n_slots),
+            "--n-cpu-moe",
+            str(self.spec.n_cpu_moe),
             "--parent-pid",
             str(os.getpid()),
             stdin=asyncio.subprocess.DEVNULL,

@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-gpu-layers", type=int, default=-1)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--n-cpu-moe", type=int, default=0)
     args = parser.parse_args(argv)
     _die_with_parent(args.parent_pid)
     try:
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
             n_gpu_layers=args.n_gpu_layers,
             model_id=args.model_id,
             n_slots=args.slots,
+            n_cpu_moe=args.n_cpu_moe,
         )
     except Exception as exc:
         print(f"could not load {args.model}: {exc}", file=sys.stderr, flush=True)

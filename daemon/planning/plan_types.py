@@ -1,0 +1,133 @@
+"""What a plan is made of: the memory budget, one candidate, the ranked plan."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from assistantd.planning.devices import apple_working_set
+from assistantd.planning.estimate import GiB
+from assistantd.planning.hardware import Machine
+from assistantd.vocab import Placement
+
+
+@dataclass(frozen=True)
+class Budget:
+    ram_bytes: int
+    vram_bytes: int  # summed over usable GPUs; 0 when the build cannot offload
+    unified: bool = False
+    notes: tuple[str, ...] = ()
+    # Unified memory (Apple): what Metal lets the GPU keep resident, within ram_bytes.
+    gpu_working_set_bytes: int = 0
+
+
+def compute_budget(
+    machine: Machine,
+    *,
+    ram_reserve: int,
+    vram_reserve: int,
+    ram_override: int | None = None,
+    vram_override: int | None = None,
+) -> Budget:
+    """Measured free memory minus what the rest of the machine needs, or the user's override."""
+    notes = []
+    ram = (
+        ram_override if ram_override is not None else max(machine.available_bytes - ram_reserve, 0)
+    )
+    if ram_override is not None:
+        notes.append(f"RAM budget set by override to {gib(ram)}")
+    vram = 0
+    if machine.gpu_offload and not machine.unified_memory:
+        free = sum(max(g.free_bytes - vram_reserve, 0) for g in machine.gpus if g.vendor != "apple")
+        vram = vram_override if vram_override is not None else free
+    note = machine.offload_note()
+    if note:
+        notes.append(note)
+    unified = machine.unified_memory and machine.gpu_offload
+    working_set = 0
+    if unified:
+        working_set = min(ram, apple_working_set(machine.ram_bytes))
+        if vram_override is not None:
+            working_set = min(ram, vram_override)
+        notes.append(f"Metal working set {gib(working_set)} of {gib(machine.ram_bytes)} RAM")
+    return Budget(ram, vram, unified=unified, notes=tuple(notes), gpu_working_set_bytes=working_set)
+
+
+def gib(n: float) -> str:
+    return f"{n / GiB:.1f} GiB"
+
+
+@dataclass(kw_only=True)
+class Candidate:
+    model: str
+    quant: str
+    placement: Placement
+    n_gpu_layers: int
+    n_ctx: int
+    file_bytes: int
+    file_bytes_estimated: bool
+    ram_bytes: int
+    vram_bytes: int
+    predicted_tok_s: float
+    speed_measured: bool
+    quality: float
+    score: float = 0.0
+    fits: bool = False
+    meets_target: bool = False  # predicted (or measured) decode speed reaches the target
+    reason: str = ""
+    repo: str = ""
+    # MoE with routed experts in RAM, the rest on the GPU (llama.cpp --n-cpu-moe; in
+    # llama-cpp-python tensor_buft_overrides "ffn_.*_exps=CPU"): placement "partial",
+    # n_gpu_layers -1, and n_cpu_moe of the layers keep their experts in RAM.
+    experts_in_ram: bool = False
+    n_cpu_moe: int = 0
+    params_b: float = 0.0  # total parameters, billions
+    active_params_b: float = 0.0  # read per token (MoE: the active experts)
+    licence: str = ""
+    predicted_prompt_tok_s: float = 0.0
+    predicted_ttft_ms: float = 0.0  # for the profile's reference prompt
+    meets_ttft: bool = False
+    lossy: bool = False  # below the bits an expert runs a model this small at: ranked last
+
+    @property
+    def estimated_bytes(self) -> int:
+        return self.ram_bytes + self.vram_bytes
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.model, self.quant)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} {self.quant}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "estimated_bytes": self.estimated_bytes}
+
+
+@dataclass
+class Plan:
+    machine: Machine
+    budget: Budget
+    candidates: list[Candidate]  # fitting first, best first; then the rejected
+    n_ctx: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ladder(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.fits]
+
+    @property
+    def chosen(self) -> Candidate | None:
+        return self.ladder[0] if self.ladder else None
+
+    def to_json(self) -> dict[str, Any]:
+        chosen = self.chosen
+        return {
+            "machine": self.machine.to_json(),
+            "budget": asdict(self.budget),
+            "n_ctx": self.n_ctx,
+            "chosen": chosen.to_json() if chosen else None,
+            "candidates": [c.to_json() for c in self.candidates],
+            "notes": [*self.budget.notes, *self.notes],
+        }
