@@ -200,17 +200,21 @@ def _plan_table(result: Plan) -> str:
         + f", context {result.n_ctx} tokens",
         *[f"note: {note}" for note in budget.notes],
         "",
-        f"{'':2}{'model':32} {'quant':7} {'file':>9} {'RAM':>9} {'VRAM':>9} {'place':8} "
-        f"{'tok/s':>6} {'quality':>7}  fits / reason",
+        f"{'':2}{'model':32} {'quant':7} {'file':>9} {'RAM':>9} {'VRAM':>9} {'place':11} "
+        f"{'tok/s':>6} {'TTFT':>7} {'quality':>7}  fits / reason",
     ]
     for index, c in enumerate(result.candidates):
         mark = "▶ " if index == 0 and c.fits else "  "
         size = ("~" if c.file_bytes_estimated else "") + gib(c.file_bytes).replace(" GiB", "G")
-        place = c.placement + (f"({c.n_gpu_layers})" if c.placement == "partial" else "")
+        if c.experts_in_ram:
+            place = f"experts({c.n_cpu_moe})"  # the first N layers' experts in RAM
+        else:
+            place = c.placement + (f"({c.n_gpu_layers})" if c.placement == "partial" else "")
+        ttft = f"{c.predicted_ttft_ms / 1000:.1f}s" if c.predicted_ttft_ms else "—"
         lines.append(
             f"{mark}{c.model:32} {c.quant:7} {size:>9} {gib(c.ram_bytes).replace(' GiB', 'G'):>9} "
-            f"{gib(c.vram_bytes).replace(' GiB', 'G'):>9} {place:8} {c.predicted_tok_s:>6.1f} "
-            f"{c.quality:>7.1f}  {'yes' if c.fits else 'no: ' + c.reason}"
+            f"{gib(c.vram_bytes).replace(' GiB', 'G'):>9} {place:11} {c.predicted_tok_s:>6.1f} "
+            f"{ttft:>7} {c.quality:>7.1f}  {'yes' if c.fits else 'no: ' + c.reason}"
         )
     lines.append("\n~ file size estimated from parameters × bits per weight (hub not consulted)")
     return "\n".join(lines)
