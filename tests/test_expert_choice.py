@@ -21,7 +21,7 @@ FOUR_BIT = {"Q4_K_M", "Q4_K_S", "IQ4_XS", "IQ4_NL", "Q4_0", "MXFP4"}
 FIVE_PLUS = {"Q5_K_M", "Q5_K_S", "Q6_K", "Q8_0"}
 FOUR_PLUS = FOUR_BIT | FIVE_PLUS
 SIX_PLUS = {"Q6_K", "Q8_0"}
-# research = /tmp/research/catalog/machines.md (issue #12), rows as numbered there; it cites the
+# research = tests/data/research/machines.md (issue #12), rows as numbered there; it cites the
 # llama.vscode README's per-VRAM table, the gpt-oss guide (llama.cpp discussion #15396) and the
 # published runs in speeds.md. Where it offers two picks, both are accepted. "35B-A3B" is
 # accepted wherever the research names it for a like machine: it scores above Qwen3-Coder-Next

@@ -73,7 +73,7 @@ def predicted(
 
 
 # (label, machine, model, quant, file bytes (None: estimated), published decode tok/s, source).
-# Numbers from /tmp/research/catalog/speeds.md (issue #12 research), rows as numbered there.
+# Numbers from tests/data/research/speeds.md (issue #12 research), rows as numbered there.
 PUBLISHED = [
     ("RTX 4090, TinyLlama Q4_K_M", nvidia("NVIDIA GeForce RTX 4090", 24), "tinyllama-1.1b",
      "Q4_K_M", 667_815_488, 762,

@@ -3,7 +3,7 @@
 A GPU's memory bandwidth comes from NVML when the card is NVIDIA (bus width × max memory clock
 × 2, DDR), else from the machine file (`memory_bandwidth_gbs` per GPU), else from the table
 below by name. Compute (dense FP16 tensor TFLOPS) comes from the table, or from NVML's SM count
-and clock. Figures are vendor spec sheets, collected in /tmp/research speeds.md for issue #12:
+and clock. Figures are vendor spec sheets, collected in tests/data/research/speeds.md for issue #12:
 nvidia.com product pages and the Ampere/Ada/Blackwell whitepapers, the A100/H100/H200/L4
 datasheets, amd.com, apple.com (M-series memory bandwidth), FP16 figures for GeForce taken with
 FP32 accumulate (what llama.cpp's cuBLAS/MMA paths get).
