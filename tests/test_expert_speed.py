@@ -163,8 +163,8 @@ def test_test_models_on_this_machine_within_15_percent(name: str, models: dict[s
     ).candidates  # fmt: skip
     decode, prompt = MEASURED[name]
     assert abs(c.predicted_tok_s / decode - 1) <= 0.15, c.predicted_tok_s
-    # Prompt speed is compute-bound and kernel-dependent (Q4_1 vs Q4_K): a looser band.
-    assert abs(c.predicted_prompt_tok_s / prompt - 1) <= 0.30, c.predicted_prompt_tok_s
+    # Prompt speed is compute-bound and kernel-dependent (Q4_1 plain, Q4_K_M repacked).
+    assert abs(c.predicted_prompt_tok_s / prompt - 1) <= 0.15, c.predicted_prompt_tok_s
     assert c.predicted_ttft_ms == pytest.approx(
         (500 / c.predicted_prompt_tok_s + 1 / c.predicted_tok_s) * 1000, rel=0.02
     )

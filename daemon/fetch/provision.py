@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from assistantd.errors import AssistantError, DownloadStopped, HubUnavailable, ModelFileError
-from assistantd.fetch import hub
+from assistantd.fetch import exact, hub
 from assistantd.fetch.download import Downloader, Progress, hf_cache_dir, repo_dir
 from assistantd.files import sha256_of
 from assistantd.planning.catalog import CatalogModel, load_catalog
@@ -105,9 +105,16 @@ def provision(
     status.set("planning")
     models = load_catalog(settings.catalog)
     result = make_plan(models, profile, machine, speeds, n_slots=settings.slots)
+    catalog = {m.id: m for m in models}
+    # Exact before download: re-plan with the short-listed files' own headers and sizes.
+    refined, notes = exact.refine(result.ladder, catalog, hf_cache_dir())
+    status.notes.extend(notes)
+    if refined:
+        catalog.update(refined)
+        models = list(catalog.values())
+        result = make_plan(models, profile, machine, speeds, n_slots=settings.slots)
     status.plan = result.to_json()
     status.notes.extend(result.budget.notes)
-    catalog = {m.id: m for m in models}
     offline = False
     for candidate in result.ladder:
         model = catalog[candidate.model]
