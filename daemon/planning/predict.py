@@ -42,7 +42,7 @@ PCIE_GBS = 25.0  # PCIe 4.0 x16 in practice
 # ggml's CPU backend repacks these types into interleaved blocks for its AVX2/NEON matmul
 # kernels (the "extra" CPU buffer types), which evaluate prompts much faster than the plain
 # dot-product path the other types take. Both factors fitted on this machine's two test models
-# (Q4_1 SmolLM2: 248 tok/s, Q4_K_M Gemma 270M: 417 tok/s; tests/test_expert_speed.py).
+# (Q4_1 SmolLM2 ≈ 250–264 tok/s, Q4_K_M Gemma 270M ≈ 417–431 tok/s; tests/test_expert_speed.py).
 CPU_REPACKED = frozenset({"Q4_0", "Q4_K_M", "Q4_K_S", "IQ4_NL"})
 CPU_PROMPT_FACTOR = {"repacked": 1.38, "plain": 0.86}
 N_UBATCH = 512
