@@ -65,11 +65,11 @@ class Settings(BaseSettings):
         -1, ge=-1, description="Layers to offload to the GPU (-1 = all; ignored by CPU builds)."
     )
     slots: int = Field(
-        4,
+        3,
         ge=1,
         le=64,
-        description="Requests a worker decodes at once (chat + autocomplete + its alternatives);"
-        " each slot holds its own n_ctx of KV cache.",
+        description="Requests a worker decodes at once: chat + autocomplete + one spare by "
+        "default; each slot holds its own n_ctx of KV cache.",
     )
     queue_size: int = Field(
         16, ge=0, le=10_000, description="Generation requests that may wait; more get 503."

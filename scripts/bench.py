@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Count from 1 to 1000, separated by commas: 1, 2, 3, 4,"
 MAX_TOKENS = 128
 THREADS = 2
-SLOTS = 4  # assistantd's default: each slot holds its own KV cache
+SLOTS = 3  # assistantd's default: each slot holds its own KV cache
 N_CTX = 2048
 
 Sample = tuple[float, float, int]  # ttft_s, decode_tok_s, tokens

@@ -59,7 +59,7 @@ def drain_budget(models: dict[str, Path]) -> int:
     """A RAM budget either model fits alone but not both at once: swaps must drain first."""
     need = [
         footprint(
-            from_header(read_local(models[m])), models[m].stat().st_size, 2048, n_seq=4
+            from_header(read_local(models[m])), models[m].stat().st_size, 2048, n_seq=3
         ).total_bytes
         for m in ("gemma270m", "smollm2")
     ]

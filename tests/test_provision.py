@@ -66,8 +66,8 @@ def test_no_model_plans_downloads_and_serves_then_works_offline_from_the_cache(
     # A budget between the Q8_0 and Q4_K_M footprints: the largest that fits is Q4_K_M.
     arch = from_header(read_local(quant_ladder["Q8_0"]))
     q8, q4 = (quant_ladder[q].stat().st_size for q in ("Q8_0", "Q4_K_M"))
-    # Four slots (the default), each with its 2048-token KV cache.
-    need_q8, need_q4 = (footprint(arch, size, 2048, n_seq=4).total_bytes for size in (q8, q4))
+    # Three slots (the default), each with its 2048-token KV cache.
+    need_q8, need_q4 = (footprint(arch, size, 2048, n_seq=3).total_bytes for size in (q8, q4))
     assert need_q8 > need_q4
     budget = str((need_q8 + need_q4) // 2)
     daemon: Daemon = start_daemon(None, HF_ENDPOINT=hub.url, ASSISTANT_RAM_BUDGET=budget, **env)

@@ -124,7 +124,7 @@ def test_a_lower_memory_budget_at_run_time_forces_a_shift_down(ladder, models) -
     try:
         need = {
             name: footprint(
-                from_header(read_local(models[name])), models[name].stat().st_size, 2048, n_seq=4
+                from_header(read_local(models[name])), models[name].stat().st_size, 2048, n_seq=3
             )
             for name in ("gemma270m", "smollm2")
         }

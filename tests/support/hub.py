@@ -107,14 +107,15 @@ class HubServer:
                 name = resolve.group(3)
                 file = repo.files[name]
                 size = file.stat().st_size
-                start = 0
+                start, end = 0, size - 1
                 rng = self.headers.get("Range")
-                if rng:
-                    start = int(re.match(r"bytes=(\d+)-", rng).group(1))
+                if rng:  # "bytes=START-" or "bytes=START-END", as the hub's CDN honours them
+                    first, last = re.match(r"bytes=(\d+)-(\d*)", rng).groups()
+                    start, end = int(first), min(int(last), size - 1) if last else size - 1
                 self.send_response(206 if rng else 200)
-                self.send_header("Content-Length", str(size - start))
+                self.send_header("Content-Length", str(end + 1 - start))
                 if rng:
-                    self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
                 self.send_header("Accept-Ranges", "bytes")
                 self.send_header("ETag", f'"{repo.sha256[name]}"')
                 self.send_header("X-Linked-Etag", f'"{repo.sha256[name]}"')
@@ -125,7 +126,9 @@ class HubServer:
                     return
                 with file.open("rb") as handle:
                     handle.seek(start)
-                    while block := handle.read(64 * 1024):
+                    left = end + 1 - start
+                    while left > 0 and (block := handle.read(min(64 * 1024, left))):
+                        left -= len(block)
                         try:
                             self.wfile.write(block)
                         except OSError:
