@@ -102,13 +102,15 @@ def over_http(base_url: str) -> Callable[[], Sample]:
     return lambda: _measure(pieces, next(prompts))
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180) -> None:
+def _wait_ready(
+    url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180, path: str = "/v1/models"
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
+            if httpx.get(url + path, timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass

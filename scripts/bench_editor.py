@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 
 from scripts import fetch_models
-from scripts.bench import THREADS, _free_port, in_process
+from scripts.bench import THREADS, _free_port, _wait_ready, in_process
 
 ROOT = Path(__file__).resolve().parent.parent
 N_CTX = 4096  # per slot
@@ -56,17 +56,7 @@ class Server:
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.proc.returncode}")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{name} did not start")
+        _wait_ready(url, self.proc, path="/health")  # both answer 200 only once loaded
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

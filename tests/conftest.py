@@ -91,29 +91,28 @@ def tool_model(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     return out
 
 
-@pytest.fixture(scope="module")
-def smol_tools(tool_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    daemon = launch(tool_model, tmp_path_factory.mktemp("tools") / "assistantd.log")
+def _serving(model: Path, folder: Path) -> Iterator[Daemon]:
+    """A daemon on `model` for as long as the fixture that yields from this lives."""
+    daemon = launch(model, folder / "assistantd.log")
     daemon.wait_healthy()
     yield daemon
     daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def smol_tools(tool_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    yield from _serving(tool_model, tmp_path_factory.mktemp("tools"))
 
 
 @pytest.fixture(scope="module")
 def smol(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """One daemon serving SmolLM2, shared by the tests of a module that leave it healthy."""
-    daemon = launch(models["smollm2"], tmp_path_factory.mktemp("smol") / "assistantd.log")
-    daemon.wait_healthy()
-    yield daemon
-    daemon.stop()
+    yield from _serving(models["smollm2"], tmp_path_factory.mktemp("smol"))
 
 
 @pytest.fixture(scope="module")
 def smol_fim(fim_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    daemon = launch(fim_model, tmp_path_factory.mktemp("fim") / "assistantd.log")
-    daemon.wait_healthy()
-    yield daemon
-    daemon.stop()
+    yield from _serving(fim_model, tmp_path_factory.mktemp("fim"))
 
 
 @pytest.fixture(scope="session")

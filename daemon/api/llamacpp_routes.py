@@ -19,8 +19,7 @@ from assistantd.api.streaming import (
     opened,
     read_body,
 )
-from assistantd.errors import InvalidRequest
-from assistantd.worker.sampling import Sampling
+from assistantd.worker.protocol import Sampling
 
 router = APIRouter()
 
@@ -73,12 +72,7 @@ async def infill(request: Request, state: State) -> Response:
     # llama.cpp's protocol serves one model: llama.vscode sends its chat model's name and
     # llama.vim an empty one, so the name is not checked here.
     state.check_model(None)
-    if body.n_cmpl > state.settings.slots:
-        raise InvalidRequest(
-            f"n_cmpl={body.n_cmpl} is more than this daemon's {state.settings.slots} slots; ask "
-            "for fewer or raise ASSISTANT_SLOTS",
-            param="n_cmpl",
-        )
+    state.check_n(body.n_cmpl, "n_cmpl")
     params = body.model_dump(include=_INFILL_KEYS, exclude_none=True)
     params["max_tokens"] = state.check_limit(body.token_limit, "n_predict")
     params["n"] = body.n_cmpl

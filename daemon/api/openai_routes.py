@@ -11,12 +11,11 @@ from fastapi.responses import JSONResponse, Response
 
 from assistantd.api import openapi, shapes
 from assistantd.api.deps import State
-from assistantd.api.proxy import Generation
+from assistantd.api.proxy import Generation, outcome_of
 from assistantd.api.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from assistantd.api.streaming import collect, guarded, opened, read_body, sse_response
 from assistantd.control.state import DaemonState
 from assistantd.control.stats import RequestRecord
-from assistantd.errors import AssistantError, Unavailable
 from assistantd.vocab import GenerationKind, Outcome
 
 Shape = Callable[[list[dict[str, Any]], dict[str, Any], str], dict[str, Any]]
@@ -65,7 +64,7 @@ async def list_models(state: State) -> dict[str, Any]:
 async def retrieve_model(model_id: str, state: State) -> dict[str, Any]:
     """What the SDKs' `models.retrieve(id)` asks; ids served earlier in this run resolve too."""
     state.check_model(model_id)
-    return {"id": model_id, "object": "model", "created": state.created, "owned_by": "assistantd"}
+    return shapes.model_entry(model_id, state.created)
 
 
 @router.post("/chat/completions", openapi_extra=openapi.body(ChatRequest))
@@ -115,11 +114,8 @@ async def embeddings(request: Request, state: State) -> JSONResponse:
         lease = await state.require_supervisor().lease(settings.queue_timeout_s)
         result = await lease.client.embed(body.inputs)
         outcome = "ok"
-    except Unavailable:
-        outcome = "rejected"
-        raise
-    except AssistantError as exc:
-        outcome = "invalid" if exc.status < 500 else "error"
+    except Exception as exc:
+        outcome = outcome_of(exc)
         raise
     finally:
         if lease is not None:

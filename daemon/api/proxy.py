@@ -31,6 +31,18 @@ def run_in_background(coro: Any) -> None:
     task.add_done_callback(_background.discard)
 
 
+def outcome_of(exc: BaseException) -> Outcome:
+    """How a request that raised ended: not admitted (503), the client's mistake (4xx), the
+    client gone while it waited, or a failure of ours."""
+    if isinstance(exc, Unavailable):
+        return "rejected"
+    if isinstance(exc, AssistantError):
+        return "invalid" if exc.status < 500 else "error"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return "error"
+
+
 class Generation:
     def __init__(
         self,
@@ -71,17 +83,8 @@ class Generation:
             self._stream = await self._lease.client.open_generation(self.id, kind, params)
             self._events = self._stream.events()
             self._first = await anext(self._events)
-        except Unavailable:
-            self.close("rejected")
-            raise
-        except AssistantError as exc:
-            self.close("invalid" if exc.status < 500 else "error")
-            raise
-        except asyncio.CancelledError:
-            self.close("cancelled")  # the client left while waiting
-            raise
-        except BaseException:
-            self.close("error")
+        except BaseException as exc:
+            self.close(outcome_of(exc))
             raise
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:

@@ -194,6 +194,9 @@ def embeddings(
     }
 
 
+def model_entry(model_id: str, created: int) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "assistantd"}
+
+
 def models_list(model_id: str, created: int) -> dict[str, Any]:
-    models = [{"id": model_id, "object": "model", "created": created, "owned_by": "assistantd"}]
-    return {"object": "list", "data": models if model_id else []}
+    return {"object": "list", "data": [model_entry(model_id, created)] if model_id else []}

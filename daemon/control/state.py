@@ -94,12 +94,13 @@ class DaemonState:
         if requested and requested not in self.served_ids:
             raise ModelNotFound(requested, self.model_id)
 
-    def check_n(self, n: int) -> None:
+    def check_n(self, n: int, param: str = "n") -> None:
+        """Alternatives each take a slot: no more than the worker has."""
         if n > self.settings.slots:
             raise InvalidRequest(
-                f"n={n} is more than this daemon's {self.settings.slots} slots; ask for fewer "
-                "choices or raise ASSISTANT_SLOTS",
-                param="n",
+                f"{param}={n} is more than this daemon's {self.settings.slots} slots; ask for "
+                "fewer alternatives or raise ASSISTANT_SLOTS",
+                param=param,
             )
 
     def check_limit(self, max_tokens: int | None, param: str = "max_tokens") -> int | None:

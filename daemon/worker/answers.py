@@ -40,9 +40,8 @@ class ToolWatch:
         rest = self.text[self.sent :]
         if not rest:
             return "", []
-        family: Family = "generic" if self.family in ("llama3",) else self.family
-        content, calls = tool_calls.parse(rest, family)
-        if not calls and family != "generic":
+        content, calls = tool_calls.parse(rest, self.family)
+        if not calls and self.family not in ("generic", "llama3"):
             content, calls = tool_calls.parse(rest, "generic")
         return (content, calls) if calls else (rest, [])
 
@@ -86,10 +85,8 @@ class Answer:
         self.chat = chat
         self.model_id = model_id
         self.prompt_tokens = prompt_tokens
-        self.n = n
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         self.created = int(time.time())
-        self.started = time.perf_counter()
         self._watch = [ToolWatch(family, forced=forced_call) if family else None for _ in range(n)]
         self._opened = [False] * n
 

@@ -20,10 +20,9 @@ from assistantd.worker import constraints, tool_calls
 from assistantd.worker.answers import Answer
 from assistantd.worker.experts import experts_in_ram
 from assistantd.worker.prompts import Prompts
-from assistantd.worker.protocol import Event, priority_of
-from assistantd.worker.sampling import Sampling
+from assistantd.worker.protocol import SAMPLING_KEYS, Event, Sampling, priority_of
+from assistantd.worker.slots import PromptTooLong, SlotEngine, SlotEngineError, SlotRequest
 from assistantd.worker.slots import QueueFull as SlotsFull
-from assistantd.worker.slots import SlotEngine, SlotEngineError, SlotRequest
 
 # Requests waiting inside the worker; the daemon's own queue bounds what reaches it.
 WORKER_QUEUE = 256
@@ -144,13 +143,13 @@ class Engine:
             events = self.slots.submit(request)
         except SlotsFull:
             raise QueueFull("the model worker's queue is full; retry in a moment") from None
+        except PromptTooLong:
+            raise ContextOverflow(
+                f"the prompt has {len(prompt)} tokens, which does not fit this model's "
+                f"context of {self.n_ctx} tokens; shorten it",
+                param="messages" if kind == "chat" else "prompt",
+            ) from None
         except ValueError as exc:
-            if "slot context" in str(exc):
-                raise ContextOverflow(
-                    f"the prompt has {len(prompt)} tokens, which does not fit this model's "
-                    f"context of {self.n_ctx} tokens; shorten it",
-                    param="messages" if kind == "chat" else "prompt",
-                ) from None
             raise InvalidRequest(str(exc)) from None
         try:
             yield from answer.events(events)
@@ -196,11 +195,6 @@ def _as_list(stop: str | list[str] | None) -> list[str]:
 
 def _sampling(params: dict[str, Any], grammar: str | None) -> Sampling:
     """The request's sampling, with llama.cpp's defaults for what it leaves out."""
-    values: dict[str, Any] = {"grammar": grammar}
-    for key in ("temperature", "top_k", "top_p", "min_p", "seed", "repeat_penalty"):
-        if params.get(key) is not None:
-            values[key] = params[key]
-    for key in ("presence_penalty", "frequency_penalty"):
-        if params.get(key) is not None:
-            values[key] = params[key]
-    return Sampling(**values)
+    keys = [k for k in SAMPLING_KEYS if k not in ("max_tokens", "stop")]
+    values = {k: params[k] for k in keys if params.get(k) is not None}
+    return Sampling(**values, grammar=grammar)

@@ -9,6 +9,8 @@ llm/server.go declares its completion structs). One request per stream:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
 from assistantd.vocab import GenerationKind
@@ -26,6 +28,24 @@ SAMPLING_KEYS = (
     "frequency_penalty",
     "repeat_penalty",
 )
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The sampling a slot runs with: llama.cpp's defaults for what a request leaves out. Kept
+    here, free of llama_cpp, so the daemon can report them without loading the library."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    seed: int | None = None  # None = random; alternative i of n uses seed + i
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
+    grammar: str | None = None  # GBNF text, root rule "root"
+    logit_bias: Mapping[int, float] | Sequence[tuple[int, float]] | None = None  # token id -> bias
 
 
 # Short completions are autocomplete-like: admitted ahead of waiting chat answers.

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import llama_cpp as L
 
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    seed: int | None = None  # None = random; alternative i of n uses seed + i
-    repeat_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    penalty_last_n: int = 64
-    grammar: str | None = None  # GBNF text, root rule "root"
-    logit_bias: Mapping[int, float] | Sequence[tuple[int, float]] | None = None  # token id -> bias
+from assistantd.worker.protocol import Sampling
 
 
 def build_chain(vocab, n_vocab: int, s: Sampling, alt: int = 0):

@@ -9,11 +9,15 @@ from typing import Any
 
 import llama_cpp as L
 
-from assistantd.worker.sampling import Sampling
+from assistantd.worker.protocol import Sampling
 
 
 class QueueFull(Exception):
     """The waiting queue already holds max_queue requests."""
+
+
+class PromptTooLong(ValueError):
+    """The prompt does not fit a slot's context."""
 
 
 class SlotEngineError(RuntimeError):

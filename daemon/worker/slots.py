@@ -39,6 +39,7 @@ from assistantd.worker.slot_state import (
     PREFILL,
     WAITCOPY,
     Job,
+    PromptTooLong,
     QueueFull,
     Slot,
     SlotEngineError,
@@ -95,7 +96,7 @@ class SlotEngine:
         if not p:
             raise ValueError("empty prompt")
         if len(p) >= self.n_ctx_slot:
-            raise ValueError(
+            raise PromptTooLong(
                 f"prompt has {len(p)} tokens but the slot context is {self.n_ctx_slot} "
                 f"tokens (prompt must be shorter than n_ctx_per_slot)"
             )
