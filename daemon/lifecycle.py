@@ -19,6 +19,8 @@ from assistantd.api.admission import Admission
 from assistantd.api.app import create_app
 from assistantd.control.controller import Controller
 from assistantd.control.monitor import Monitor
+from assistantd.control.pressure import MemoryWatch
+from assistantd.control.served import Served
 from assistantd.control.state import DaemonState
 from assistantd.control.supervisor import Supervisor
 from assistantd.errors import AssistantError, DownloadStopped, ModelFileError, WorkerStartFailed
@@ -28,6 +30,7 @@ from assistantd.planning.naming import model_id_for, validate_model_id
 from assistantd.planning.profiles import Profile
 from assistantd.planning.speeds import SPEEDS_FILE, MeasuredSpeeds
 from assistantd.settings import Settings
+from assistantd.vocab import Role
 from assistantd.worker.process import WorkerSpec
 
 log = logging.getLogger("assistantd")
@@ -71,16 +74,15 @@ class Lifecycle:
         self.exit_code = 0
         self.speeds = MeasuredSpeeds(settings.state_dir / SPEEDS_FILE)
         self.state = DaemonState(
-            settings=settings,
-            admission=Admission(settings.slots, settings.queue_size, settings.queue_timeout_s),
-            speeds=self.speeds,
-            monitor=Monitor(profile.targets.reference_prompt_tokens),
+            settings=settings, monitor=Monitor(profile.targets.reference_prompt_tokens)
         )
+        self.pressure = MemoryWatch(self.state)
+        self._pressure_task: asyncio.Task[None] | None = None
         self._server: _Server | None = None
 
     async def run(self) -> int:
         if self.settings.model is not None:
-            self._attach_given_model(self.settings.model)
+            self._attach_given_models()
         app = create_app(self.state)
         app.router.lifespan_context = self._lifespan
         config = uvicorn.Config(
@@ -104,18 +106,28 @@ class Lifecycle:
     # -- phases ----------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Provision a model if none was given, then run it; a first failure is fatal."""
+        """Provision the roles' models if none was given, then run them; chat failing to
+        start is fatal, another role failing falls back to chat's model with the reason."""
         state = self.state
         try:
-            if state.supervisor is None:
+            if not state.served:
                 await self._provision()
-            assert state.supervisor is not None and state.control is not None
-            state.supervisor.start()
-            if await state.supervisor.wait_settled() == "failed":
-                raise WorkerStartFailed(state.supervisor.last_error or "the worker failed")
-            state.monitor.set_model(state.model_id)
-            state.control.start()
-            log.info("serving %s at %s/v1", state.model_id, self.settings.base_url)
+            for served in state.workers:
+                served.supervisor.start()
+            for served in state.workers:
+                if await served.supervisor.wait_settled() == "failed":
+                    error = served.supervisor.last_error or "the worker failed"
+                    if served.role == "chat":
+                        raise WorkerStartFailed(error)
+                    await self._drop_role(served.role, f"its worker failed to start: {error}")
+            for role, served in state.served.items():
+                state.monitor.set_model(role, served.model_id)
+            for index, control in enumerate(state.controls.values()):
+                control.start(watch_profile=index == 0)
+            if any(c.shifting_allowed for c in state.controls.values()):
+                self._pressure_task = asyncio.create_task(self.pressure.run(), name="memory")
+            for role, served in state.served.items():
+                log.info("%s: serving %s at %s/v1", role, served.model_id, self.settings.base_url)
         except DownloadStopped as exc:
             log.info("%s", exc.message)  # shutting down: not a failure
         except AssistantError as exc:
@@ -131,61 +143,112 @@ class Lifecycle:
         state = self.state
         state.provision.stopping.set()
         startup.cancel()
-        if state.control is not None:
-            await state.control.stop()
-        if state.supervisor is not None:
-            await state.supervisor.stop()
+        if self._pressure_task is not None:
+            self._pressure_task.cancel()
+        for control in state.controls.values():
+            await control.stop()
+        for served in state.workers:
+            await served.supervisor.stop()
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _attach_given_model(self, model: Path) -> None:
-        path = check_model_file(model)
-        settings = self.settings
+    async def _drop_role(self, role: Role, why: str) -> None:
+        """A role whose own worker cannot run: chat's model serves it, and /status says why."""
+        served = self.state.served.pop(role)
+        self.state.controls.pop(role, None)
+        await served.supervisor.stop()
+        self.state.served[role] = self.state.served["chat"]
+        self.state.role_notes[role] = f"served by the chat model: {why}"
+        log.error("%s: %s", role, self.state.role_notes[role])
+
+    def _attach_given_models(self) -> None:
+        """--model serves chat (and every role it can); --autocomplete-model and
+        --embeddings-model give those roles workers of their own."""
+        settings, profile = self.settings, self.profile
+        path = check_model_file(settings.model)  # type: ignore[arg-type]
         model_id = validate_model_id(settings.model_id) if settings.model_id else model_id_for(path)
-        self._attach(path, model_id, self.profile.n_ctx, settings.n_gpu_layers)
+        self._attach("chat", path, model_id, profile.n_ctx, settings.n_gpu_layers)
+        given: dict[Role, Path | None] = {
+            "autocomplete": settings.autocomplete_model,
+            "embeddings": settings.embeddings_model,
+        }
+        for role, file in given.items():
+            if file is None:
+                self._share(
+                    role,
+                    f"no model of its own given (--{role}-model): the --model file serves it",
+                )
+                continue
+            role_path = check_model_file(file)
+            view = profile.for_role(role)
+            self._attach(
+                role, role_path, model_id_for(role_path), view.n_ctx, settings.n_gpu_layers
+            )
         self.state.provision.state = "given"
-        self.state.control = Controller(self.state, self.profile, runtime=self.runtime)
+        for served in self.state.workers:
+            self.state.controls[served.role] = Controller(self.state, served.role, profile)
+
+    def _share(self, role: Role, why: str) -> None:
+        self.state.served[role] = self.state.served["chat"]
+        self.state.role_notes[role] = why
 
     async def _provision(self) -> None:
         settings, state = self.settings, self.state
         chosen, result = await asyncio.to_thread(
             provision, settings, self.profile, state.provision, self.speeds
         )
-        log.info("chose %s: %s", chosen.model_id, chosen.why)
-        check_model_file(chosen.path)
-        model_id = validate_model_id(settings.model_id) if settings.model_id else chosen.model_id
-        state.speed_key = chosen.speed_key
-        n_cpu_moe = chosen.candidate.n_cpu_moe if chosen.candidate else 0
-        self._attach(chosen.path, model_id, chosen.n_ctx, chosen.n_gpu_layers, n_cpu_moe)
-        state.control = Controller(
-            state,
-            self.profile,
-            runtime=self.runtime,
-            machine=result.machine,
-            plan=result,
-            current=chosen.candidate,
-        )
+        machine = result.chat.machine
+        for role, got in chosen.items():
+            log.info("%s: chose %s: %s", role, got.model_id, got.why)
+            check_model_file(got.path)
+            model_id = got.model_id
+            if role == "chat" and settings.model_id:
+                model_id = validate_model_id(settings.model_id)
+            n_cpu_moe = got.candidate.n_cpu_moe if got.candidate else 0
+            served = self._attach(role, got.path, model_id, got.n_ctx, got.n_gpu_layers, n_cpu_moe)
+            served.speed_key = got.speed_key
+            choice = result.roles[role]
+            state.controls[role] = Controller(
+                state, role, self.profile, machine=machine, plan=choice.plan, current=got.candidate
+            )
+        for role, choice in result.roles.items():
+            if role in state.served:
+                continue
+            if choice.served_by in state.served:
+                self._share(role, choice.reason)
+            else:
+                state.role_notes[role] = choice.reason  # off: /status says why
 
     def _attach(
-        self, path: Path, model_id: str, n_ctx: int, n_gpu_layers: int, n_cpu_moe: int = 0
-    ) -> None:
-        """Give the daemon its model: a supervisor that will run a worker for it."""
+        self,
+        role: Role,
+        path: Path,
+        model_id: str,
+        n_ctx: int,
+        n_gpu_layers: int,
+        n_cpu_moe: int = 0,
+    ) -> Served:
+        """Give a role its own worker: a supervisor that will run it, its slots and queue."""
         settings = self.settings
+        slots = self.profile.role_slots(role, settings.slots)
         spec = WorkerSpec(
             model_path=path,
             model_id=model_id,
             n_ctx=n_ctx,
             threads=settings.threads,
-            n_slots=settings.slots,
+            n_slots=slots,
             n_gpu_layers=n_gpu_layers,
-            socket_path=self.runtime / "worker.sock",
+            socket_path=self.runtime / f"{role}.sock",
             n_cpu_moe=n_cpu_moe,
         )
-        self.state.supervisor = Supervisor(
+        supervisor = Supervisor(
             spec,
             start_timeout_s=settings.worker_start_timeout_s,
             backoff_s=settings.restart_backoff_s,
             max_restarts=settings.max_restarts,
             restart_window_s=settings.restart_window_s,
         )
-        self.state.model_id = model_id
+        admission = Admission(slots, settings.queue_size, settings.queue_timeout_s)
+        served = Served(role, supervisor, admission, model_id, speeds=self.speeds)
+        self.state.served[role] = served
+        return served

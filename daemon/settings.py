@@ -52,6 +52,16 @@ class Settings(BaseSettings):
     model_id: str | None = Field(
         None, description="Model id clients use (default: derived from the file name)."
     )
+    autocomplete_model: Path | None = Field(
+        None,
+        description="With --model: a local .gguf with FIM tokens for the autocomplete role, "
+        "served by its own worker (default: the --model file serves autocomplete too).",
+    )
+    embeddings_model: Path | None = Field(
+        None,
+        description="With --model: a local .gguf for the embeddings role, served by its own "
+        "worker (default: the --model file answers embeddings).",
+    )
     threads: int = Field(
         default_factory=lambda: psutil.cpu_count(logical=False) or 1,
         ge=1,

@@ -23,3 +23,13 @@ wrong (a 4xx, not a server failure), or it was not admitted (503, retry later)."
 
 GenerationKind = Literal["chat", "completion", "infill"]
 """Which prompt a worker builds: a chat template, a raw/FIM completion, or llama.cpp infill."""
+
+# A job the editor does; each has a model (its own worker, or another role's).
+Role = Literal["chat", "autocomplete", "embeddings"]
+
+# Stable ids an editor is configured with once; they follow the role through shifts.
+ROLE_IDS: dict[str, Role] = {
+    "assistantd-chat": "chat",
+    "assistantd-autocomplete": "autocomplete",
+    "assistantd-embed": "embeddings",
+}

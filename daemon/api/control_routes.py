@@ -13,11 +13,20 @@ from fastapi.responses import JSONResponse, Response
 from assistantd.api import openapi
 from assistantd.api.deps import State
 from assistantd.api.schemas import ProfileRequest, UseRequest
-from assistantd.api.status import MemoryStatus, ModelStatus, QueueStatus, StatusReport, WorkerStatus
+from assistantd.api.status import (
+    MemoryStatus,
+    ModelStatus,
+    QueueStatus,
+    RoleStatus,
+    StatusReport,
+    WorkerStatus,
+)
 from assistantd.api.streaming import read_body
 from assistantd.control.controller import Controller
 from assistantd.control.state import DaemonState
 from assistantd.errors import ShiftRefused
+from assistantd.planning.roles import ROLES
+from assistantd.vocab import Role
 from assistantd.worker.memory import resident_bytes
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -37,33 +46,69 @@ async def health(state: State) -> JSONResponse:
     return JSONResponse(body, status_code=503)
 
 
+def _role_status(state: DaemonState, role: Role) -> RoleStatus:
+    served = state.served.get(role)
+    note = state.role_notes.get(role)
+    if served is None:
+        return RoleStatus(role=role, served_by=None, model=None, note=note)
+    sup, control = served.supervisor, state.controls.get(served.role)
+    worker = sup.worker
+    pid = worker.pid if worker and not worker.exited else None
+    current = control.current if control else None
+    planned = (state.provision.plan or {}).get("roles", {}).get(served.role, {})
+    return RoleStatus(
+        role=role,
+        served_by=served.role,
+        model=served.model_id,
+        note=note,
+        state=sup.state,
+        quant=current.quant if current else None,
+        placement=current.placement if current else None,
+        fim=sup.worker_info.get("fim"),
+        slots=served.slots,
+        n_ctx=served.n_ctx,
+        queue=QueueStatus(
+            active=served.admission.active,
+            waiting=served.admission.waiting,
+            capacity=state.settings.queue_size,
+        ),
+        worker_pid=pid,
+        worker_rss_bytes=resident_bytes(pid),
+        estimated_bytes=current.estimated_bytes if current else planned.get("estimated_bytes"),
+        control=control.to_json() if control and served.role == role else None,
+    )
+
+
 @router.get("/status", response_model=StatusReport, response_model_exclude_none=False)
 async def status(state: State) -> StatusReport:
     settings = state.settings
+    chat = state.served.get("chat")
+    chat_control = state.controls.get("chat")
     report = StatusReport(
         state=state.state,
         endpoint=f"{settings.base_url}/v1",
         pid=os.getpid(),
         provision=state.provision.to_json(),
         queue=QueueStatus(
-            active=state.admission.active,
-            waiting=state.admission.waiting,
+            active=chat.admission.active if chat else 0,
+            waiting=chat.admission.waiting if chat else 0,
             capacity=settings.queue_size,
         ),
-        control=state.control.to_json() if state.control is not None else None,
+        control=chat_control.to_json() if chat_control is not None else None,
+        roles={role: _role_status(state, role) for role in ROLES},
         **state.stats.snapshot(),
     )
-    sup = state.supervisor
-    if sup is None:
+    if chat is None:
         return report
+    sup = chat.supervisor
     worker = sup.worker
     info = sup.worker_info
     pid = worker.pid if worker and not worker.exited else None
     plan = state.provision.plan or {}
     report.model = ModelStatus(
-        id=state.model_id,
+        id=chat.model_id,
         path=str(sup.spec.model_path),
-        n_ctx=state.n_ctx,
+        n_ctx=chat.n_ctx,
         fim=info.get("fim"),
         chat_template=info.get("chat_template"),
         gpu_offload=info.get("gpu_offload"),
@@ -72,11 +117,21 @@ async def status(state: State) -> StatusReport:
         tools=info.get("tools"),
     )
     report.worker = WorkerStatus(pid=pid, restarts=sup.restarts, last_error=sup.last_error)
-    # The worker's resident memory against the RAM budget the plan used (if planned).
+    # The chat worker's resident memory against the RAM budget the plan used (if planned).
+    budget = (plan.get("budget") or {}).get("ram_bytes")
     report.memory = MemoryStatus(
         worker_rss_bytes=resident_bytes(pid),
-        ram_budget_bytes=(plan.get("budget") or {}).get("ram_bytes"),
-        estimated_bytes=(plan.get("chosen") or {}).get("estimated_bytes"),
+        ram_budget_bytes=budget,
+        estimated_bytes=(plan.get("roles", {}).get("chat") or plan.get("chosen") or {}).get(
+            "estimated_bytes"
+        ),
+    )
+    workers = [r for r in report.roles.values() if r.served_by == r.role]
+    rss = [r.worker_rss_bytes for r in workers]
+    report.memory_all_roles = MemoryStatus(
+        worker_rss_bytes=sum(x for x in rss if x) if all(rss) else None,
+        ram_budget_bytes=budget,
+        estimated_bytes=plan.get("estimated_bytes_all_roles"),
     )
     return report
 
@@ -86,16 +141,25 @@ async def metrics(state: State) -> Response:
     return Response(state.monitor.prometheus(), media_type=PROMETHEUS_TEXT)
 
 
-def _control(state: DaemonState) -> Controller:
-    if state.control is None:
+def _control(state: DaemonState, role: Role = "chat") -> Controller:
+    if not state.controls:
         raise ShiftRefused(f"assistantd is still {state.state}; try again once it serves")
-    return state.control
+    control = state.controls.get(role)
+    if control is None:
+        served = state.served.get(role)
+        why = state.role_notes.get(role, "")
+        owner = f"the {served.role} role's worker serves it" if served else "it is off"
+        raise ShiftRefused(
+            f"{role} has no worker of its own ({owner}{': ' + why if why else ''}); "
+            "pin that role instead, or give this one its own model in the profile"
+        )
+    return control
 
 
 @router.post("/control/use", openapi_extra=openapi.body(UseRequest))
 async def use(request: Request, state: State) -> dict[str, Any]:
     body = await read_body(request, UseRequest, 4096)
-    control = _control(state)
+    control = _control(state, body.role)
     event = await control.use(None if body.auto else body.model)
     return {"event": asdict(event) if event else None, "control": control.to_json()}
 
@@ -104,5 +168,5 @@ async def use(request: Request, state: State) -> dict[str, Any]:
 async def switch_profile(request: Request, state: State) -> dict[str, Any]:
     body = await read_body(request, ProfileRequest, 4096)
     control = _control(state)
-    await control.switch_profile(body.name)
+    await control.switch_profile(body.name)  # applies to every role
     return {"control": control.to_json()}

@@ -69,24 +69,25 @@ def _generation_settings(body: InfillRequest, n_ctx: int) -> dict[str, Any]:
 @router.post("/infill", openapi_extra=openapi.body(InfillRequest))
 async def infill(request: Request, state: State) -> Response:
     body = await read_body(request, InfillRequest, state.settings.max_body_bytes)
-    # llama.cpp's protocol serves one model: llama.vscode sends its chat model's name and
-    # llama.vim an empty one, so the name is not checked here.
-    state.check_model(None)
-    state.check_n(body.n_cmpl, "n_cmpl")
+    # Always the autocomplete role: llama.vscode sends its chat model's name here and llama.vim
+    # an empty one, so the name is not checked.
+    served = state.for_role("autocomplete")
+    served.check_n(body.n_cmpl, "n_cmpl")
     params = body.model_dump(include=_INFILL_KEYS, exclude_none=True)
-    params["max_tokens"] = state.check_limit(body.token_limit, "n_predict")
+    params["max_tokens"] = served.check_limit(body.token_limit, "n_predict")
     params["n"] = body.n_cmpl
-    settings = _generation_settings(body, state.n_ctx)
-    gen = await opened(state, "infill", "infill", params)
+    settings = _generation_settings(body, served.n_ctx)
+    gen = await opened(state, served, "infill", "infill", params)
+    model_id = served.model_id
     if body.stream:
         return ClosingStreamingResponse(
-            guarded(gen, _infill_stream(gen, state.model_id, settings)),
+            guarded(gen, _infill_stream(gen, model_id, settings)),
             media_type="text/event-stream",
         )
-    chunks = await collect(request, gen, state.model_id)
+    chunks = await collect(request, gen, model_id)
     if chunks is None:
         return Response(status_code=499)
-    results = shapes.infill_results(chunks, gen.end, state.model_id, settings, streamed=False)
+    results = shapes.infill_results(chunks, gen.end, model_id, settings, streamed=False)
     if body.response_fields is not None:
         results = [shapes.pick_fields(r, body.response_fields) for r in results]
     return JSONResponse(results if body.n_cmpl > 1 else results[0])
@@ -95,9 +96,9 @@ async def infill(request: Request, state: State) -> Response:
 @router.get("/props")
 async def props(state: State) -> dict[str, Any]:
     """llama-server's /props, as llama.vscode reads it (the context size before agent work)."""
-    state.require_supervisor()
+    served = state.for_role("chat")
     return {
-        "default_generation_settings": {"n_ctx": state.n_ctx, "model": state.model_id},
-        "total_slots": state.settings.slots,
-        "model_alias": state.model_id,
+        "default_generation_settings": {"n_ctx": served.n_ctx, "model": served.model_id},
+        "total_slots": served.slots,
+        "model_alias": served.model_id,
     }

@@ -14,6 +14,7 @@ from assistantd.api.deps import State
 from assistantd.api.proxy import Generation, outcome_of
 from assistantd.api.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from assistantd.api.streaming import collect, guarded, opened, read_body, sse_response
+from assistantd.control.served import Served
 from assistantd.control.state import DaemonState
 from assistantd.control.stats import RequestRecord
 from assistantd.vocab import GenerationKind, Outcome
@@ -24,20 +25,21 @@ router = APIRouter(prefix="/v1")
 
 
 async def _openai_stream(
-    state: DaemonState, gen: Generation, include_usage: bool
+    gen: Generation, model_id: str, include_usage: bool
 ) -> AsyncIterator[bytes]:
     first: dict[str, Any] | None = None
     async for event in gen.events():
-        chunk = shapes.restamp(event["data"], state.model_id)
+        chunk = shapes.restamp(event["data"], model_id)
         first = first or chunk
         yield shapes.sse(chunk)
     if include_usage and first is not None:
-        yield shapes.sse(shapes.usage_chunk(first, state.model_id, gen.end["usage"]))
+        yield shapes.sse(shapes.usage_chunk(first, model_id, gen.end["usage"]))
     yield shapes.DONE
 
 
 async def _generation(
     state: DaemonState,
+    served: Served,
     request: Request,
     endpoint: str,
     kind: GenerationKind,
@@ -45,57 +47,61 @@ async def _generation(
     body: ChatRequest | CompletionRequest,
     shape: Shape,
 ) -> Response:
-    gen = await opened(state, endpoint, kind, params)
+    gen = await opened(state, served, endpoint, kind, params)
+    model_id = served.model_id
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse_response(guarded(gen, _openai_stream(state, gen, include_usage)))
-    chunks = await collect(request, gen, state.model_id)
+        return sse_response(guarded(gen, _openai_stream(gen, model_id, include_usage)))
+    chunks = await collect(request, gen, model_id)
     if chunks is None:
         return Response(status_code=499)
-    return JSONResponse(shape(chunks, gen.end, state.model_id))
+    return JSONResponse(shape(chunks, gen.end, model_id))
 
 
 @router.get("/models")
 async def list_models(state: State) -> dict[str, Any]:
-    return shapes.models_list(state.model_id, state.created)
+    return shapes.models_list(state.listed_ids(), state.created)
 
 
 @router.get("/models/{model_id:path}")
 async def retrieve_model(model_id: str, state: State) -> dict[str, Any]:
     """What the SDKs' `models.retrieve(id)` asks; ids served earlier in this run resolve too."""
-    state.check_model(model_id)
+    state.route(model_id)
     return shapes.model_entry(model_id, state.created)
 
 
 @router.post("/chat/completions", openapi_extra=openapi.body(ChatRequest))
 async def chat_completions(request: Request, state: State) -> Response:
     body = await read_body(request, ChatRequest, state.settings.max_body_bytes)
-    state.check_model(body.model)
-    state.check_n(body.n)
+    served = state.route(body.model, "chat")
+    served.check_n(body.n)
     params = {
         "messages": [m.for_template() for m in body.messages],
-        "max_tokens": state.check_limit(body.token_limit),
+        "max_tokens": served.check_limit(body.token_limit),
         "n": body.n,
         **body.sampling(),
         **body.constraints(),
     }
-    return await _generation(state, request, "chat", "chat", params, body, shapes.chat_completion)
+    return await _generation(
+        state, served, request, "chat", "chat", params, body, shapes.chat_completion
+    )
 
 
 @router.post("/completions", openapi_extra=openapi.body(CompletionRequest))
 async def completions(request: Request, state: State) -> Response:
     body = await read_body(request, CompletionRequest, state.settings.max_body_bytes)
-    state.check_model(body.model)
-    state.check_n(body.n)
+    # Fill-in-the-middle (a suffix) with no model named is autocomplete's job.
+    served = state.route(body.model, "autocomplete" if body.suffix is not None else "chat")
+    served.check_n(body.n)
     params = {
         "prompt": body.prompt_text,
         "suffix": body.suffix,
-        "max_tokens": state.check_limit(body.token_limit),
+        "max_tokens": served.check_limit(body.token_limit),
         "n": body.n,
         **body.sampling(),
     }
     return await _generation(
-        state, request, "completions", "completion", params, body, shapes.text_completion
+        state, served, request, "completions", "completion", params, body, shapes.text_completion
     )
 
 
@@ -103,15 +109,15 @@ async def completions(request: Request, state: State) -> Response:
 async def embeddings(request: Request, state: State) -> JSONResponse:
     settings = state.settings
     body = await read_body(request, EmbeddingRequest, settings.max_body_bytes)
-    state.check_model(body.model)
+    served = state.route(body.model, "embeddings")
     started = time.perf_counter()
     outcome: Outcome = "error"
     lease = None
     admitted = False
     try:
-        await state.admission.acquire()
+        await served.admission.acquire()
         admitted = True
-        lease = await state.require_supervisor().lease(settings.queue_timeout_s)
+        lease = await served.supervisor.lease(settings.queue_timeout_s)
         result = await lease.client.embed(body.inputs)
         outcome = "ok"
     except Exception as exc:
@@ -121,16 +127,17 @@ async def embeddings(request: Request, state: State) -> JSONResponse:
         if lease is not None:
             lease.release()
         if admitted:
-            state.admission.release()
+            served.admission.release()
         state.record(
             RequestRecord(
                 endpoint="embeddings",
                 outcome=outcome,
                 queue_ms=round((time.perf_counter() - started) * 1000, 2),
+                model=served.model_id,
             )
         )
     return JSONResponse(
         shapes.embeddings(
-            result["data"], result["prompt_tokens"], state.model_id, body.encoding_format
+            result["data"], result["prompt_tokens"], served.model_id, body.encoding_format
         )
     )

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from assistantd.vocab import Role
 from assistantd.worker.protocol import SAMPLING_KEYS
 
 MAX_STOPS = 16
@@ -344,9 +345,11 @@ class EmbeddingRequest(_Body):
 
 
 class UseRequest(BaseModel):
-    """POST /control/use: pin `model` ("catalog-id" or "catalog-id:QUANT"), or hand back."""
+    """POST /control/use: pin `role`'s model ("catalog-id" or "catalog-id:QUANT"), or hand
+    that role back to the policy."""
 
     model_config = ConfigDict(extra="forbid")
+    role: Role = "chat"
     model: str | None = Field(None, min_length=1, max_length=200)
     auto: bool = False
 

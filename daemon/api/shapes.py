@@ -198,5 +198,5 @@ def model_entry(model_id: str, created: int) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": created, "owned_by": "assistantd"}
 
 
-def models_list(model_id: str, created: int) -> dict[str, Any]:
-    return {"object": "list", "data": [model_entry(model_id, created)] if model_id else []}
+def models_list(model_ids: list[str], created: int) -> dict[str, Any]:
+    return {"object": "list", "data": [model_entry(m, created) for m in model_ids]}

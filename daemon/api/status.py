@@ -42,6 +42,27 @@ class MemoryStatus(_Part):
     estimated_bytes: int | None
 
 
+class RoleStatus(_Part):
+    """One role: the worker serving it (or the role whose worker does), how it does against
+    the role's targets, and its last shift."""
+
+    role: str
+    served_by: str | None  # the role whose worker serves this one; None: off
+    model: str | None
+    note: str | None = None
+    state: str | None = None
+    quant: str | None = None
+    placement: str | None = None
+    fim: bool | None = None
+    slots: int | None = None
+    n_ctx: int | None = None
+    queue: QueueStatus | None = None
+    worker_pid: int | None = None
+    worker_rss_bytes: int | None = None
+    estimated_bytes: int | None = None
+    control: dict[str, Any] | None = None  # mode, latency vs targets, shifts, ladder
+
+
 class StatusReport(_Part):
     state: str
     endpoint: str
@@ -59,3 +80,5 @@ class StatusReport(_Part):
     model: ModelStatus | None = None
     worker: WorkerStatus | None = None
     memory: MemoryStatus | None = None
+    roles: dict[str, RoleStatus] = {}
+    memory_all_roles: MemoryStatus | None = None  # every worker against the plan for them

@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from assistantd.api import shapes
 from assistantd.api.proxy import Generation
+from assistantd.control.served import Served
 from assistantd.control.state import DaemonState
 from assistantd.errors import AssistantError, InvalidRequest, PayloadTooLarge
 from assistantd.vocab import GenerationKind, Outcome
@@ -70,16 +71,20 @@ async def _wait_disconnect(request: Request) -> None:
 
 
 async def opened(
-    state: DaemonState, endpoint: str, kind: GenerationKind, params: dict[str, Any]
+    state: DaemonState,
+    served: Served,
+    endpoint: str,
+    kind: GenerationKind,
+    params: dict[str, Any],
 ) -> Generation:
-    """A generation admitted to the queue and started on the worker."""
+    """A generation admitted to the worker's queue and started on it."""
     gen = Generation(
-        admission=state.admission,
-        supervisor=state.require_supervisor(),
+        admission=served.admission,
+        supervisor=served.supervisor,
         record=state.record,
         endpoint=endpoint,
         wait_timeout_s=state.settings.queue_timeout_s,
-        on_decode_speed=state.observe_speed,
+        on_decode_speed=served.observe_speed,
     )
     await gen.open(kind, params)  # a refusal is recorded by the generation itself
     return gen

@@ -7,7 +7,6 @@ import json
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,13 @@ import httpx
 from pydantic import ValidationError
 
 from assistantd.api.status import StatusReport
-from assistantd.cli import editors, service
-from assistantd.control.monitor import format_ms
+from assistantd.cli import editors, service, views
 from assistantd.errors import AssistantError
 from assistantd.planning.catalog import load_catalog
 from assistantd.planning.hardware import Machine, probe
-from assistantd.planning.planner import Plan, gib, make_plan
+from assistantd.planning.planner import gib
 from assistantd.planning.profiles import active_profile
+from assistantd.planning.roles import ROLES, RolesPlan, make_role_plans
 from assistantd.planning.speeds import SPEEDS_FILE, MeasuredSpeeds
 from assistantd.settings import DEFAULT_PORT, load_settings
 
@@ -78,90 +77,28 @@ def _fetch_status(url: str) -> StatusReport:
         ) from None
 
 
-def _human(status: StatusReport) -> str:
-    model, worker, queue, uptime = status.model, status.worker, status.queue, status.uptime_s
-    lines = [f"state      {status.state}"]
-    if model is not None:
-        lines += [
-            f"model      {model.id}  ({model.path})",
-            f"context    {model.n_ctx} tokens × {model.slots or 1} slots, "
-            f"fim {'yes' if model.fim else 'no'}, tools {model.tools or 'no'}, "
-            f"chat template {model.chat_template}",
-        ]
-    else:
-        lines.append("model      none yet (see provision below)")
-    lines += [
-        f"endpoint   {status.endpoint}",
-        f"uptime     {int(uptime // 3600)}h {int(uptime % 3600 // 60)}m {int(uptime % 60)}s",
-        f"requests   {status.requests_served} served, {status.requests_cancelled} cancelled, "
-        f"{status.requests_failed} failed, {status.requests_rejected} rejected, "
-        f"{status.requests_invalid} invalid",
-        f"queue      {queue.active} running, {queue.waiting} waiting (capacity {queue.capacity})",
-    ]
-    if worker is not None:
-        lines.append(f"worker     pid {worker.pid}, {worker.restarts} restarts")
-    memory = status.memory
-    if memory is not None and memory.worker_rss_bytes is not None:
-        budget = memory.ram_budget_bytes
-        lines.append(
-            f"memory     {memory.worker_rss_bytes / 2**20:.0f} MiB resident"
-            + (f" of a {gib(budget)} RAM budget" if budget else "")
-        )
-    if model is None:
-        provision = status.provision
-        lines.append(f"provision  {provision.get('state')}")
-        lines += [f"note       {note}" for note in provision.get("notes", [])[-5:]]
-    if worker is not None and worker.last_error:
-        lines.append(f"last error {worker.last_error}")
-    if status.control:
-        lines.extend(_control_lines(status.control))
-    return "\n".join(lines)
-
-
-def _control_lines(control: dict[str, Any]) -> list[str]:
-    """Profile, latency against its targets, and the last shifts with their reasons."""
-    profile = control["profile"]
-    lat = control["latency"]
-    lines = [
-        f"profile    {profile['name']} ({profile['path']}), prefer {profile['prefer']}; "
-        f"mode {control['mode']}",
-    ]
-    if profile.get("error"):
-        lines.append(f"  ERROR    {profile['error']['message']} (previous profile kept)")
-    decode = lat["decode_p50_tok_s"]
-    lines += [
-        f"latency    last {lat['seconds']:g} s, {lat['requests']} requests: TTFT p50 "
-        f"{format_ms(lat['ttft_p50_ms'])} / p95 {format_ms(lat['ttft_p95_ms'])} "
-        f"(target p95 {format_ms(lat['target_ttft_p95_ms'])} at {lat['reference_prompt_tokens']} "
-        f"prompt tokens); decode p50 {'–' if decode is None else f'{decode:.1f}'} tok/s "
-        f"(target ≥ {lat['target_decode_tok_s']:g})",
-    ]
-    if lat["missing"]:
-        lines.append(f"  missing  {'; '.join(lat['missing'])}")
-    if control.get("note"):
-        lines.append(f"note       {control['note']}")
-    for event in control["shifts"][:5]:
-        when = time.strftime("%H:%M:%S", time.localtime(event["at"]))
-        took = f" in {event['switch_s']:.1f} s" if event.get("switch_s") is not None else ""
-        lines.append(
-            f"shift      {when} {event['direction']}: {event['reason']} [{event['outcome']}{took}]"
-        )
-    return lines
-
-
 def cmd_use(args: argparse.Namespace) -> int:
-    if (args.model is None) == (not args.auto):
-        raise AssistantError("give a model (MODEL or MODEL:QUANT) or --auto")
-    body = {"auto": True} if args.auto else {"model": args.model}
+    """`use [ROLE] MODEL[:QUANT]` or `use [ROLE] --auto`; ROLE defaults to chat."""
+    words = list(args.words)
+    role = words.pop(0) if words and words[0] in ROLES else "chat"
+    if len(words) > 1 or (not words) == (not args.auto):
+        raise AssistantError(
+            f"give [ROLE] MODEL[:QUANT] or [ROLE] --auto (ROLE: {', '.join(ROLES)}; default chat)"
+        )
+    body: dict[str, Any] = {"role": role}
+    body.update({"auto": True} if args.auto else {"model": words[0]})
     result = _call(args.url, "/control/use", body)
     event = result.get("event")
     control = result["control"]
     if args.auto:
-        print(f"automatic shifting is on again; serving {control['current']}")
+        print(f"{role}: automatic shifting is on again; serving {control['current']}")
     elif event and not event["outcome"].startswith("done"):
-        raise AssistantError(f"could not switch: {event['outcome']}")
+        raise AssistantError(f"could not switch {role}: {event['outcome']}")
     else:
-        print(f"pinned {control['current']} (`assistantctl use --auto` hands control back)")
+        print(
+            f"{role}: pinned {control['current']} (`assistantctl use {role} --auto` hands "
+            "control back)"
+        )
     return 0
 
 
@@ -177,53 +114,25 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     status = _fetch_status(args.url)
-    print(status.model_dump_json(indent=2) if args.json else _human(status))
+    print(status.model_dump_json(indent=2) if args.json else views.status_text(status))
     return 0
 
 
-def _plan_for(machine_file: Path | None, profile_name: str | None = None) -> Plan:
+def _plan_for(machine_file: Path | None, profile_name: str | None = None) -> RolesPlan:
     """The plan a daemon would make, for this or a described machine and any profile."""
     settings = load_settings([])
     profile = active_profile(settings, profile_name)
     machine = Machine.load(machine_file) if machine_file else probe()
     speeds = MeasuredSpeeds(settings.state_dir / SPEEDS_FILE)
-    return make_plan(
+    return make_role_plans(
         load_catalog(settings.catalog), profile, machine, speeds, n_slots=settings.slots
     )
 
 
-def _plan_table(result: Plan) -> str:
-    budget = result.budget
-    lines = [
-        f"budget: {gib(budget.ram_bytes)} RAM, {gib(budget.vram_bytes)} VRAM"
-        + (" (unified memory)" if budget.unified else "")
-        + f", context {result.n_ctx} tokens",
-        *[f"note: {note}" for note in budget.notes],
-        "",
-        f"{'':2}{'model':32} {'quant':7} {'file':>9} {'RAM':>9} {'VRAM':>9} {'place':11} "
-        f"{'tok/s':>6} {'TTFT':>7} {'quality':>7}  fits / reason",
-    ]
-    for index, c in enumerate(result.candidates):
-        mark = "▶ " if index == 0 and c.fits else "  "
-        size = ("~" if c.file_bytes_estimated else "") + gib(c.file_bytes).replace(" GiB", "G")
-        if c.experts_in_ram:
-            place = f"experts({c.n_cpu_moe})"  # the first N layers' experts in RAM
-        else:
-            place = c.placement + (f"({c.n_gpu_layers})" if c.placement == "partial" else "")
-        ttft = f"{c.predicted_ttft_ms / 1000:.1f}s" if c.predicted_ttft_ms else "—"
-        lines.append(
-            f"{mark}{c.model:32} {c.quant:7} {size:>9} {gib(c.ram_bytes).replace(' GiB', 'G'):>9} "
-            f"{gib(c.vram_bytes).replace(' GiB', 'G'):>9} {place:11} {c.predicted_tok_s:>6.1f} "
-            f"{ttft:>7} {c.quality:>7.1f}  {'yes' if c.fits else 'no: ' + c.reason}"
-        )
-    lines.append("\n~ file size estimated from parameters × bits per weight (hub not consulted)")
-    return "\n".join(lines)
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
     result = _plan_for(args.machine, args.profile)
-    print(json.dumps(result.to_json(), indent=2) if args.json else _plan_table(result))
-    return 0 if result.chosen else 1
+    print(json.dumps(result.to_json(), indent=2) if args.json else views.roles_table(result))
+    return 0 if result.roles["chat"].chosen else 1
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -323,8 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     probe_cmd = commands.add_parser("probe", help="what this machine has")
     probe_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     probe_cmd.set_defaults(func=cmd_probe)
-    use = commands.add_parser("use", help="pin a model (MODEL or MODEL:QUANT), or --auto")
-    use.add_argument("model", nargs="?", help="catalog model id, optionally :QUANT")
+    use = commands.add_parser(
+        "use", help="pin a role's model: [ROLE] MODEL[:QUANT], or [ROLE] --auto"
+    )
+    use.add_argument(
+        "words",
+        nargs="*",
+        metavar="[ROLE] MODEL",
+        help="chat (default), autocomplete or "
+        "embeddings; then a catalog model id, optionally :QUANT",
+    )
     use.add_argument("--auto", action="store_true", help="let assistantd choose and shift again")
     use.set_defaults(func=cmd_use)
     prof = commands.add_parser("profile", help="switch the running daemon to another profile")

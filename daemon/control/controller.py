@@ -1,5 +1,6 @@
-"""Runs the policy against the live daemon: applies the profile (and its edits, watched with
-watchfiles), checks free memory, and shifts the served model along the planner's ladder.
+"""Runs the policy for one role against the live daemon: applies the profile (and its edits,
+watched with watchfiles) and shifts the role's worker along the role's own ladder, judged on
+the role's own window and targets. Memory pressure across roles is `pressure.py`'s.
 
 Every shift is an event with its reason, shown in /status. A bad profile edit never stops the
 daemon: the previous profile stays in force and the error (file:line) is shown until fixed.
@@ -10,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
 from watchfiles import awatch
 
 from assistantd.control import policy
@@ -27,11 +28,11 @@ from assistantd.planning.catalog import CatalogModel, load_catalog
 from assistantd.planning.hardware import Machine, refresh_free
 from assistantd.planning.planner import Candidate, Plan, gib, make_plan
 from assistantd.planning.profiles import Profile
-from assistantd.vocab import ShiftDirection
+from assistantd.vocab import Role, ShiftDirection
 from assistantd.worker.memory import resident_bytes
-from assistantd.worker.process import WorkerSpec
 
 if TYPE_CHECKING:
+    from assistantd.control.served import Served
     from assistantd.control.state import DaemonState
 
 log = logging.getLogger("assistantd.controller")
@@ -49,24 +50,25 @@ class ShiftEvent:
 
 
 class Controller:
-    """Owns the profile in force and, when assistantd chose the model itself, the ladder."""
+    """Owns one role's worker: the profile in force and, when assistantd chose the model
+    itself, the role's ladder."""
 
     def __init__(
         self,
         state: DaemonState,
+        role: Role,
         profile: Profile,
         *,
-        runtime: Path,
         machine: Machine | None = None,
         plan: Plan | None = None,
         current: Candidate | None = None,
     ) -> None:
         self.state = state
+        self.role = role
         self.settings = state.settings
         self.profile = profile
         self.profile_ref = self.settings.profile
         self.profile_error: dict[str, Any] | None = None
-        self.runtime = runtime
         self.machine = machine
         self.plan = plan
         self.current = current
@@ -87,11 +89,21 @@ class Controller:
         """False when the user named a model file: that pins it for the daemon's life."""
         return self.plan is not None and self.current is not None
 
-    def start(self) -> None:
-        self._watch_task = asyncio.create_task(self._watch_profile(), name="profile-watch")
+    @property
+    def served(self) -> Served:
+        return self.state.served[self.role]
+
+    @property
+    def view(self) -> Profile:
+        """The profile as this role reads it (its targets, models, prefer, context)."""
+        return self.profile.for_role(self.role)
+
+    def start(self, *, watch_profile: bool = True) -> None:
+        """Policy for this role; the profile watcher runs once (the chat role's)."""
+        if watch_profile:
+            self._watch_task = asyncio.create_task(self._watch_profile(), name="profile-watch")
         if self.shifting_allowed:
-            self._tasks.append(asyncio.create_task(self._policy_loop(), name="policy"))
-            self._tasks.append(asyncio.create_task(self._memory_loop(), name="memory"))
+            self._tasks.append(asyncio.create_task(self._policy_loop(), name=f"policy-{self.role}"))
 
     async def stop(self) -> None:
         tasks = [*self._tasks, *([self._watch_task] if self._watch_task else [])]
@@ -122,7 +134,8 @@ class Controller:
             ref = self.profile_ref
             async for changes in awatch(*folders, debounce=400, step=100, recursive=False):
                 if any(Path(p).name in names for _, p in changes):
-                    await self.reload()
+                    for control in self.state.controls.values():
+                        await control.reload()  # each role applies its own section
                 if self.profile_ref != ref:
                     break  # switched profile: watch the new file
 
@@ -146,14 +159,16 @@ class Controller:
     async def switch_profile(self, ref: str) -> Profile:
         """`assistantctl profile NAME`: raises ProfileError (nothing changes) if it is bad."""
         profile = profiles.active_profile(self.settings, ref)
-        self.profile_ref = ref
-        await self.apply(profile)
+        for control in self.state.controls.values():
+            control.profile_ref = ref
+            await control.apply(profile)
         return profile
 
     async def apply(self, profile: Profile) -> None:
         self.profile = profile
         self.profile_error = None
-        self.state.monitor.reference_prompt_tokens = profile.targets.reference_prompt_tokens
+        if self.role == "chat":
+            self.state.monitor.reference_prompt_tokens = profile.targets.reference_prompt_tokens
         if not self.shifting_allowed:
             return
         assert self.current is not None
@@ -186,25 +201,27 @@ class Controller:
 
     # -- planning --------------------------------------------------------------------------
 
-    def _worker_rss(self) -> int:
-        sup = self.state.supervisor
-        pid = sup.worker.pid if sup and sup.worker and not sup.worker.exited else None
+    def worker_rss(self) -> int:
+        sup = self.served.supervisor
+        pid = sup.worker.pid if sup.worker and not sup.worker.exited else None
         return resident_bytes(pid) or 0
 
     def _replan(self) -> Plan:
+        """This role's ladder in what is free now plus what its own worker holds (the other
+        roles' workers hold theirs: their memory is not free)."""
         assert self.machine is not None and self.current is not None
         machine = refresh_free(self.machine)
         fresh = make_plan(
             list(self._catalog.values()),
-            self.profile,
+            self.view,
             machine,
-            self.state.speeds,
-            ram_bonus=self._worker_rss(),
+            self.served.speeds,
+            ram_bonus=self.worker_rss(),
             vram_bonus=self.current.vram_bytes,
-            n_slots=self.settings.slots,
+            n_slots=self.served.slots,
+            role=self.role,
         )
         self.plan = fresh
-        self.state.provision.plan = fresh.to_json()
         return fresh
 
     @staticmethod
@@ -228,12 +245,15 @@ class Controller:
 
     async def _evaluate(self) -> None:
         assert self.plan is not None and self.current is not None
-        shift = self.profile.shift
+        view = self.view
         window = self.state.monitor.window(
-            shift.window_s, model=self.state.model_id, since=self.last_shift
+            view.shift.window_s,
+            model=self.served.model_id,
+            since=self.last_shift,
+            reference_tokens=view.targets.reference_prompt_tokens,
         )
         decision = policy.decide(
-            self.profile,
+            view,
             self.plan.ladder,
             self.current,
             window,
@@ -252,50 +272,29 @@ class Controller:
                 return
         await self.shift_to(decision.target, decision.direction, decision.reason)
 
-    async def _memory_loop(self) -> None:
-        """Shift down (or move layers off the GPU) when another program takes the memory."""
-        while True:
-            await asyncio.sleep(self.profile.shift.memory_check_s)
-            if self._shift_lock.locked() or self.current is None:
-                continue
-            try:
-                if not self._under_pressure():
-                    continue
-                fresh = await asyncio.to_thread(self._replan)
-                same = next((c for c in fresh.ladder if c.key == self.current.key), None)
-                if same is not None and same.n_gpu_layers == self.current.n_gpu_layers:
-                    continue
-                target = same or self._nearest_below(fresh, self.current)
-                if target is None:
-                    self.note = "memory is short and no smaller model fits"
-                    continue
-                budget = fresh.budget
-                self.pinned = False
-                await self.shift_to(
-                    target,
-                    "memory",
-                    f"memory: free RAM budget now {gib(budget.ram_bytes)}, VRAM "
-                    f"{gib(budget.vram_bytes)}; {self.current.label} "
-                    f"({self.current.placement}) → {target.label} ({target.placement})",
-                )
-            except Exception:
-                log.exception("memory check failed")
-
-    def _under_pressure(self) -> bool:
-        """Cheap check first (no re-plan): does the current rung still fit what is free?"""
-        assert self.current is not None
-        memory = self.profile.memory
-        if memory.ram_budget is not None:
-            ram = int(memory.ram_budget)
-        else:
-            free = psutil.virtual_memory().available
-            ram = free + self._worker_rss() - int(memory.ram_reserve)
-        if self.current.ram_bytes > ram:
-            return True
-        if self.current.vram_bytes and memory.vram_budget is None and self.machine is not None:
-            reserve = int(memory.vram_reserve)
-            return any(g.free_bytes < reserve for g in refresh_free(self.machine).gpus)
-        return False
+    async def relieve(self, why: str) -> bool:
+        """Memory is short: move this role to what fits now (fewer GPU layers or a smaller
+        rung). False when it already fits or nothing smaller does."""
+        if self.current is None or not self.shifting_allowed or self._shift_lock.locked():
+            return False
+        fresh = await asyncio.to_thread(self._replan)
+        same = next((c for c in fresh.ladder if c.key == self.current.key), None)
+        if same is not None and same.n_gpu_layers == self.current.n_gpu_layers:
+            return False
+        target = same or self._nearest_below(fresh, self.current)
+        if target is None or target.estimated_bytes >= self.current.estimated_bytes:
+            self.note = "memory is short and no smaller model fits"
+            return False
+        budget = fresh.budget
+        self.pinned = False
+        await self.shift_to(
+            target,
+            "memory",
+            f"memory ({why}): free RAM budget now {gib(budget.ram_bytes)}, VRAM "
+            f"{gib(budget.vram_bytes)}; {self.current.label} ({self.current.placement}) → "
+            f"{target.label} ({target.placement})",
+        )
+        return True
 
     # -- shifting --------------------------------------------------------------------------
 
@@ -314,17 +313,15 @@ class Controller:
             if chosen is None:
                 event.outcome = "failed: the model could not be fetched (see provision notes)"
                 return event
-            sup = self.state.supervisor
-            assert sup is not None
-            spec = WorkerSpec(
+            served = self.served
+            sup = served.supervisor
+            spec = dataclasses.replace(
+                sup.spec,
                 model_path=chosen.path,
                 model_id=chosen.model_id,
                 n_ctx=target.n_ctx,
-                threads=self.settings.threads,
-                n_slots=self.settings.slots,
                 n_gpu_layers=target.n_gpu_layers,
                 n_cpu_moe=target.n_cpu_moe,
-                socket_path=self.runtime / "worker.sock",
             )
             try:
                 await sup.swap(spec, overlap=self._both_fit(target))
@@ -333,9 +330,8 @@ class Controller:
                 log.error("shift failed: %s", exc.message)
                 self.last_shift = time.monotonic()
                 return event
-            self.state.model_id = chosen.model_id
-            self.state.speed_key = chosen.speed_key
-            self.state.monitor.set_model(chosen.model_id)
+            served.now_serving(chosen.model_id, chosen.speed_key)
+            self.state.monitor.set_model(self.role, chosen.model_id)
             self.state.monitor.shifts.labels(direction).inc()
             self.current = target
             self.note = None
@@ -390,19 +386,24 @@ class Controller:
         return await self.shift_to(target, "pin", f"pinned by `assistantctl use {ref}`")
 
     def to_json(self) -> dict[str, Any]:
-        profile = self.profile
-        window = self.state.monitor.window(profile.shift.window_s, model=self.state.model_id)
+        profile = self.view
         targets = profile.targets
+        window = self.state.monitor.window(
+            profile.shift.window_s,
+            model=self.served.model_id,
+            reference_tokens=targets.reference_prompt_tokens,
+        )
         return {
+            "role": self.role,
             "mode": (
                 "pinned"
                 if self.pinned
                 else ("auto" if self.shifting_allowed else "fixed (--model FILE)")
             ),
-            "current": self.current.label if self.current else self.state.model_id,
+            "current": self.current.label if self.current else self.served.model_id,
             "placement": self.current.placement if self.current else None,
             "note": self.note,
-            "profile": {**profile.summary(), "error": self.profile_error},
+            "profile": {**self.profile.summary(), "error": self.profile_error},
             "latency": {
                 **window.to_json(),
                 "target_ttft_p95_ms": targets.ttft_p95_ms,

@@ -87,6 +87,7 @@ class Monitor:
     def __init__(self, reference_prompt_tokens: int = 1000) -> None:
         self.reference_prompt_tokens = reference_prompt_tokens
         self._samples: collections.deque[Sample] = collections.deque()
+        self._served: set[tuple[str, str]] = set()
         self.registry = CollectorRegistry()
         self._requests = Counter(
             "assistantd_requests",
@@ -126,8 +127,8 @@ class Monitor:
         )
         self.model_info = Gauge(
             "assistantd_model_info",
-            "The model being served (value 1).",
-            ["model"],
+            "The model serving each role (value 1).",
+            ["role", "model"],
             registry=self.registry,
         )
 
@@ -158,11 +159,20 @@ class Monitor:
         while self._samples and now - self._samples[0].at > HORIZON_S:
             self._samples.popleft()
 
-    def window(self, seconds: float, *, model: str | None = None, since: float = 0.0) -> Window:
-        """Requests of the last `seconds` (of `model`, after monotonic time `since`)."""
+    def window(
+        self,
+        seconds: float,
+        *,
+        model: str | None = None,
+        since: float = 0.0,
+        reference_tokens: int | None = None,
+    ) -> Window:
+        """Requests of the last `seconds` (of `model`, after monotonic time `since`), TTFT
+        scaled to `reference_tokens` (the role's reference prompt)."""
         start = max(time.monotonic() - seconds, since)
         picked = [s for s in self._samples if s.at >= start and (model is None or s.model == model)]
-        ttft = [t for s in picked if (t := s.ttft_at(self.reference_prompt_tokens)) is not None]
+        reference = reference_tokens or self.reference_prompt_tokens
+        ttft = [t for s in picked if (t := s.ttft_at(reference)) is not None]
         decode = [d for s in picked if (d := s.decode) is not None]
         queue = [s.queue_ms for s in picked]
         return Window(
@@ -177,9 +187,14 @@ class Monitor:
             queue_p95_ms=percentile(queue, 95),
         )
 
-    def set_model(self, model_id: str) -> None:
-        self.model_info.clear()
-        self.model_info.labels(model_id).set(1)
+    def set_model(self, role: str, model_id: str) -> None:
+        """The model now serving `role` (the old series of that role goes)."""
+        for labels in list(self._served):
+            if labels[0] == role:
+                self.model_info.remove(*labels)
+                self._served.discard(labels)
+        self.model_info.labels(role, model_id).set(1)
+        self._served.add((role, model_id))
 
     def prometheus(self) -> bytes:
         return generate_latest(self.registry)

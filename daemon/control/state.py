@@ -11,14 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from assistantd.api.admission import Admission
 from assistantd.control.monitor import Monitor
+from assistantd.control.served import Served
 from assistantd.control.stats import RequestRecord, Stats
-from assistantd.control.supervisor import Supervisor
-from assistantd.errors import InvalidRequest, ModelNotFound, WorkerUnavailable
+from assistantd.errors import ModelNotFound, WorkerUnavailable
 from assistantd.fetch.provision import ProvisionStatus
-from assistantd.planning.speeds import MeasuredSpeeds
 from assistantd.settings import Settings
+from assistantd.vocab import ROLE_IDS, Role
 
 if TYPE_CHECKING:
     from assistantd.control.controller import Controller
@@ -26,22 +25,20 @@ if TYPE_CHECKING:
 
 @dataclass
 class DaemonState:
-    """What the front door needs from the rest of the daemon. Until a model is chosen and
-    fetched (no --model), there is no supervisor and `provision` says what is happening."""
+    """What the front door needs from the rest of the daemon. Until the models are chosen and
+    fetched (no --model), no role is served and `provision` says what is happening."""
 
     settings: Settings
-    admission: Admission
     provision: ProvisionStatus = field(default_factory=ProvisionStatus)
-    supervisor: Supervisor | None = None
-    model_id: str = ""
-    speeds: MeasuredSpeeds | None = None
-    speed_key: tuple[str, str, str] | None = None  # set when the model came from the catalog
+    # role → the worker serving it; two roles may share one worker (one model, its slots).
+    served: dict[Role, Served] = field(default_factory=dict)
+    # Why a role has no worker of its own (off, or served by another role's model).
+    role_notes: dict[Role, str] = field(default_factory=dict)
     stats: Stats = field(default_factory=Stats)
     monitor: Monitor = field(default_factory=Monitor)
-    control: Controller | None = None
-    # "A request finished": stats, monitor and the policy's controller subscribe here.
+    controls: dict[Role, Controller] = field(default_factory=dict)  # one per worker's role
+    # "A request finished": stats, monitor and the policy's controllers subscribe here.
     on_finished: list[Callable[[RequestRecord], None]] = field(default_factory=list)
-    served_ids: set[str] = field(default_factory=set)  # every id served in this run
     created: int = field(default_factory=lambda: int(time.time()))
 
     def __post_init__(self) -> None:
@@ -53,59 +50,60 @@ class DaemonState:
             hook(rec)
 
     def _wake_policy(self, rec: RequestRecord) -> None:
-        if self.control is not None:
-            self.control.wake()
+        for control in self.controls.values():
+            control.wake()
+
+    @property
+    def workers(self) -> list[Served]:
+        """Each running worker once, the chat role's first."""
+        seen: dict[int, Served] = {}
+        for served in self.served.values():
+            seen.setdefault(id(served), served)
+        return list(seen.values())
 
     @property
     def state(self) -> str:
-        return self.supervisor.state if self.supervisor else self.provision.state
+        """The chat role's worker state (what /health answers); before that, provisioning."""
+        chat = self.served.get("chat")
+        return chat.supervisor.state if chat else self.provision.state
 
-    @property
-    def n_ctx(self) -> int:
-        if self.supervisor is None:
-            return self.settings.n_ctx or 0  # no model yet: nothing to check against
-        return int(self.supervisor.worker_info.get("n_ctx", self.supervisor.spec.n_ctx))
+    def _unavailable(self) -> WorkerUnavailable:
+        progress = self.provision.download
+        detail = (
+            f" ({100 * progress.done_bytes / progress.total_bytes:.0f}%)"
+            if progress and progress.total_bytes
+            else ""
+        )
+        return WorkerUnavailable(
+            f"no model is loaded yet: assistantd is {self.provision.state}{detail}; "
+            "`assistantctl status` shows progress",
+            retry_after_s=10,
+        )
 
-    def require_supervisor(self) -> Supervisor:
-        if self.supervisor is None:
-            progress = self.provision.download
-            detail = (
-                f" ({100 * progress.done_bytes / progress.total_bytes:.0f}%)"
-                if progress and progress.total_bytes
-                else ""
-            )
-            raise WorkerUnavailable(
-                f"no model is loaded yet: assistantd is {self.provision.state}{detail}; "
-                "`assistantctl status` shows progress",
-                retry_after_s=10,
-            )
-        return self.supervisor
+    def for_role(self, role: Role) -> Served:
+        """The worker serving `role`; autocomplete that is off falls back to chat's model."""
+        served = self.served.get(role) or self.served.get("chat")
+        if served is None:
+            raise self._unavailable()
+        return served
 
-    def observe_speed(self, tok_s: float, tokens: int) -> None:
-        """Measured decode speed replaces the planner's prediction next time it plans."""
-        if self.speeds is not None and self.speed_key is not None:
-            self.speeds.observe(self.speed_key, tok_s, tokens)
+    def route(self, requested: str | None, role: Role = "chat") -> Served:
+        """The worker a request goes to: a role id → that role's worker now; a model id any
+        worker served in this run → that worker (an editor configured before a shift keeps
+        working); no model → the role the endpoint implies."""
+        if not self.served:
+            raise self._unavailable()
+        if not requested:
+            return self.for_role(role)
+        if requested in ROLE_IDS:
+            return self.for_role(ROLE_IDS[requested])
+        for served in self.workers:
+            if requested in served.served_ids:
+                return served
+        raise ModelNotFound(requested, ", ".join(self.listed_ids()))
 
-    def check_model(self, requested: str | None) -> None:
-        """Any id this daemon has served in this run is accepted (an editor configured before
-        a shift keeps working) and answered by the model serving now."""
-        self.require_supervisor()
-        self.served_ids.add(self.model_id)
-        if requested and requested not in self.served_ids:
-            raise ModelNotFound(requested, self.model_id)
-
-    def check_n(self, n: int, param: str = "n") -> None:
-        """Alternatives each take a slot: no more than the worker has."""
-        if n > self.settings.slots:
-            raise InvalidRequest(
-                f"{param}={n} is more than this daemon's {self.settings.slots} slots; ask for "
-                "fewer alternatives or raise ASSISTANT_SLOTS",
-                param=param,
-            )
-
-    def check_limit(self, max_tokens: int | None, param: str = "max_tokens") -> int | None:
-        """A limit beyond the context means "until the context end", as llama-server reads
-        it: clients send fixed defaults (Continue 4096) whatever model they talk to."""
-        if max_tokens is not None and max_tokens >= self.n_ctx:
-            return None
-        return max_tokens
+    def listed_ids(self) -> list[str]:
+        """What /v1/models lists: each served model, then the role ids that resolve now."""
+        if not self.served:
+            return []
+        return [served.model_id for served in self.workers] + list(ROLE_IDS)

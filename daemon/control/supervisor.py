@@ -121,8 +121,9 @@ class Supervisor:
 
     def _with_socket(self, spec: WorkerSpec) -> WorkerSpec:
         """Each worker gets its own socket, so two can run side by side during a swap."""
-        folder: Path = spec.socket_path.parent
-        return dataclasses.replace(spec, socket_path=folder / f"worker-{next(self._sockets)}.sock")
+        base: Path = spec.socket_path
+        name = f"{base.stem}-{next(self._sockets)}.sock"  # one stem per role: no collisions
+        return dataclasses.replace(spec, socket_path=base.with_name(name))
 
     async def _launch(self, spec: WorkerSpec) -> Running:
         worker = self._factory(self._with_socket(spec))

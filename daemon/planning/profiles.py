@@ -61,6 +61,47 @@ class Shift(_Section):
     memory_check_s: float = Field(5, gt=0, description="How often free memory is checked.")
 
 
+class AutocompleteTargets(Targets):
+    """Autocomplete runs on every typing pause: judged on TTFT for a short FIM prompt."""
+
+    ttft_p95_ms: float = Field(
+        1000, gt=0, description="p95 time to first token for a FIM prompt of the reference size."
+    )
+    reference_prompt_tokens: int = Field(
+        256, ge=1, description="New (uncached) FIM prompt tokens the TTFT target is stated for."
+    )
+    decode_tok_s: float = Field(15, ge=0, description="Slowest acceptable median decode speed.")
+
+
+class RoleSection(_Section):
+    """What one role may use and must reach; unset keys take the profile's top-level value."""
+
+    enabled: bool = Field(True, description="Serve this role (false: off, with the reason shown).")
+    prefer: Literal["speed", "balanced", "quality"] | None = None
+    n_ctx: int | None = Field(None, ge=256, le=1_048_576)
+    slots: int | None = Field(None, ge=1, le=16, description="Slots of this role's worker.")
+    models: Models | None = None
+
+
+class AutocompleteRole(RoleSection):
+    prefer: Literal["speed", "balanced", "quality"] | None = "speed"
+    n_ctx: int | None = Field(4096, ge=256, le=1_048_576)
+    slots: int | None = Field(2, ge=1, le=16)
+    targets: AutocompleteTargets = AutocompleteTargets()
+
+
+class EmbeddingsRole(RoleSection):
+    n_ctx: int | None = Field(2048, ge=256, le=1_048_576)
+    slots: int | None = Field(1, ge=1, le=16)
+
+
+class Roles(_Section):
+    """Chat takes the profile's top level; autocomplete and embeddings have their own sections."""
+
+    autocomplete: AutocompleteRole = AutocompleteRole()
+    embeddings: EmbeddingsRole = EmbeddingsRole()
+
+
 class Profile(_Section):
     """One profile file. Unknown keys are errors, so a typo never silently does nothing."""
 
@@ -70,10 +111,32 @@ class Profile(_Section):
     memory: Memory = Memory()
     models: Models = Models()
     shift: Shift = Shift()
+    roles: Roles = Roles()
 
     # Where it came from, for /status; not a TOML key.
     name: str = Field("", exclude=True)
     path: Path | None = Field(None, exclude=True)
+
+    def for_role(self, role: str) -> Profile:
+        """This profile as one role sees it: the role's own section over the top level, so the
+        planner and the policy read one shape for every role."""
+        if role == "chat":
+            return self
+        section: RoleSection = getattr(self.roles, role)
+        update: dict[str, Any] = {
+            "prefer": section.prefer or self.prefer,
+            "n_ctx": section.n_ctx or self.n_ctx,
+            "models": section.models or self.models,
+        }
+        if isinstance(section, AutocompleteRole):
+            update["targets"] = section.targets
+        return self.model_copy(update=update)
+
+    def role_enabled(self, role: str) -> bool:
+        return role == "chat" or bool(getattr(self.roles, role).enabled)
+
+    def role_slots(self, role: str, default: int) -> int:
+        return default if role == "chat" else (getattr(self.roles, role).slots or default)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -182,7 +245,7 @@ def _line_of(text: str, loc: tuple[str, ...]) -> int | None:
     """Line of `key` inside `[section]` (or at top level) for an error's location."""
     if not loc:
         return None
-    section, key = (loc[0], loc[1]) if len(loc) > 1 else ("", loc[0])
+    section, key = (".".join(loc[:-1]), loc[-1]) if len(loc) > 1 else ("", loc[0])
     current = ""
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()

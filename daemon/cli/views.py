@@ -1,0 +1,174 @@
+"""What `assistantctl status` and `assistantctl plan` print for people (--json prints the
+data itself)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from assistantd.api.status import RoleStatus, StatusReport
+from assistantd.control.monitor import format_ms
+from assistantd.planning.planner import Plan, gib
+from assistantd.planning.roles import RolesPlan
+
+
+def status_text(status: StatusReport) -> str:
+    model, worker, queue, uptime = status.model, status.worker, status.queue, status.uptime_s
+    lines = [f"state      {status.state}"]
+    if model is not None:
+        lines += [
+            f"model      {model.id}  ({model.path})",
+            f"context    {model.n_ctx} tokens × {model.slots or 1} slots, "
+            f"fim {'yes' if model.fim else 'no'}, tools {model.tools or 'no'}, "
+            f"chat template {model.chat_template}",
+        ]
+    else:
+        lines.append("model      none yet (see provision below)")
+    lines += [
+        f"endpoint   {status.endpoint}",
+        f"uptime     {int(uptime // 3600)}h {int(uptime % 3600 // 60)}m {int(uptime % 60)}s",
+        f"requests   {status.requests_served} served, {status.requests_cancelled} cancelled, "
+        f"{status.requests_failed} failed, {status.requests_rejected} rejected, "
+        f"{status.requests_invalid} invalid",
+        f"queue      {queue.active} running, {queue.waiting} waiting (capacity {queue.capacity})",
+    ]
+    if worker is not None:
+        lines.append(f"worker     pid {worker.pid}, {worker.restarts} restarts")
+    memory = status.memory
+    if memory is not None and memory.worker_rss_bytes is not None:
+        budget = memory.ram_budget_bytes
+        lines.append(
+            f"memory     {memory.worker_rss_bytes / 2**20:.0f} MiB resident"
+            + (f" of a {gib(budget)} RAM budget" if budget else "")
+        )
+    if model is None:
+        provision = status.provision
+        lines.append(f"provision  {provision.get('state')}")
+        lines += [f"note       {note}" for note in provision.get("notes", [])[-5:]]
+    if worker is not None and worker.last_error:
+        lines.append(f"last error {worker.last_error}")
+    if status.control:
+        lines.extend(control_lines(status.control))
+    if status.roles:
+        lines += ["", "roles", *role_lines(status.roles)]
+    return "\n".join(lines)
+
+
+def control_lines(control: dict[str, Any]) -> list[str]:
+    """Profile, latency against its targets, and the last shifts with their reasons."""
+    profile = control["profile"]
+    lat = control["latency"]
+    lines = [
+        f"profile    {profile['name']} ({profile['path']}), prefer {profile['prefer']}; "
+        f"mode {control['mode']}",
+    ]
+    if profile.get("error"):
+        lines.append(f"  ERROR    {profile['error']['message']} (previous profile kept)")
+    decode = lat["decode_p50_tok_s"]
+    lines += [
+        f"latency    last {lat['seconds']:g} s, {lat['requests']} requests: TTFT p50 "
+        f"{format_ms(lat['ttft_p50_ms'])} / p95 {format_ms(lat['ttft_p95_ms'])} "
+        f"(target p95 {format_ms(lat['target_ttft_p95_ms'])} at {lat['reference_prompt_tokens']} "
+        f"prompt tokens); decode p50 {'–' if decode is None else f'{decode:.1f}'} tok/s "
+        f"(target ≥ {lat['target_decode_tok_s']:g})",
+    ]
+    if lat["missing"]:
+        lines.append(f"  missing  {'; '.join(lat['missing'])}")
+    if control.get("note"):
+        lines.append(f"note       {control['note']}")
+    for event in control["shifts"][:5]:
+        when = time.strftime("%H:%M:%S", time.localtime(event["at"]))
+        took = f" in {event['switch_s']:.1f} s" if event.get("switch_s") is not None else ""
+        lines.append(
+            f"shift      {when} {event['direction']}: {event['reason']} [{event['outcome']}{took}]"
+        )
+    return lines
+
+
+def plan_table(result: Plan) -> str:
+    budget = result.budget
+    lines = [
+        f"budget: {gib(budget.ram_bytes)} RAM, {gib(budget.vram_bytes)} VRAM"
+        + (" (unified memory)" if budget.unified else "")
+        + f", context {result.n_ctx} tokens",
+        *[f"note: {note}" for note in budget.notes],
+        "",
+        f"{'':2}{'model':32} {'quant':7} {'file':>9} {'RAM':>9} {'VRAM':>9} {'place':11} "
+        f"{'tok/s':>6} {'TTFT':>7} {'quality':>7}  fits / reason",
+    ]
+    for index, c in enumerate(result.candidates):
+        mark = "▶ " if index == 0 and c.fits else "  "
+        size = ("~" if c.file_bytes_estimated else "") + gib(c.file_bytes).replace(" GiB", "G")
+        if c.experts_in_ram:
+            place = f"experts({c.n_cpu_moe})"  # the first N layers' experts in RAM
+        else:
+            place = c.placement + (f"({c.n_gpu_layers})" if c.placement == "partial" else "")
+        ttft = f"{c.predicted_ttft_ms / 1000:.1f}s" if c.predicted_ttft_ms else "—"
+        lines.append(
+            f"{mark}{c.model:32} {c.quant:7} {size:>9} {gib(c.ram_bytes).replace(' GiB', 'G'):>9} "
+            f"{gib(c.vram_bytes).replace(' GiB', 'G'):>9} {place:11} {c.predicted_tok_s:>6.1f} "
+            f"{ttft:>7} {c.quality:>7.1f}  {'yes' if c.fits else 'no: ' + c.reason}"
+        )
+    lines.append("\n~ file size estimated from parameters × bits per weight (hub not consulted)")
+    return "\n".join(lines)
+
+
+def role_lines(roles: dict[str, RoleStatus]) -> list[str]:
+    """One block per role: its model, memory, latency against its targets, last shift."""
+    lines = []
+    for role, r in roles.items():
+        if r.served_by is None:
+            lines.append(f"{role:13}off: {r.note or 'no model'}")
+            continue
+        if r.served_by != role:
+            lines.append(f"{role:13}{r.model}, on the {r.served_by} worker: {r.note or ''}")
+            continue
+        what = " ".join(x for x in (r.quant, r.placement) if x)
+        memory = f"{r.worker_rss_bytes / 2**20:.0f} MiB" if r.worker_rss_bytes else "–"
+        if r.estimated_bytes:
+            memory += f" (planned {r.estimated_bytes / 2**20:.0f} MiB)"
+        lines.append(
+            f"{role:13}{r.model} {what} [{r.state}], {r.slots} slots × {r.n_ctx} tokens, "
+            f"fim {'yes' if r.fim else 'no'}, {memory}"
+        )
+        control = r.control or {}
+        lat = control.get("latency")
+        if lat:
+            decode = lat["decode_p50_tok_s"]
+            lines.append(
+                f"{'':13}TTFT p95 {format_ms(lat['ttft_p95_ms'])} (target "
+                f"{format_ms(lat['target_ttft_p95_ms'])} at {lat['reference_prompt_tokens']} "
+                f"tokens), decode p50 {'–' if decode is None else f'{decode:.1f}'} tok/s "
+                f"(target ≥ {lat['target_decode_tok_s']:g}), {lat['requests']} requests"
+                + (f"; missing: {'; '.join(lat['missing'])}" if lat["missing"] else "")
+            )
+        shifts = control.get("shifts") or []
+        if shifts:
+            last = shifts[0]
+            when = time.strftime("%H:%M:%S", time.localtime(last["at"]))
+            lines.append(f"{'':13}last shift {when} {last['direction']}: {last['reason']}")
+    return lines
+
+
+def roles_table(result: RolesPlan) -> str:
+    """The choice per role, then the chat role's whole ladder."""
+    lines = ["roles:"]
+    for role, choice in result.roles.items():
+        if choice.chosen is None or choice.served_by is None:
+            lines.append(f"  {role:13}— {choice.reason}")
+        elif choice.served_by != role:
+            lines.append(
+                f"  {role:13}{choice.chosen.label}, on the {choice.served_by} worker: "
+                f"{choice.reason}"
+            )
+        else:
+            c = choice.chosen
+            lines.append(
+                f"  {role:13}{c.label} ({c.placement}, {gib(c.estimated_bytes)}, "
+                f"{choice.slots} slots, TTFT {c.predicted_ttft_ms / 1000:.1f}s, "
+                f"{c.predicted_tok_s:.1f} tok/s): {choice.reason}"
+            )
+    budget = result.budget.ram_bytes + result.budget.vram_bytes
+    lines.append(f"  all roles: {gib(result.estimated_bytes)} of {gib(budget)}")
+    chat = result.roles["chat"].plan or result.chat
+    return "\n".join(lines) + "\n\nchat ladder:\n" + plan_table(chat)

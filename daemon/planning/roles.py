@@ -1,0 +1,272 @@
+"""The joint plan: a model per role (chat, autocomplete, embeddings) within one memory budget.
+
+Autocomplete is latency-bound and needs FIM tokens; chat wants the best model that meets its
+targets; embeddings come last. The rule, so a person can predict it:
+
+1. Chat's choice with the whole budget is the reference.
+2. If that model has FIM tokens and meets the autocomplete TTFT target, it serves both roles
+   (slots of one worker, no second copy of anything).
+3. Otherwise the autocomplete ladder is walked best first; each rung leaves a smaller budget for
+   chat, and the pair whose chat choice ranks highest wins (ties: the better autocomplete rung).
+   A rung that leaves chat only the offline starter does not count.
+4. No pair fits: a chat model with FIM tokens serves both; else autocomplete is off, with why.
+5. Embeddings take a model of their own from what is left, else the chat model serves them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from assistantd.planning.catalog import CatalogModel
+from assistantd.planning.hardware import Machine
+from assistantd.planning.plan_types import Budget, Candidate, Plan, gib
+from assistantd.planning.planner import make_plan, profile_budget
+from assistantd.planning.profiles import Profile
+from assistantd.planning.speeds import MeasuredSpeeds
+from assistantd.vocab import Role
+
+ROLES: tuple[Role, ...] = ("chat", "autocomplete", "embeddings")
+PAIR_TRIES = 8  # autocomplete rungs tried against chat (the ladder is best first)
+
+
+@dataclass
+class RoleChoice:
+    """One role's model, or the role that serves it, or why it is off."""
+
+    role: Role
+    chosen: Candidate | None
+    plan: Plan | None  # this role's own ladder (kept when another role's worker serves it)
+    slots: int
+    fim: bool = False
+    served_by: Role | None = None  # the role whose worker serves this one; None: off
+    reason: str = ""
+
+    @property
+    def own_worker(self) -> bool:
+        return self.served_by == self.role and self.chosen is not None
+
+    def serve_own(self, rung: Candidate, reason: str) -> None:
+        """Chat's planned model could not be had: this role runs its own after all."""
+        self.chosen, self.served_by, self.reason = rung, self.role, reason
+
+    def to_json(self) -> dict[str, Any]:
+        chosen = self.chosen.to_json() if self.chosen else {"model": None}
+        return {
+            **chosen,
+            "fim": self.fim,
+            "served_by": self.served_by,
+            "slots": self.slots,
+            "why": self.reason,
+        }
+
+
+@dataclass
+class RolesPlan:
+    budget: Budget
+    chat: Plan  # the chat role's plan with the whole budget: `chosen` in the JSON
+    roles: dict[Role, RoleChoice]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def workers(self) -> list[RoleChoice]:
+        """One entry per worker to run (a role served by another role's worker has none)."""
+        return [c for c in self.roles.values() if c.own_worker]
+
+    @property
+    def estimated_bytes(self) -> int:
+        return sum(c.chosen.estimated_bytes for c in self.workers if c.chosen)
+
+    def to_json(self) -> dict[str, Any]:
+        chat = self.roles["chat"]
+        data = (chat.plan or self.chat).to_json()
+        data["chosen"] = chat.chosen.to_json() if chat.chosen else None
+        data["roles"] = {role: choice.to_json() for role, choice in self.roles.items()}
+        data["estimated_bytes_all_roles"] = self.estimated_bytes
+        data["notes"] = [*data["notes"], *self.notes]
+        return data
+
+
+def _less(budget: Budget, used: Candidate) -> Budget:
+    return replace(
+        budget,
+        ram_bytes=max(budget.ram_bytes - used.ram_bytes, 0),
+        vram_bytes=max(budget.vram_bytes - used.vram_bytes, 0),
+        gpu_working_set_bytes=max(budget.gpu_working_set_bytes - used.vram_bytes, 0),
+    )
+
+
+def make_role_plans(
+    catalog: list[CatalogModel],
+    profile: Profile,
+    machine: Machine,
+    speeds: MeasuredSpeeds | None = None,
+    *,
+    n_slots: int,
+) -> RolesPlan:
+    """A model per role, jointly within one budget (module docstring: the rule)."""
+    budget = profile_budget(profile, machine)
+    fim = {m.id for m in catalog if m.fim}
+    starters = {m.id for m in catalog if m.starter}
+
+    def plan_for(role: Role, within: Budget) -> Plan:
+        return make_plan(
+            catalog,
+            profile.for_role(role),
+            machine,
+            speeds,
+            n_slots=profile.role_slots(role, n_slots),
+            role=role,
+            budget=within,
+        )
+
+    chat_alone = plan_for("chat", budget)
+    chat = chat_alone.chosen
+    roles: dict[Role, RoleChoice] = {
+        "chat": RoleChoice(
+            "chat",
+            chat,
+            chat_alone,
+            n_slots,
+            fim=bool(chat and chat.model in fim),
+            served_by="chat" if chat else None,
+            reason="the best chat model that fits" if chat else "no model fits the budget",
+        )
+    }
+    roles["autocomplete"] = _autocomplete(profile, roles["chat"], plan_for, budget, starters)
+    used = [c.chosen for c in roles.values() if c.own_worker and c.chosen]
+    roles["embeddings"] = _embeddings(profile, roles["chat"].chosen, plan_for, budget, used)
+    result = RolesPlan(budget, chat_alone, roles)
+    for choice in roles.values():
+        if choice.served_by != choice.role:
+            result.notes.append(f"{choice.role}: {choice.reason}")
+    return result
+
+
+def _autocomplete(
+    profile: Profile,
+    chat_choice: RoleChoice,
+    plan_for: Any,
+    budget: Budget,
+    starters: set[str],
+) -> RoleChoice:
+    slots = profile.role_slots("autocomplete", 1)
+    chat = chat_choice.chosen
+    if not profile.role_enabled("autocomplete"):
+        return RoleChoice("autocomplete", None, None, slots, reason="off in the profile")
+    if chat is None:
+        return RoleChoice("autocomplete", None, None, slots, reason="no chat model fits either")
+    alone: Plan = plan_for("autocomplete", budget)
+    target = profile.for_role("autocomplete").targets.ttft_p95_ms
+    as_fim = next((c for c in alone.ladder if c.key == chat.key), None)
+    if as_fim is not None and as_fim.meets_ttft:
+        return _shared(
+            chat_choice,
+            alone,
+            slots,
+            f"{chat.label} has FIM tokens and meets the "
+            f"autocomplete TTFT target ({target:g} ms): one worker serves both",
+        )
+    best: tuple[tuple[int, int], Candidate, Plan] | None = None
+    chat_rank = {
+        c.key: i for i, c in enumerate(chat_choice.plan.ladder if chat_choice.plan else [])
+    }
+    for index, rung in enumerate(alone.ladder[:PAIR_TRIES]):
+        rest: Plan = plan_for("chat", _less(budget, rung))
+        pick = rest.chosen
+        if pick is None or (pick.model in starters and chat.model not in starters):
+            continue
+        key = (chat_rank.get(pick.key, len(chat_rank)), index)
+        if best is None or key < best[0]:
+            best = (key, rung, rest)
+        if key[0] == 0:
+            break  # chat keeps its own choice: the best autocomplete rung that allows it
+    if best is not None:
+        _, rung, rest = best
+        picked = rest.chosen
+        assert picked is not None
+        if picked.key != chat.key:
+            chat_choice.chosen, chat_choice.plan = picked, rest
+            chat_choice.reason = (
+                f"the best chat model that fits beside autocomplete's {rung.label} "
+                f"({gib(rung.estimated_bytes)})"
+            )
+        why = f"the best FIM model that fits beside chat's {picked.label}"
+        if not rung.meets_ttft:
+            why += f"; predicted TTFT {rung.predicted_ttft_ms:g} ms > target {target:g} ms"
+        return RoleChoice(
+            "autocomplete", rung, alone, slots, fim=True, served_by="autocomplete", reason=why
+        )
+    if chat_choice.fim:
+        return _shared(
+            chat_choice,
+            alone,
+            slots,
+            f"no FIM model fits beside {chat.label}, which has FIM tokens: one worker serves both",
+        )
+    return RoleChoice(
+        "autocomplete",
+        None,
+        alone,
+        slots,
+        reason=(
+            f"off: no FIM model fits beside {chat.label} in {gib(budget.ram_bytes)} RAM, and "
+            f"{chat.label} has no FIM tokens"
+            if alone.ladder
+            else "off: no model with FIM tokens fits the budget"
+        ),
+    )
+
+
+def _shared(chat_choice: RoleChoice, alone: Plan, slots: int, reason: str) -> RoleChoice:
+    """Autocomplete on chat's worker; `alone` kept for when chat's model cannot be had."""
+    return RoleChoice(
+        "autocomplete", chat_choice.chosen, alone, slots, fim=True, served_by="chat", reason=reason
+    )
+
+
+def _embeddings(
+    profile: Profile,
+    chat: Candidate | None,
+    plan_for: Any,
+    budget: Budget,
+    used: list[Candidate],
+) -> RoleChoice:
+    slots = profile.role_slots("embeddings", 1)
+    fallback: Role | None = "chat" if chat else None
+    if not profile.role_enabled("embeddings"):
+        return RoleChoice(
+            "embeddings",
+            chat,
+            None,
+            slots,
+            served_by=fallback,
+            reason="no embedding model of its own (off in the profile): the chat "
+            "model answers /v1/embeddings",
+        )
+    left = budget
+    for candidate in used:
+        left = _less(left, candidate)
+    own: Plan = plan_for("embeddings", left)
+    if own.chosen is not None:
+        return RoleChoice(
+            "embeddings",
+            own.chosen,
+            own,
+            slots,
+            served_by="embeddings",
+            reason="the best embedding model that fits beside the others",
+        )
+    why = (
+        f"no embedding model fits the {gib(left.ram_bytes)} RAM the other roles leave"
+        if own.candidates
+        else "the catalog lists no embedding model the profile allows"
+    )
+    return RoleChoice(
+        "embeddings",
+        chat,
+        None,
+        slots,
+        served_by=fallback,
+        reason=f"{why}: the chat model answers /v1/embeddings",
+    )
