@@ -59,6 +59,22 @@ def fim_model(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
+@pytest.fixture(scope="session")
+def gemma_fim_model(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Gemma 3 270M base with FIM token ids (three unused tokens) written by the gguf package:
+    a second real model for the autocomplete role, distinct from SmolLM2 for chat."""
+    out = tmp_path_factory.mktemp("gemma-fim") / "gemma-3-270m-fim.gguf"
+    tokens = {"fim_pre": "<unused0>", "fim_suf": "<unused1>", "fim_mid": "<unused2>"}
+    args = [arg for name, text in tokens.items() for arg in ("--special-token", name, text)]
+    subprocess.run(
+        [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--force", *args,
+         str(models["gemma270m"]), str(out)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return out
+
+
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
     """Start a daemon of one's own (for tests that kill or overload it)."""

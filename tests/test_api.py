@@ -44,8 +44,14 @@ def records(daemon: Daemon) -> int:
 
 def test_models_lists_the_served_id_and_it_is_not_chat_only_for_continue(smol: Daemon) -> None:
     models = client(smol).models.list().data
-    assert [m.id for m in models] == ["smollm2-135m-instruct-q4_1"]
-    assert not models[0].id.startswith(("gpt", "o"))
+    # The served model, then the stable role ids (one model serves every role here).
+    assert [m.id for m in models] == [
+        "smollm2-135m-instruct-q4_1",
+        "assistantd-chat",
+        "assistantd-autocomplete",
+        "assistantd-embed",
+    ]
+    assert not any(m.id.startswith(("gpt", "o")) for m in models)
 
 
 def test_chat_completion(smol: Daemon) -> None:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from assistantd.api import openapi, shapes
 from assistantd.api.deps import State
+from assistantd.api.fim_prompt import split_fim
 from assistantd.api.proxy import Generation, outcome_of
 from assistantd.api.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from assistantd.api.streaming import collect, guarded, opened, read_body, sse_response
@@ -90,12 +91,16 @@ async def chat_completions(request: Request, state: State) -> Response:
 @router.post("/completions", openapi_extra=openapi.body(CompletionRequest))
 async def completions(request: Request, state: State) -> Response:
     body = await read_body(request, CompletionRequest, state.settings.max_body_bytes)
-    # Fill-in-the-middle (a suffix) with no model named is autocomplete's job.
-    served = state.route(body.model, "autocomplete" if body.suffix is not None else "chat")
+    # Fill-in-the-middle (a suffix, or a raw FIM prompt) with no model named is autocomplete's.
+    prompt, suffix = body.prompt_text, body.suffix
+    raw_fim = split_fim(prompt) if suffix is None else None
+    served = state.route(body.model, "chat" if suffix is None and not raw_fim else "autocomplete")
+    if raw_fim and served.fim:
+        prompt, suffix = raw_fim  # rendered with the serving model's own FIM tokens
     served.check_n(body.n)
     params = {
-        "prompt": body.prompt_text,
-        "suffix": body.suffix,
+        "prompt": prompt,
+        "suffix": suffix,
         "max_tokens": served.check_limit(body.token_limit),
         "n": body.n,
         **body.sampling(),

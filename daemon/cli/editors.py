@@ -21,21 +21,31 @@ from assistantd.files import atomic_write_text
 ENTRY_NAME = "assistantd"
 
 
-def continue_entry(
-    model_id: str, api_base: str, api_key: str | None, *, fim: bool
-) -> dict[str, Any]:
-    """One Continue model entry; autocomplete only for a model with fill-in-the-middle tokens
-    (Continue sends it raw FIM prompts, which a model without them answers with noise)."""
-    roles = ["chat", "edit", "apply"] + (["autocomplete"] if fim else [])
-    return {
-        "name": f"{ENTRY_NAME} ({model_id})",
-        "provider": "openai",
-        "model": model_id,
-        "apiBase": api_base,
-        # The openai SDK insists on a key; any value works unless ASSISTANT_API_KEY is set.
-        "apiKey": api_key or "assistantd",
-        "roles": roles,
-    }
+def continue_entries(
+    api_base: str, api_key: str | None, *, autocomplete: bool, embeddings: bool = True
+) -> list[dict[str, Any]]:
+    """Continue model entries, one per role, by the stable role ids (they follow shifts).
+    Autocomplete only when a model with fill-in-the-middle tokens serves it (Continue sends it
+    raw FIM prompts, which a model without them answers with noise)."""
+    roles: list[tuple[str, str, list[str]]] = [
+        ("chat", "assistantd-chat", ["chat", "edit", "apply"])
+    ]
+    if autocomplete:
+        roles.append(("autocomplete", "assistantd-autocomplete", ["autocomplete"]))
+    if embeddings:
+        roles.append(("embed", "assistantd-embed", ["embed"]))
+    return [
+        {
+            "name": f"{ENTRY_NAME} {name}",
+            "provider": "openai",
+            "model": model,
+            "apiBase": api_base,
+            # The openai SDK insists on a key; any value works unless ASSISTANT_API_KEY is set.
+            "apiKey": api_key or "assistantd",
+            "roles": continue_roles,
+        }
+        for name, model, continue_roles in roles
+    ]
 
 
 def render_yaml(data: Any) -> str:
@@ -53,9 +63,9 @@ def continue_config(entries: list[dict[str, Any]]) -> str:
     )
 
 
-def merge_continue(config_path: Path, entry: dict[str, Any]) -> Path | None:
-    """Put `entry` into Continue's config.yaml, replacing an earlier assistantd entry and keeping
-    everything else. Returns the backup's path (None when the file did not exist)."""
+def merge_continue(config_path: Path, entries: list[dict[str, Any]]) -> Path | None:
+    """Put `entries` into Continue's config.yaml, replacing earlier assistantd entries and
+    keeping everything else. Returns the backup's path (None when the file did not exist)."""
     yaml = YAML()
     yaml.indent(mapping=2, sequence=4, offset=2)
     backup = None
@@ -84,7 +94,7 @@ def merge_continue(config_path: Path, entry: dict[str, Any]) -> Path | None:
         if not (isinstance(m, dict) and str(m.get("name", "")).startswith(ENTRY_NAME))
     ]
     models.clear()
-    models.extend(kept + [CommentedMap(entry)])
+    models.extend(kept + [CommentedMap(entry) for entry in entries])
     text = io.StringIO()
     yaml.dump(data, text)
     atomic_write_text(config_path, text.getvalue())
@@ -92,16 +102,18 @@ def merge_continue(config_path: Path, entry: dict[str, Any]) -> Path | None:
 
 
 def llama_vscode_settings(base_url: str, *, fim: bool) -> str:
+    """/infill always reaches the autocomplete role; chat goes to the chat role's id."""
     lines = [
-        "llama.vscode (settings.json):",
-        f'  "llama-vscode.endpoint": "{base_url}"',
+        "llama.vscode (settings.json): completions from the autocomplete role, chat from chat",
+        f'  "llama-vscode.endpoint": "{base_url}",',
+        '  "llama-vscode.ai_model": "assistantd-chat"',
         "llama.vim (vimrc): fill-in-the-middle and instruction endpoints",
         f"  let g:llama_config = {{ 'endpoint_fim': '{base_url}/infill', "
-        f"'endpoint_inst': '{base_url}/v1/chat/completions' }}",
+        f"'endpoint_inst': '{base_url}/v1/chat/completions', 'model_inst': 'assistantd-chat' }}",
     ]
     if not fim:
         lines.append(
-            "note: the model served now has no fill-in-the-middle tokens, so /infill answers 400;"
-            " serve a code model with FIM tokens (e.g. Qwen2.5-Coder base) for completions."
+            "note: the model serving autocomplete has no fill-in-the-middle tokens, so /infill "
+            "answers 400; give autocomplete a code model with FIM tokens (e.g. Qwen2.5-Coder base)."
         )
     return "\n".join(lines)

@@ -159,27 +159,27 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_connect(args: argparse.Namespace) -> int:
     status = _fetch_status(args.url)
-    model = status.model
-    if model is None:
+    if status.model is None:
         print(
             f"assistantd is {status.state} and has no model yet; try again when "
             "`assistantctl status` says serving",
             file=sys.stderr,
         )
         return 1
-    fim = bool(model.fim)
-    entry = editors.continue_entry(
-        model.id, status.endpoint, os.environ.get("ASSISTANT_API_KEY"), fim=fim
+    autocomplete = status.roles.get("autocomplete")
+    fim = bool(autocomplete and autocomplete.served_by and autocomplete.fim)
+    entries = editors.continue_entries(
+        status.endpoint, os.environ.get("ASSISTANT_API_KEY"), autocomplete=fim
     )
     if args.write:
-        backup = editors.merge_continue(args.config, entry)
+        backup = editors.merge_continue(args.config, entries)
         print(
-            f"wrote the assistantd model to {args.config}"
+            f"wrote the assistantd models to {args.config}"
             + (f" (backup: {backup})" if backup else "")
         )
     else:
         print(f"# Continue: save as {args.config}  (or run with --write to merge into it)")
-        print(editors.continue_config([entry]))
+        print(editors.continue_config(entries))
     print(editors.llama_vscode_settings(status.endpoint.removesuffix("/v1"), fim=fim))
     return 0
 

@@ -4,8 +4,8 @@ Autocomplete is latency-bound and needs FIM tokens; chat wants the best model th
 targets; embeddings come last. The rule, so a person can predict it:
 
 1. Chat's choice with the whole budget is the reference.
-2. If that model has FIM tokens and meets the autocomplete TTFT target, it serves both roles
-   (slots of one worker, no second copy of anything).
+2. If that model is also autocomplete's first choice, it serves both roles (slots of one
+   worker, no second copy of the weights).
 3. Otherwise the autocomplete ladder is walked best first; each rung leaves a smaller budget for
    chat, and the pair whose chat choice ranks highest wins (ties: the better autocomplete rung).
    A rung that leaves chat only the offline starter does not count.
@@ -158,14 +158,12 @@ def _autocomplete(
         return RoleChoice("autocomplete", None, None, slots, reason="no chat model fits either")
     alone: Plan = plan_for("autocomplete", budget)
     target = profile.for_role("autocomplete").targets.ttft_p95_ms
-    as_fim = next((c for c in alone.ladder if c.key == chat.key), None)
-    if as_fim is not None and as_fim.meets_ttft:
+    if alone.ladder and alone.ladder[0].key == chat.key:
         return _shared(
             chat_choice,
             alone,
             slots,
-            f"{chat.label} has FIM tokens and meets the "
-            f"autocomplete TTFT target ({target:g} ms): one worker serves both",
+            f"{chat.label} is also the best autocomplete model that fits: one worker serves both",
         )
     best: tuple[tuple[int, int], Candidate, Plan] | None = None
     chat_rank = {
