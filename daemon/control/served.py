@@ -36,6 +36,12 @@ class Served:
         return int(self.supervisor.worker_info.get("n_ctx", self.supervisor.spec.n_ctx))
 
     @property
+    def on_cpu(self) -> bool:
+        """Decodes on the CPU cores: a CPU-only build, or no layer offloaded."""
+        offload = bool(self.supervisor.worker_info.get("gpu_offload"))
+        return not offload or self.supervisor.spec.n_gpu_layers == 0
+
+    @property
     def fim(self) -> bool:
         return bool(self.supervisor.worker_info.get("fim"))
 

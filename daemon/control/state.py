@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from assistantd.control.cores import CoreShare
 from assistantd.control.monitor import Monitor
 from assistantd.control.served import Served
 from assistantd.control.stats import RequestRecord, Stats
@@ -42,6 +43,7 @@ class DaemonState:
     created: int = field(default_factory=lambda: int(time.time()))
 
     def __post_init__(self) -> None:
+        self.cores = CoreShare(lambda: self.workers)
         self.on_finished.extend([self.stats.record, self.monitor.observe, self._wake_policy])
 
     def record(self, rec: RequestRecord) -> None:

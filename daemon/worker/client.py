@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -44,6 +45,12 @@ class WorkerClient:
             return response.json().get("end")
         except (httpx.HTTPError, ValueError):
             return None  # the worker is gone or dying: nothing left to cancel
+
+    async def hold(self, seconds: float) -> None:
+        """Ask the worker to pause its batch (best effort: a worker that does not answer
+        simply keeps decoding)."""
+        with contextlib.suppress(httpx.HTTPError):
+            await self._http.post("/hold", json={"seconds": seconds}, timeout=1.0)
 
     async def open_generation(
         self, request_id: str, kind: GenerationKind, params: dict[str, Any]

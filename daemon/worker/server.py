@@ -4,6 +4,7 @@ Protocol (daemon ↔ worker only, never exposed):
   GET  /info                 → model facts (n_ctx, fim, ...)
   POST /generate             → NDJSON events: {"type": "chunk"|"end"|"error", ...}
   POST /cancel/{request_id}  → stops that generation; answers its end event once stopped
+  POST /hold {"seconds": s}  → steps no batch for up to s seconds (0 resumes): cores yielded
   POST /embed                → {"data": [[...]], "prompt_tokens": n}
 """
 
@@ -122,6 +123,9 @@ class Handler(BaseHTTPRequestHandler):
                 gen.stop.set()
                 gen.done.wait(10.0)
             self._reply({"cancelled": gen is not None, "end": gen.end if gen else None})
+        elif self.path == "/hold":
+            state.engine.hold(min(max(float(self._json_body().get("seconds", 0)), 0.0), 5.0))
+            self._reply({"held": True})
         elif self.path == "/embed":
             try:
                 vectors, count = state.engine.embed(self._json_body()["input"])

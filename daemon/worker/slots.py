@@ -6,17 +6,15 @@ of pending prompts (priority 0 first) into the batch, calls llama_decode once, t
 
 ``SlotEngine.submit(req)`` returns an iterator of events (plain dicts):
 
-* ``{"type": "token", "index": i, "text": str, "token": int | None}`` -- ``index`` is the
-  alternative (0..n-1); ``text`` is valid UTF-8 text released by this token (may be "" while a
-  multibyte char or a possible stop-string prefix is held back). ``token`` is None for a final
-  flush of held-back text (sent just before an "eos" end).
+* ``{"type": "token", "index": i, "text": str, "token": int | None}``: alternative i's valid
+  UTF-8 text released by this token ("" while a multibyte char or stop prefix is held back;
+  token None: a final flush of held-back text, just before an "eos" end).
 * ``{"type": "end", "index": i, "finish_reason": "stop"|"length"|"cancelled",
   "stop_type": "eos"|"word"|"limit"|"none", "prompt_n", "cached_n", "predicted_n",
   "prompt_ms", "predicted_ms", "text"}`` -- one per alternative; the iterator ends after all n.
 
-Failures: ``submit`` raises ValueError (bad request, e.g. prompt too long) or QueueFull;
-the iterator raises SlotEngineError for runtime failures (llama_decode error, KV full, close()).
-Abandoning the iterator (close()/garbage collection) cancels the request.
+Failures: ``submit`` raises ValueError (bad request, e.g. prompt too long) or QueueFull; the
+iterator raises SlotEngineError (llama_decode error, KV full, close()). Abandoning it cancels.
 """
 
 from __future__ import annotations
@@ -87,6 +85,7 @@ class SlotEngine:
         self._cv = threading.Condition()
         self._closing = False
         self._n_busy = 0
+        self._hold_until = 0.0  # monotonic time until which no batch is stepped
         self._thread = threading.Thread(target=self._run, name="slot-engine", daemon=True)
         self._thread.start()
 
@@ -129,6 +128,12 @@ class SlotEngine:
             self._cv.notify()
         return self._events(job)
 
+    def hold(self, seconds: float) -> None:
+        """Step no batch for up to `seconds` (0 resumes): another worker needs the cores."""
+        with self._cv:
+            self._hold_until = time.monotonic() + seconds
+            self._cv.notify_all()
+
     def close(self) -> None:
         with self._cv:
             self._closing = True
@@ -139,13 +144,9 @@ class SlotEngine:
         with self._cv:
             queued = len(self._heap)
         busy = sum(1 for s in self._slots if s.job is not None)
-        return {
-            "slots": self.n_slots,
-            "busy": busy,
-            "idle": self.n_slots - busy,
-            "queued": queued,
-            "cached_tokens": [len(s.cache) for s in self._slots],
-        }
+        cached = [len(s.cache) for s in self._slots]
+        return {"slots": self.n_slots, "busy": busy, "idle": self.n_slots - busy,
+                "queued": queued, "cached_tokens": cached}  # fmt: skip
 
     @staticmethod
     def _events(job: Job) -> Iterator[dict]:
@@ -175,6 +176,9 @@ class SlotEngine:
                         self._admit()
                     if not self._n_busy:
                         self._cv.wait(0.05)
+                        continue
+                    if (held := self._hold_until - time.monotonic()) > 0:
+                        self._cv.wait(min(held, 0.05))
                         continue
                 self._step()
         except BaseException as e:  # pragma: no cover - unexpected bug: fail everybody
