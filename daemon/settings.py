@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     n_gpu_layers: int = Field(
         -1, ge=-1, description="Layers to offload to the GPU (-1 = all; ignored by CPU builds)."
     )
+    share_cores: bool = Field(
+        True,
+        description="On a CPU, other workers pause while an autocomplete prompt is evaluated, "
+        "so autocomplete answers fast while chat streams.",
+    )
     slots: int = Field(
         3,
         ge=1,

@@ -118,14 +118,16 @@ def _typing() -> Iterator[str]:
 class ChatLoad:
     """Chat answers streaming back to back on a thread, counting tokens and time."""
 
-    def __init__(self, url: str) -> None:
-        self.url, self.tokens, self.seconds = url, 0, 0.0
+    def __init__(self, url: str, model: str | None = None) -> None:
+        self.url, self.model, self.tokens, self.seconds = url, model, 0, 0.0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         body = {"messages": [{"role": "user", "content": "Write a long story about a lighthouse."}],
                 "max_tokens": 400, "temperature": 0.7}  # fmt: skip
+        if self.model:
+            body["model"] = self.model
         while not self.stop.is_set():
             first = last = None
             count = 0

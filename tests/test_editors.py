@@ -36,14 +36,14 @@ def test_connect_prints_the_continue_entry_and_llama_vscode_settings(smol: Daemo
     result = ctl("--url", smol.url, "connect", "continue")
     assert result.returncode == 0, result.stderr
     config = YAML().load(result.stdout.split("llama.vscode")[0])
-    # A whole config.yaml, as Continue's schema wants it.
+    # A whole config.yaml, as Continue's schema wants it, one entry per role by role id.
     assert config["name"] and config["version"] and config["schema"] == "v1"
-    [entry] = config["models"]
-    assert entry["provider"] == "openai"
-    assert entry["model"] == "smollm2-135m-instruct-q4_1"
-    assert entry["apiBase"] == smol.v1
-    # SmolLM2 has no FIM tokens: it gets no autocomplete role.
-    assert set(entry["roles"]) == {"chat", "edit", "apply"}
+    chat, embed = config["models"]
+    assert chat["provider"] == embed["provider"] == "openai"
+    assert chat["model"] == "assistantd-chat" and embed["model"] == "assistantd-embed"
+    assert chat["apiBase"] == embed["apiBase"] == smol.v1
+    # SmolLM2 (serving every role here) has no FIM tokens: no autocomplete entry.
+    assert set(chat["roles"]) == {"chat", "edit", "apply"} and embed["roles"] == ["embed"]
     assert f'"llama-vscode.endpoint": "{smol.url}"' in result.stdout
     assert f"'endpoint_fim': '{smol.url}/infill'" in result.stdout
     assert f"'endpoint_inst': '{smol.url}/v1/chat/completions'" in result.stdout
@@ -52,8 +52,9 @@ def test_connect_prints_the_continue_entry_and_llama_vscode_settings(smol: Daemo
 def test_connect_gives_autocomplete_to_a_fim_model(smol_fim: Daemon) -> None:
     result = ctl("--url", smol_fim.url, "connect", "continue")
     assert result.returncode == 0, result.stderr
-    [entry] = YAML().load(result.stdout.split("llama.vscode")[0])["models"]
-    assert "autocomplete" in entry["roles"]
+    entries = YAML().load(result.stdout.split("llama.vscode")[0])["models"]
+    [auto] = [e for e in entries if "autocomplete" in e["roles"]]
+    assert auto["model"] == "assistantd-autocomplete" and auto["roles"] == ["autocomplete"]
     assert "no fill-in-the-middle tokens" not in result.stdout
 
 
@@ -68,11 +69,11 @@ def test_connect_write_merges_keeping_everything_and_backs_up(smol: Daemon, tmp_
     assert "# my Continue config" in text and "# keep me" in text
     data = YAML().load(text)
     names = [m["name"] for m in data["models"]]
-    assert names == ["Claude", "assistantd (smollm2-135m-instruct-q4_1)"]
+    assert names == ["Claude", "assistantd chat", "assistantd embed"]  # the old entry replaced
     assert data["context"] == [{"provider": "code"}]
-    # Running it again replaces our entry instead of adding a second one.
+    # Running it again replaces our entries instead of adding more.
     ctl("--url", smol.url, "connect", "continue", "--write", "--config", str(config))
-    assert len(YAML().load(config.read_text())["models"]) == 2
+    assert len(YAML().load(config.read_text())["models"]) == 3
 
 
 def test_connect_write_creates_a_config_when_there_is_none(smol: Daemon, tmp_path: Path) -> None:
@@ -82,7 +83,7 @@ def test_connect_write_creates_a_config_when_there_is_none(smol: Daemon, tmp_pat
         == 0
     )
     data = YAML().load(config.read_text())
-    assert data["schema"] == "v1" and len(data["models"]) == 1
+    assert data["schema"] == "v1" and len(data["models"]) == 2
 
 
 def test_a_broken_config_is_left_untouched(smol: Daemon, tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ HOLD_S = 2.0  # the longest one autocomplete prefill may keep chat waiting
 
 
 class CoreShare:
-    def __init__(self, workers: Callable[[], list[Served]]) -> None:
+    def __init__(self, workers: Callable[[], list[Served]], *, enabled: bool = True) -> None:
         self._workers = workers
+        self.enabled = enabled
         self._active = 0
         self.holds = 0  # how often chat gave way (for /status and the benchmark)
 
@@ -29,7 +30,8 @@ class CoreShare:
     @contextlib.asynccontextmanager
     async def first_token(self, served: Served) -> AsyncIterator[None]:
         """Other CPU workers hold while `served` (autocomplete) evaluates a prompt."""
-        others = self._others(served) if served.role == "autocomplete" and served.on_cpu else []
+        latency_bound = self.enabled and served.role == "autocomplete" and served.on_cpu
+        others = self._others(served) if latency_bound else []
         if not others:
             yield
             return

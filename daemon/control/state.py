@@ -43,7 +43,7 @@ class DaemonState:
     created: int = field(default_factory=lambda: int(time.time()))
 
     def __post_init__(self) -> None:
-        self.cores = CoreShare(lambda: self.workers)
+        self.cores = CoreShare(lambda: self.workers, enabled=self.settings.share_cores)
         self.on_finished.extend([self.stats.record, self.monitor.observe, self._wake_policy])
 
     def record(self, rec: RequestRecord) -> None:
