@@ -118,7 +118,7 @@ def role_lines(roles: dict[str, RoleStatus]) -> list[str]:
     lines = []
     for role, r in roles.items():
         if r.served_by is None:
-            lines.append(f"{role:13}off: {r.note or 'no model'}")
+            lines.append(f"{role:13}off: {(r.note or 'no model').removeprefix('off: ')}")
             continue
         if r.served_by != role:
             lines.append(f"{role:13}{r.model}, on the {r.served_by} worker: {r.note or ''}")
