@@ -37,6 +37,7 @@ log = logging.getLogger("assistantd")
 
 # Exit codes: a service manager should not restart-loop on a startup failure.
 EXIT_STARTUP_FAILED = 2
+NICE_BESIDE = 5  # OS priority step of the workers beside autocomplete
 
 
 def check_model_file(path: Path) -> Path:
@@ -219,6 +220,16 @@ class Lifecycle:
             else:
                 state.role_notes[role] = choice.reason  # off: /status says why
 
+    def _beside_autocomplete(self, role: Role) -> bool:
+        """A worker that shares the CPU with an autocomplete worker of its own."""
+        settings = self.settings
+        if role == "autocomplete" or not settings.share_cores:
+            return False
+        if settings.model is not None:
+            return settings.autocomplete_model is not None
+        plan = self.state.provision.plan or {}
+        return (plan.get("roles", {}).get("autocomplete") or {}).get("served_by") == "autocomplete"
+
     def _attach(
         self,
         role: Role,
@@ -240,6 +251,9 @@ class Lifecycle:
             n_gpu_layers=n_gpu_layers,
             socket_path=self.runtime / f"{role}.sock",
             n_cpu_moe=n_cpu_moe,
+            # On shared cores the latency-bound role wins the scheduler too; alone, a lower
+            # priority costs nothing.
+            nice=NICE_BESIDE if self._beside_autocomplete(role) else 0,
         )
         supervisor = Supervisor(
             spec,

@@ -360,3 +360,41 @@ def test_a_missed_autocomplete_target_shifts_only_autocomplete(planned_roles) ->
     assert shifted["chat"]["worker_pid"] == chat_pid
     assert shifted["chat"]["control"]["shifts"] == []
     assert failures == [] and chat_models == {CHAT}
+
+
+# -- pure parts -------------------------------------------------------------------------------
+
+
+def test_fim_markers_of_the_common_families_become_prefix_and_suffix() -> None:
+    from assistantd.api.fim_prompt import split_fim
+
+    assert split_fim("<|fim_prefix|>def f(<|fim_suffix|>)\n<|fim_middle|>") == ("def f(", ")\n")
+    assert split_fim("<fim_prefix>a<fim_suffix>b<fim_middle>") == ("a", "b")
+    assert split_fim("<PRE> a <SUF>b <MID>") == ("a", "b")
+    # Qwen's repo-level context stays in front of the prefix.
+    repo = "<|repo_name|>r\n<|file_sep|>x.py\n<|fim_prefix|>p<|fim_suffix|>s<|fim_middle|>"
+    assert split_fim(repo) == ("<|repo_name|>r\n<|file_sep|>x.py\np", "s")
+    assert split_fim("plain text, no markers") is None
+    assert split_fim("<fim_prefix>no suffix marker<fim_middle>") is None
+
+
+def test_memory_pressure_takes_embeddings_first_then_the_most_headroom() -> None:
+    from assistantd.control.monitor import Window
+    from assistantd.control.pressure import order
+
+    profile = parse(PROFILE.format(budget=4 * GiB, ac_ttft=500), Path("t.toml"), "t")
+
+    def window(ttft_p95_ms: float, decode: float) -> Window:
+        return Window(seconds=60, requests=9, ttft_samples=9, decode_samples=9,
+                      ttft_p50_ms=ttft_p95_ms / 2, ttft_p95_ms=ttft_p95_ms, decode_p50_tok_s=decode,
+                      decode_p95_tok_s=decode, queue_p95_ms=0)  # fmt: skip
+
+    relaxed_chat = {
+        "chat": (profile, window(ttft_p95_ms=1000, decode=40)),  # 40× its decode target
+        "autocomplete": (profile.for_role("autocomplete"), window(ttft_p95_ms=400, decode=40)),
+    }
+    assert order(relaxed_chat) == ["chat", "autocomplete"]
+    tight_chat = {**relaxed_chat, "chat": (profile, window(ttft_p95_ms=90000, decode=1.1))}
+    assert order(tight_chat) == ["autocomplete", "chat"]
+    with_embed = {**tight_chat, "embeddings": (profile.for_role("embeddings"), window(1, 99))}
+    assert order(with_embed)[0] == "embeddings"

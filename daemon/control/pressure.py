@@ -34,12 +34,10 @@ def headroom(profile: Profile, window: Window) -> float:
     return min(ratios) if ratios else 1.0
 
 
-def order(controls: list[Controller], windows: dict[str, Window]) -> list[Controller]:
-    """Embeddings first, then the most headroom first."""
-    return sorted(
-        controls,
-        key=lambda c: (c.role != "embeddings", -headroom(c.view, windows[c.role])),
-    )
+def order(judged: dict[str, tuple[Profile, Window]]) -> list[str]:
+    """The roles in the order they give memory back: embeddings first, then the most
+    headroom against their own targets first."""
+    return sorted(judged, key=lambda r: (r != "embeddings", -headroom(*judged[r])))
 
 
 class MemoryWatch:
@@ -96,7 +94,9 @@ class MemoryWatch:
             )
             for c in controls
         }
-        for control in order(controls, windows):
+        by_role: dict[str, Controller] = {c.role: c for c in controls}
+        for role in order({c.role: (c.view, windows[c.role]) for c in controls}):
+            control = by_role[role]
             why = (
                 f"{short / 2**30:.1f} GiB short; {control.role} gives way first "
                 f"(embeddings first, then the role with most headroom: "

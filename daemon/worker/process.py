@@ -32,6 +32,7 @@ class WorkerSpec:
     n_gpu_layers: int
     socket_path: Path
     n_cpu_moe: int = 0  # mixture of experts: the first N layers' experts stay in RAM
+    nice: int = 0  # lower OS priority: a worker that gives the cores to a latency-bound one
 
 
 class WorkerProcess:
@@ -83,6 +84,8 @@ class WorkerProcess:
             str(self.spec.n_cpu_moe),
             "--parent-pid",
             str(os.getpid()),
+            "--nice",
+            str(self.spec.nice),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,

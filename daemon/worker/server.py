@@ -210,8 +210,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--n-cpu-moe", type=int, default=0)
+    parser.add_argument("--nice", type=int, default=0, help="lower OS priority by this much")
     args = parser.parse_args(argv)
     _die_with_parent(args.parent_pid)
+    if args.nice:
+        os.nice(args.nice)  # before llama.cpp starts its threads: they inherit it
     try:
         engine = Engine(
             args.model,
