@@ -398,3 +398,19 @@ def test_memory_pressure_takes_embeddings_first_then_the_most_headroom() -> None
     assert order(tight_chat) == ["autocomplete", "chat"]
     with_embed = {**tight_chat, "embeddings": (profile.for_role("embeddings"), window(1, 99))}
     assert order(with_embed)[0] == "embeddings"
+
+
+def test_use_pins_one_role_and_refuses_a_role_without_its_own_worker(planned_roles) -> None:
+    daemon, _ = planned_roles(budget=4 * GiB, ac_ttft=100000, chat_fim=False)
+    pinned = run_ctl("--url", daemon.url, "use", "autocomplete", "smollm2-fim")
+    assert pinned.returncode == 0, pinned.stderr
+    assert "autocomplete: pinned smollm2-fim Q4_1" in pinned.stdout
+    roles = daemon.status()["roles"]
+    assert roles["autocomplete"]["model"] == "smollm2-fim-q4_1"
+    assert roles["autocomplete"]["control"]["mode"] == "pinned"
+    assert roles["chat"]["model"] == CHAT and roles["chat"]["control"]["mode"] == "auto"
+    back = run_ctl("--url", daemon.url, "use", "autocomplete", "--auto")
+    assert back.returncode == 0 and "automatic shifting is on again" in back.stdout
+    refused = run_ctl("--url", daemon.url, "use", "embeddings", "smollm2-135m-instruct")
+    assert refused.returncode != 0
+    assert "embeddings has no worker of its own" in refused.stderr
