@@ -44,6 +44,7 @@ BITS_PER_WEIGHT = {
 # What the worker process needs beyond tensors: Python, llama.cpp's code, the worker's own
 # modules (measured: RSS of a worker right after start, less its model's tensors).
 RUNTIME_OVERHEAD = 60 * MiB
+HOST_BYTES_PER_CELL = 1536
 N_BATCH = 512  # llama-cpp-python's default n_batch (= n_ubatch)
 KV_BYTES_PER_ELEMENT = 2  # f16 cache
 
@@ -70,21 +71,28 @@ def kv_cache_bytes(arch: ModelArch, n_ctx: int, swa_full: bool = True) -> int:
 
 
 def compute_buffer_bytes(arch: ModelArch, n_ctx: int, *, on_gpu: bool) -> int:
-    """ggml's scratch for one n_ubatch batch. llama.cpp reserves the larger of the logits rows
-    and the attention scores plus mask; a GPU allocates all of it, while on the CPU the logits
-    rows are never touched (only the last row is computed), so they cost no resident memory."""
+    """ggml's scratch for one n_ubatch batch. On the CPU, as the worker's context runs it:
+    flash attention (llama.cpp's "auto" turns it on), so no n_ctx-wide score matrix, only the
+    f16 KQ masks (one per attention kind: full and sliding-window) and the activations; the
+    reserved logits rows are never touched (only the last tokens' rows are computed), so they
+    cost no resident memory (measured: scripts/bench_roles.py). On a GPU everything reserved is
+    allocated: the larger of the logits rows and the score matrix of attention without flash
+    attention, kept as the margin until it is measured on a card."""
     n_ubatch = min(N_BATCH, n_ctx)
-    logits = arch.n_vocab * n_ubatch * 4
-    attention = (arch.n_head + 1) * n_ubatch * n_ctx * 4
     activations = 3 * n_ubatch * arch.n_embd * 4
-    return (max(logits, attention) if on_gpu else attention) + activations
+    if not on_gpu:
+        return (2 if arch.swa_layers else 1) * n_ubatch * n_ctx * 2 + activations
+    logits = arch.n_vocab * n_ubatch * 4
+    scores = (arch.n_head + 1) * n_ubatch * n_ctx * 4
+    return max(logits, scores) + activations
 
 
 def host_bytes(arch: ModelArch, n_ctx: int) -> int:
     """Resident memory outside the tensors: the runtime, llama.cpp's vocabulary tables
-    (~240 B a token) and per-context bookkeeping (~6.5 KiB a token). Calibrated against the
-    worker's peak RSS on both test models at 2k and 8k context (scripts/bench.py)."""
-    return RUNTIME_OVERHEAD + arch.n_vocab * 240 + n_ctx * 6656
+    (~240 B a token) and per-context bookkeeping (~1.5 KiB a KV cell). Calibrated against the
+    workers' peak RSS with every slot filled (scripts/bench_roles.py: SmolLM2 3 × 4096 cells,
+    Gemma 3 270M 2 × 4096) and checked on one filled slot at 2k and 8k (scripts/bench.py)."""
+    return RUNTIME_OVERHEAD + arch.n_vocab * 240 + n_ctx * HOST_BYTES_PER_CELL
 
 
 @dataclass(frozen=True)
