@@ -86,7 +86,7 @@ async def opened(
         wait_timeout_s=state.settings.queue_timeout_s,
         on_decode_speed=served.observe_speed,
     )
-    async with state.cores.first_token(served):  # other CPU workers yield to autocomplete
+    with state.cores.first_token(served):  # other CPU workers yield to autocomplete
         await gen.open(kind, params)  # a refusal is recorded by the generation itself
     return gen
 

@@ -12,6 +12,8 @@ import httpx
 
 from assistantd.errors import ReportedError, WorkerFailed
 from assistantd.vocab import GenerationKind
+from assistantd.worker import hold
+from assistantd.worker.hold import HoldFlag
 from assistantd.worker.protocol import GenerateRequest
 
 _DIED = (
@@ -22,6 +24,8 @@ _DIED = (
 
 class WorkerClient:
     def __init__(self, socket_path: Path) -> None:
+        self._socket_path = socket_path
+        self._hold: HoldFlag | None = None
         self._http = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=str(socket_path)),
             base_url="http://worker",
@@ -46,11 +50,14 @@ class WorkerClient:
         except (httpx.HTTPError, ValueError):
             return None  # the worker is gone or dying: nothing left to cancel
 
-    async def hold(self, seconds: float) -> None:
-        """Ask the worker to pause its batch (best effort: a worker that does not answer
-        simply keeps decoding)."""
-        with contextlib.suppress(httpx.HTTPError):
-            await self._http.post("/hold", json={"seconds": seconds}, timeout=1.0)
+    def hold(self, seconds: float) -> None:
+        """Pause the worker's batch for up to `seconds` (0 resumes): written to its hold flag,
+        read before every step (best effort: no flag yet, no hold)."""
+        if self._hold is None:
+            with contextlib.suppress(OSError, ValueError):
+                self._hold = HoldFlag(hold.path_for(self._socket_path))
+        if self._hold is not None:
+            self._hold.hold(seconds)
 
     async def open_generation(
         self, request_id: str, kind: GenerationKind, params: dict[str, Any]

@@ -84,9 +84,6 @@ class Engine:
     def close(self) -> None:
         self.slots.close()
 
-    def hold(self, seconds: float) -> None:
-        self.slots.hold(seconds)
-
     # --- generation ---------------------------------------------------------------------
 
     def generate(

@@ -4,7 +4,6 @@ Protocol (daemon ↔ worker only, never exposed):
   GET  /info                 → model facts (n_ctx, fim, ...)
   POST /generate             → NDJSON events: {"type": "chunk"|"end"|"error", ...}
   POST /cancel/{request_id}  → stops that generation; answers its end event once stopped
-  POST /hold {"seconds": s}  → steps no batch for up to s seconds (0 resumes): cores yielded
   POST /embed                → {"data": [[...]], "prompt_tokens": n}
 """
 
@@ -22,11 +21,14 @@ import threading
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from socketserver import ThreadingUnixStreamServer
 from typing import Any, cast
 
 from assistantd.errors import AssistantError
+from assistantd.worker import hold
 from assistantd.worker.engine import Engine
+from assistantd.worker.hold import HoldFlag
 from assistantd.worker.protocol import EndEvent, ErrorEvent, Event, GenerateRequest
 
 # Exit code that tells the daemon the model could not be loaded (not worth retrying fast).
@@ -123,9 +125,6 @@ class Handler(BaseHTTPRequestHandler):
                 gen.stop.set()
                 gen.done.wait(10.0)
             self._reply({"cancelled": gen is not None, "end": gen.end if gen else None})
-        elif self.path == "/hold":
-            state.engine.hold(min(max(float(self._json_body().get("seconds", 0)), 0.0), 5.0))
-            self._reply({"held": True})
         elif self.path == "/embed":
             try:
                 vectors, count = state.engine.embed(self._json_body()["input"])
@@ -228,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         print(f"could not load {args.model}: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_LOAD_FAILED)
+    engine.slots.hold = HoldFlag(hold.path_for(Path(args.socket)), create=True)
     server = _Server(args.socket, WorkerState(engine))
     os.chmod(args.socket, 0o600)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

@@ -29,6 +29,7 @@ import llama_cpp as L
 from llama_cpp import Llama
 
 from assistantd.worker.detok import Pieces, TextStream
+from assistantd.worker.hold import HoldFlag
 from assistantd.worker.sampling import Sampling, build_chain
 from assistantd.worker.slot_state import (
     DONE,
@@ -85,7 +86,7 @@ class SlotEngine:
         self._cv = threading.Condition()
         self._closing = False
         self._n_busy = 0
-        self._hold_until = 0.0  # monotonic time until which no batch is stepped
+        self.hold: HoldFlag | None = None  # set by the worker: another worker needs the cores
         self._thread = threading.Thread(target=self._run, name="slot-engine", daemon=True)
         self._thread.start()
 
@@ -127,12 +128,6 @@ class SlotEngine:
             heapq.heappush(self._heap, (req.priority, job.seq, job))
             self._cv.notify()
         return self._events(job)
-
-    def hold(self, seconds: float) -> None:
-        """Step no batch for up to `seconds` (0 resumes): another worker needs the cores."""
-        with self._cv:
-            self._hold_until = time.monotonic() + seconds
-            self._cv.notify_all()
 
     def close(self) -> None:
         with self._cv:
@@ -177,8 +172,8 @@ class SlotEngine:
                     if not self._n_busy:
                         self._cv.wait(0.05)
                         continue
-                    if (held := self._hold_until - time.monotonic()) > 0:
-                        self._cv.wait(min(held, 0.05))
+                    if self.hold is not None and self.hold.seconds_left() > 0:
+                        self._cv.wait(0.003)  # polled: the daemon writes the flag, not a notify
                         continue
                 self._step()
         except BaseException as e:  # pragma: no cover - unexpected bug: fail everybody
