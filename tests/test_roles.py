@@ -296,9 +296,13 @@ def planned_roles(start_daemon, hub, models, gemma_fim_model, fim_model, tmp_pat
     return start
 
 
-def test_a_budget_too_small_for_both_serves_both_roles_from_one_model(planned_roles) -> None:
-    # 500 MiB: SmolLM2 fits (with FIM tokens), SmolLM2 + Gemma do not.
-    daemon, _ = planned_roles(budget=500 * 2**20, ac_ttft=100000)
+def test_a_budget_too_small_for_both_serves_both_roles_from_one_model(
+    planned_roles, models: dict[str, Path], gemma_fim_model: Path, tmp_path: Path
+) -> None:
+    # A budget that holds SmolLM2 (with FIM tokens) but not SmolLM2 and Gemma together.
+    roomy = _plan(_catalog(tmp_path / "a.toml", models, gemma_fim_model, chat_fim=True), 4 * GiB)
+    chat = roomy.roles["chat"].chosen.estimated_bytes
+    daemon, _ = planned_roles(budget=(chat + roomy.estimated_bytes) // 2, ac_ttft=100000)
     roles = daemon.status()["roles"]
     assert roles["chat"]["model"] == CHAT
     assert roles["autocomplete"]["served_by"] == "chat"
