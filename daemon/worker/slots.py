@@ -29,7 +29,7 @@ import llama_cpp as L
 from llama_cpp import Llama
 
 from assistantd.worker.detok import Pieces, TextStream
-from assistantd.worker.hold import HoldFlag
+from assistantd.worker.hold import HOLD_POLL_S, HoldFlag
 from assistantd.worker.sampling import Sampling, build_chain
 from assistantd.worker.slot_state import (
     DONE,
@@ -173,7 +173,7 @@ class SlotEngine:
                         self._cv.wait(0.05)
                         continue
                     if self.hold is not None and self.hold.seconds_left() > 0:
-                        self._cv.wait(0.003)  # polled: the daemon writes the flag, not a notify
+                        self._cv.wait(HOLD_POLL_S)  # polled: the daemon writes the flag
                         continue
                 self._step()
         except BaseException as e:  # pragma: no cover - unexpected bug: fail everybody
