@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import openai
+import psutil
 import pytest
 from ruamel.yaml import YAML
 
@@ -133,6 +134,8 @@ def test_chat_stream_and_fim_completions_run_at_once_on_their_own_workers(
     thread.join(180)
     assert chat_result["models"] == {CHAT} and chat_result["finish"] == "length"
     assert {model for _, model in fim_done} == {AUTO}
+    # On this CPU the chat worker held its batch for each autocomplete prompt.
+    assert two_roles.status()["cores"]["holds"] >= 4
     # The completions finished while the chat answer was still streaming.
     assert sum(chat_span["start"] < t < chat_span["end"] for t, _ in fim_done) >= 3
 
@@ -418,3 +421,36 @@ def test_use_pins_one_role_and_refuses_a_role_without_its_own_worker(planned_rol
     refused = run_ctl("--url", daemon.url, "use", "embeddings", "smollm2-135m-instruct")
     assert refused.returncode != 0
     assert "embeddings has no worker of its own" in refused.stderr
+
+
+def test_a_held_worker_steps_no_batch_until_released(two_roles: Daemon) -> None:
+    """The hold flag the daemon writes for autocomplete, written here by hand: the chat
+    stream stops for the hold and goes on after it, losing nothing."""
+    from assistantd.worker.hold import HoldFlag, path_for
+
+    pid = two_roles.status()["roles"]["chat"]["worker_pid"]
+    [socket] = [Path(p) for p in psutil.Process(pid).cmdline() if p.endswith(".sock")]
+    flag = HoldFlag(path_for(socket))
+    arrivals: list[float] = []
+    story = [{"role": "user", "content": "Write a long story about a robot."}]
+    body = {"model": "assistantd-chat", "max_tokens": 120, "stream": True, "messages": story}
+
+    def stream() -> None:
+        with httpx.stream("POST", two_roles.v1 + "/chat/completions", json=body, timeout=120) as r:
+            arrivals.extend(time.monotonic() for line in r.iter_lines() if '"content"' in line)
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    while len(arrivals) < 5:
+        time.sleep(0.01)
+    flag.hold(1.5)
+    held_at = time.monotonic()
+    time.sleep(0.2)
+    during = len(arrivals)
+    time.sleep(1.0)
+    assert len(arrivals) <= during + 1  # nothing decoded while held (one step may finish)
+    flag.hold(0)
+    thread.join(120)
+    assert len(arrivals) > during + 20  # released: the answer goes on to its end
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False) if a >= held_at - 0.1]
+    assert max(gaps) >= 1.0

@@ -96,6 +96,7 @@ async def status(state: State) -> StatusReport:
         ),
         control=chat_control.to_json() if chat_control is not None else None,
         roles={role: _role_status(state, role) for role in ROLES},
+        cores={"share": state.cores.enabled, "holds": state.cores.holds},
         **state.stats.snapshot(),
     )
     if chat is None:

@@ -81,4 +81,6 @@ class StatusReport(_Part):
     worker: WorkerStatus | None = None
     memory: MemoryStatus | None = None
     roles: dict[str, RoleStatus] = {}
+    # On a CPU: how often the other workers held their batch for an autocomplete prompt.
+    cores: dict[str, Any] | None = None
     memory_all_roles: MemoryStatus | None = None  # every worker against the plan for them
