@@ -282,7 +282,7 @@ class Controller:
         if same is not None and same.n_gpu_layers == self.current.n_gpu_layers:
             return False
         target = same or self._nearest_below(fresh, self.current)
-        if target is None or target.estimated_bytes >= self.current.estimated_bytes:
+        if target is None:
             self.note = "memory is short and no smaller model fits"
             return False
         budget = fresh.budget
