@@ -33,47 +33,9 @@ from scripts import fetch_models
 from scripts.bench import THREADS, _free_port, _wait_ready
 from scripts.bench_editor import CODE, STOPS, ChatLoad, _p, _stream, _typing
 from tests.support.hub import HubServer
-from tests.support.ladder import arch_line
+from tests.support.roles import CHAT_REPO, GEMMA_FIM_REPO, gemma_fim, write_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
-SMOL_REPO, GEMMA_REPO = "bench-org/SmolLM2-135M-Instruct-GGUF", "bench-org/gemma-3-270m-fim-GGUF"
-
-
-def gemma_fim(gemma: Path, folder: Path) -> Path:
-    out = folder / "gemma-3-270m-fim.gguf"
-    tokens = {"fim_pre": "<unused0>", "fim_suf": "<unused1>", "fim_mid": "<unused2>"}
-    args = [a for name, text in tokens.items() for a in ("--special-token", name, text)]
-    subprocess.run(
-        [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--force", *args, str(gemma),
-         str(out)], check=True, capture_output=True,
-    )  # fmt: skip
-    return out
-
-
-def catalog(folder: Path, smol: Path, fim: Path) -> Path:
-    path = folder / "catalog.toml"
-    path.write_text(f"""
-[[model]]
-id = "smollm2-135m-instruct"
-family = "smollm2"
-repo = "{SMOL_REPO}"
-quants = ["Q4_1"]
-arch = {arch_line(smol)}
-quality = 10.0
-quality_source = "bench"
-
-[[model]]
-id = "gemma-3-270m-fim"
-family = "gemma3"
-repo = "{GEMMA_REPO}"
-quants = ["Q4_K_M"]
-arch = {arch_line(fim)}
-quality = 40.0
-quality_source = "bench"
-fim = true
-roles = ["autocomplete"]
-""")
-    return path
 
 
 PROFILE = """
@@ -204,10 +166,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         fim = gemma_fim(models["gemma270m"], folder)
-        cat = catalog(folder, models["smollm2"], fim)
+        cat = write_catalog(folder / "catalog.toml", models["smollm2"], fim, chat_fim=False)
         hub = HubServer()
-        hub.add(SMOL_REPO, {"SmolLM2-Q4_1.gguf": models["smollm2"]})
-        hub.add(GEMMA_REPO, {"gemma-fim-Q4_K_M.gguf": fim})
+        hub.add(CHAT_REPO, {"SmolLM2-Q4_1.gguf": models["smollm2"]})
+        hub.add(GEMMA_FIM_REPO, {"gemma-fim-Q4_K_M.gguf": fim})
         try:
             for share in (True, False):
                 run = folder / ("share" if share else "plain")

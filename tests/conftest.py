@@ -13,6 +13,7 @@ import pytest
 from scripts import fetch_models
 from tests.support.daemons import FIM_MID, FIM_PRE, FIM_SUF, Daemon, DaemonFactory, launch
 from tests.support.hub import HubServer
+from tests.support.roles import gemma_fim, write_fim_copy
 from tests.support.templates import QWEN25_TEMPLATE
 
 
@@ -35,44 +36,13 @@ def models() -> dict[str, Path]:
 def fim_model(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SmolLM2 with FIM token ids written into its GGUF metadata by the gguf package."""
     out = tmp_path_factory.mktemp("fim") / "smollm2-fim.gguf"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gguf.scripts.gguf_new_metadata",
-            "--force",
-            "--special-token",
-            "fim_pre",
-            FIM_PRE,
-            "--special-token",
-            "fim_suf",
-            FIM_SUF,
-            "--special-token",
-            "fim_mid",
-            FIM_MID,
-            str(models["smollm2"]),
-            str(out),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return out
+    return write_fim_copy(models["smollm2"], out, (FIM_PRE, FIM_SUF, FIM_MID))
 
 
 @pytest.fixture(scope="session")
 def gemma_fim_model(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Gemma 3 270M base with FIM token ids (three unused tokens) written by the gguf package:
-    a second real model for the autocomplete role, distinct from SmolLM2 for chat."""
-    out = tmp_path_factory.mktemp("gemma-fim") / "gemma-3-270m-fim.gguf"
-    tokens = {"fim_pre": "<unused0>", "fim_suf": "<unused1>", "fim_mid": "<unused2>"}
-    args = [arg for name, text in tokens.items() for arg in ("--special-token", name, text)]
-    subprocess.run(
-        [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--force", *args,
-         str(models["gemma270m"]), str(out)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return out
+    """Gemma 3 270M base with FIM token ids: a second real model for the autocomplete role."""
+    return gemma_fim(models["gemma270m"], tmp_path_factory.mktemp("gemma-fim"))
 
 
 @pytest.fixture

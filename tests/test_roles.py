@@ -22,7 +22,7 @@ from assistantd.planning.hardware import Machine
 from assistantd.planning.profiles import parse
 from assistantd.planning.roles import make_role_plans
 from tests.support.daemons import Daemon, launch, run_ctl
-from tests.support.ladder import arch_line
+from tests.support.roles import CHAT_REPO, GEMMA_FIM_REPO, SMOL_FIM_REPO, write_catalog
 
 CHAT, AUTO = "smollm2-135m-instruct-q4_1", "gemma-3-270m-fim"
 
@@ -169,51 +169,7 @@ def _catalog(
     chat_fim: bool,
     smol_fim: Path | None = None,
 ) -> Path:
-    """SmolLM2 for chat (with FIM tokens or not); Gemma 270M with FIM tokens for autocomplete,
-    and SmolLM2's FIM copy as a smaller autocomplete rung if given."""
-    smaller = (
-        f"""
-[[model]]
-id = "smollm2-fim"
-family = "smollm2"
-repo = "test-org/SmolLM2-fim-GGUF"
-quants = ["Q4_1"]
-arch = {arch_line(smol_fim)}
-quality = 20.0
-quality_source = "test"
-fim = true
-roles = ["autocomplete"]
-"""
-        if smol_fim
-        else ""
-    )
-    path.write_text(
-        smaller
-        + f"""
-[[model]]
-id = "smollm2-135m-instruct"
-family = "smollm2"
-repo = "test-org/SmolLM2-135M-Instruct-GGUF"
-quants = ["Q4_1"]
-arch = {arch_line(models["smollm2"])}
-quality = 10.0
-quality_source = "test"
-fim = {str(chat_fim).lower()}
-roles = ["chat", "autocomplete"]
-
-[[model]]
-id = "gemma-3-270m-fim"
-family = "gemma3"
-repo = "test-org/gemma-3-270m-fim-GGUF"
-quants = ["Q4_K_M"]
-arch = {arch_line(gemma_fim)}
-quality = 40.0
-quality_source = "test"
-fim = true
-roles = ["autocomplete"]
-"""
-    )
-    return path
+    return write_catalog(path, models["smollm2"], gemma_fim, chat_fim=chat_fim, smol_fim=smol_fim)
 
 
 PROFILE = """
@@ -275,9 +231,9 @@ def planned_roles(start_daemon, hub, models, gemma_fim_model, fim_model, tmp_pat
 
     def start(budget: int, ac_ttft: float, chat_fim: bool = True) -> tuple[Daemon, Path]:
         chat_file = fim_model if chat_fim else models["smollm2"]  # FIM tokens as the catalog says
-        hub.add("test-org/SmolLM2-135M-Instruct-GGUF", {"SmolLM2-Q4_1.gguf": chat_file})
-        hub.add("test-org/gemma-3-270m-fim-GGUF", {"gemma-fim-Q4_K_M.gguf": gemma_fim_model})
-        hub.add("test-org/SmolLM2-fim-GGUF", {"SmolLM2-fim-Q4_1.gguf": fim_model})
+        hub.add(CHAT_REPO, {"SmolLM2-Q4_1.gguf": chat_file})
+        hub.add(GEMMA_FIM_REPO, {"gemma-fim-Q4_K_M.gguf": gemma_fim_model})
+        hub.add(SMOL_FIM_REPO, {"SmolLM2-fim-Q4_1.gguf": fim_model})
         profile = tmp_path / "mine.toml"
         profile.write_text(PROFILE.format(budget=budget, ac_ttft=ac_ttft))
         smaller = None if chat_fim else fim_model

@@ -231,40 +231,33 @@ def _embeddings(
     used: list[Candidate],
 ) -> RoleChoice:
     slots = profile.role_slots("embeddings", 1)
-    fallback: Role | None = "chat" if chat else None
+    own: Plan | None = None
     if not profile.role_enabled("embeddings"):
-        return RoleChoice(
-            "embeddings",
-            chat,
-            None,
-            slots,
-            served_by=fallback,
-            reason="no embedding model of its own (off in the profile): the chat "
-            "model answers /v1/embeddings",
+        why = "off in the profile"
+    else:
+        left = budget
+        for candidate in used:
+            left = _less(left, candidate)
+        own = plan_for("embeddings", left)
+        if own.chosen is not None:
+            return RoleChoice(
+                "embeddings",
+                own.chosen,
+                own,
+                slots,
+                served_by="embeddings",
+                reason="the best embedding model that fits beside the others",
+            )
+        why = (
+            f"no embedding model fits the {gib(left.ram_bytes)} RAM the other roles leave"
+            if own.candidates
+            else "the catalog lists no embedding model the profile allows"
         )
-    left = budget
-    for candidate in used:
-        left = _less(left, candidate)
-    own: Plan = plan_for("embeddings", left)
-    if own.chosen is not None:
-        return RoleChoice(
-            "embeddings",
-            own.chosen,
-            own,
-            slots,
-            served_by="embeddings",
-            reason="the best embedding model that fits beside the others",
-        )
-    why = (
-        f"no embedding model fits the {gib(left.ram_bytes)} RAM the other roles leave"
-        if own.candidates
-        else "the catalog lists no embedding model the profile allows"
-    )
     return RoleChoice(
         "embeddings",
         chat,
-        None,
+        own,
         slots,
-        served_by=fallback,
+        served_by="chat" if chat else None,
         reason=f"{why}: the chat model answers /v1/embeddings",
     )
