@@ -410,3 +410,26 @@ def test_a_held_worker_steps_no_batch_until_released(two_roles: Daemon) -> None:
     assert len(arrivals) > during + 20  # released: the answer goes on to its end
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False) if a >= held_at - 0.1]
     assert max(gaps) >= 1.0
+
+
+def test_plan_shows_each_role_with_its_reason(
+    models: dict[str, Path], gemma_fim_model: Path, tmp_path: Path
+) -> None:
+    import json
+    import os
+
+    catalog = _catalog(tmp_path / "c.toml", models, gemma_fim_model, chat_fim=False)
+    profile = tmp_path / "p.toml"
+    profile.write_text(PROFILE.format(budget=4 * GiB, ac_ttft=100000))
+    machine = tmp_path / "m.json"
+    machine.write_text(json.dumps({"ram_bytes": 16 * GiB, "cpu_cores": 4}))
+    env = {**os.environ, "ASSISTANT_CATALOG": str(catalog), "HF_HUB_OFFLINE": "1"}
+    args = ("plan", "--machine", str(machine), "--profile", str(profile))
+    data = json.loads(run_ctl(*args, "--json", env=env).stdout)
+    roles = data["roles"]
+    assert roles["chat"]["model"] == data["chosen"]["model"] == "smollm2-135m-instruct"
+    assert roles["autocomplete"]["model"] == "gemma-3-270m-fim" and roles["autocomplete"]["fim"]
+    assert roles["autocomplete"]["served_by"] == "autocomplete" and roles["autocomplete"]["why"]
+    assert roles["embeddings"]["served_by"] == "chat" and "embedding" in roles["embeddings"]["why"]
+    table = run_ctl(*args, env=env).stdout
+    assert table.startswith("roles:") and "gemma-3-270m-fim Q4_K_M" in table
