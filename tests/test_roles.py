@@ -433,3 +433,27 @@ def test_plan_shows_each_role_with_its_reason(
     assert roles["embeddings"]["served_by"] == "chat" and "embedding" in roles["embeddings"]["why"]
     table = run_ctl(*args, env=env).stdout
     assert table.startswith("roles:") and "gemma-3-270m-fim Q4_K_M" in table
+
+
+def test_less_memory_for_all_roles_shifts_the_role_that_can_give_way(
+    planned_roles, models: dict[str, Path], gemma_fim_model: Path, fim_model: Path, tmp_path: Path
+) -> None:
+    """A smaller fixed budget holds chat beside the small FIM model, not beside Gemma: each
+    role re-plans in what the others leave, and autocomplete moves down; chat stays."""
+    daemon, profile = planned_roles(budget=4 * GiB, ac_ttft=100000, chat_fim=False)
+    catalog = _catalog(tmp_path / "x.toml", models, gemma_fim_model, chat_fim=False,
+                       smol_fim=fim_model)  # fmt: skip
+    roomy = _plan(catalog, 4 * GiB)
+    chat = roomy.roles["chat"].chosen.estimated_bytes
+    ladder = {c.model: c.estimated_bytes for c in roomy.roles["autocomplete"].plan.ladder}
+    budget = chat + (ladder["smollm2-fim"] + ladder["gemma-3-270m-fim"]) // 2
+    chat_pid = daemon.status()["roles"]["chat"]["worker_pid"]
+    profile.write_text(PROFILE.format(budget=budget, ac_ttft=100000))
+    deadline = time.monotonic() + 90
+    while daemon.status()["roles"]["autocomplete"]["model"] != "smollm2-fim-q4_1":
+        assert time.monotonic() < deadline, daemon.status()["roles"]["autocomplete"]
+        time.sleep(0.3)
+    roles = daemon.status()["roles"]
+    [event] = roles["autocomplete"]["control"]["shifts"]
+    assert event["outcome"] == "done" and "gemma-3-270m-fim Q4_K_M" in event["reason"]
+    assert roles["chat"]["worker_pid"] == chat_pid and roles["chat"]["control"]["shifts"] == []

@@ -14,19 +14,21 @@ import contextlib
 import dataclasses
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from watchfiles import awatch
 
 from assistantd.control import policy
+from assistantd.control.policy import ShiftEvent
 from assistantd.errors import ProfileError, ShiftRefused, WorkerStartFailed
 from assistantd.fetch.provision import fetch_rung
 from assistantd.planning import profiles
 from assistantd.planning.catalog import CatalogModel, load_catalog
 from assistantd.planning.hardware import Machine, refresh_free
-from assistantd.planning.planner import Candidate, Plan, gib, make_plan
+from assistantd.planning.plan_types import without
+from assistantd.planning.planner import Candidate, Plan, gib, make_plan, profile_budget
 from assistantd.planning.profiles import Profile
 from assistantd.vocab import Role, ShiftDirection
 from assistantd.worker.memory import resident_bytes
@@ -36,17 +38,6 @@ if TYPE_CHECKING:
     from assistantd.control.state import DaemonState
 
 log = logging.getLogger("assistantd.controller")
-
-
-@dataclass
-class ShiftEvent:
-    direction: ShiftDirection
-    reason: str
-    from_model: str
-    to_model: str
-    outcome: str = "shifting"  # shifting | done | failed: …
-    switch_s: float | None = None  # decision → new model serving
-    at: float = field(default_factory=time.time)
 
 
 class Controller:
@@ -207,19 +198,28 @@ class Controller:
         return resident_bytes(pid) or 0
 
     def _replan(self) -> Plan:
-        """This role's ladder in what is free now plus what its own worker holds (the other
-        roles' workers hold theirs: their memory is not free)."""
+        """This role's ladder in the budget all roles share, less the other roles' rungs as
+        the joint plan counts them: free memory plus what every worker holds (a swap frees
+        its own), or the profile's fixed budget."""
         assert self.machine is not None and self.current is not None
-        machine = refresh_free(self.machine)
+        controls = [c for c in self.state.controls.values() if c.current is not None]
+        budget = profile_budget(
+            self.view,
+            refresh_free(self.machine),
+            ram_bonus=sum(c.worker_rss() for c in controls),
+            vram_bonus=sum(c.current.vram_bytes for c in controls if c.current),
+        )
+        for other in controls:
+            if other is not self and other.current is not None:
+                budget = without(budget, other.current)
         fresh = make_plan(
             list(self._catalog.values()),
             self.view,
-            machine,
+            self.machine,
             self.served.speeds,
-            ram_bonus=self.worker_rss(),
-            vram_bonus=self.current.vram_bytes,
             n_slots=self.served.slots,
             role=self.role,
+            budget=budget,
         )
         self.plan = fresh
         return fresh

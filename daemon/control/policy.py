@@ -11,12 +11,27 @@ ladder, so they can be reasoned about (and tested) without a running model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Literal
 
 from assistantd.control.monitor import Window, format_ms
 from assistantd.planning.planner import Candidate
 from assistantd.planning.profiles import Profile
+from assistantd.vocab import ShiftDirection
+
+
+@dataclass
+class ShiftEvent:
+    """A shift as /status shows it: what, why, and how it went."""
+
+    direction: ShiftDirection
+    reason: str
+    from_model: str
+    to_model: str
+    outcome: str = "shifting"  # shifting | done | failed: …
+    switch_s: float | None = None  # decision → new model serving
+    at: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from assistantd.planning.devices import apple_working_set
@@ -51,6 +51,16 @@ def compute_budget(
             working_set = min(ram, vram_override)
         notes.append(f"Metal working set {gib(working_set)} of {gib(machine.ram_bytes)} RAM")
     return Budget(ram, vram, unified=unified, notes=tuple(notes), gpu_working_set_bytes=working_set)
+
+
+def without(budget: Budget, used: Candidate) -> Budget:
+    """What `budget` leaves once `used` (another role's rung) has its share."""
+    return replace(
+        budget,
+        ram_bytes=max(budget.ram_bytes - used.ram_bytes, 0),
+        vram_bytes=max(budget.vram_bytes - used.vram_bytes, 0),
+        gpu_working_set_bytes=max(budget.gpu_working_set_bytes - used.vram_bytes, 0),
+    )
 
 
 def gib(n: float) -> str:

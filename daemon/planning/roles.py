@@ -15,12 +15,12 @@ targets; embeddings come last. The rule, so a person can predict it:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from assistantd.planning.catalog import CatalogModel
 from assistantd.planning.hardware import Machine
-from assistantd.planning.plan_types import Budget, Candidate, Plan, gib
+from assistantd.planning.plan_types import Budget, Candidate, Plan, gib, without
 from assistantd.planning.planner import make_plan, profile_budget
 from assistantd.planning.profiles import Profile
 from assistantd.planning.speeds import MeasuredSpeeds
@@ -85,15 +85,6 @@ class RolesPlan:
         data["estimated_bytes_all_roles"] = self.estimated_bytes
         data["notes"] = [*data["notes"], *self.notes]
         return data
-
-
-def _less(budget: Budget, used: Candidate) -> Budget:
-    return replace(
-        budget,
-        ram_bytes=max(budget.ram_bytes - used.ram_bytes, 0),
-        vram_bytes=max(budget.vram_bytes - used.vram_bytes, 0),
-        gpu_working_set_bytes=max(budget.gpu_working_set_bytes - used.vram_bytes, 0),
-    )
 
 
 def make_role_plans(
@@ -170,7 +161,7 @@ def _autocomplete(
         c.key: i for i, c in enumerate(chat_choice.plan.ladder if chat_choice.plan else [])
     }
     for index, rung in enumerate(alone.ladder[:PAIR_TRIES]):
-        rest: Plan = plan_for("chat", _less(budget, rung))
+        rest: Plan = plan_for("chat", without(budget, rung))
         pick = rest.chosen
         if pick is None or (pick.model in starters and chat.model not in starters):
             continue
@@ -237,7 +228,7 @@ def _embeddings(
     else:
         left = budget
         for candidate in used:
-            left = _less(left, candidate)
+            left = without(left, candidate)
         own = plan_for("embeddings", left)
         if own.chosen is not None:
             return RoleChoice(
