@@ -64,25 +64,31 @@ def control_lines(control: dict[str, Any]) -> list[str]:
     ]
     if profile.get("error"):
         lines.append(f"  ERROR    {profile['error']['message']} (previous profile kept)")
-    decode = lat["decode_p50_tok_s"]
-    lines += [
-        f"latency    last {lat['seconds']:g} s, {lat['requests']} requests: TTFT p50 "
-        f"{format_ms(lat['ttft_p50_ms'])} / p95 {format_ms(lat['ttft_p95_ms'])} "
-        f"(target p95 {format_ms(lat['target_ttft_p95_ms'])} at {lat['reference_prompt_tokens']} "
-        f"prompt tokens); decode p50 {'–' if decode is None else f'{decode:.1f}'} tok/s "
-        f"(target ≥ {lat['target_decode_tok_s']:g})",
-    ]
+    lines.append(f"latency    {latency_text(lat)}")
     if lat["missing"]:
         lines.append(f"  missing  {'; '.join(lat['missing'])}")
     if control.get("note"):
         lines.append(f"note       {control['note']}")
-    for event in control["shifts"][:5]:
-        when = time.strftime("%H:%M:%S", time.localtime(event["at"]))
-        took = f" in {event['switch_s']:.1f} s" if event.get("switch_s") is not None else ""
-        lines.append(
-            f"shift      {when} {event['direction']}: {event['reason']} [{event['outcome']}{took}]"
-        )
+    lines += [f"shift      {shift_text(event)}" for event in control["shifts"][:5]]
     return lines
+
+
+def latency_text(lat: dict[str, Any]) -> str:
+    """A latency window against its targets, for the chat block and every role's."""
+    decode = lat["decode_p50_tok_s"]
+    return (
+        f"last {lat['seconds']:g} s, {lat['requests']} requests: TTFT p50 "
+        f"{format_ms(lat['ttft_p50_ms'])} / p95 {format_ms(lat['ttft_p95_ms'])} "
+        f"(target p95 {format_ms(lat['target_ttft_p95_ms'])} at {lat['reference_prompt_tokens']} "
+        f"prompt tokens); decode p50 {'–' if decode is None else f'{decode:.1f}'} tok/s "
+        f"(target ≥ {lat['target_decode_tok_s']:g})"
+    )
+
+
+def shift_text(event: dict[str, Any]) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(event["at"]))
+    took = f" in {event['switch_s']:.1f} s" if event.get("switch_s") is not None else ""
+    return f"{when} {event['direction']}: {event['reason']} [{event['outcome']}{took}]"
 
 
 def plan_table(result: Plan) -> str:
@@ -134,19 +140,11 @@ def role_lines(roles: dict[str, RoleStatus]) -> list[str]:
         control = r.control or {}
         lat = control.get("latency")
         if lat:
-            decode = lat["decode_p50_tok_s"]
-            lines.append(
-                f"{'':13}TTFT p95 {format_ms(lat['ttft_p95_ms'])} (target "
-                f"{format_ms(lat['target_ttft_p95_ms'])} at {lat['reference_prompt_tokens']} "
-                f"tokens), decode p50 {'–' if decode is None else f'{decode:.1f}'} tok/s "
-                f"(target ≥ {lat['target_decode_tok_s']:g}), {lat['requests']} requests"
-                + (f"; missing: {'; '.join(lat['missing'])}" if lat["missing"] else "")
-            )
+            missing = f"; missing: {'; '.join(lat['missing'])}" if lat["missing"] else ""
+            lines.append(f"{'':13}{latency_text(lat)}{missing}")
         shifts = control.get("shifts") or []
         if shifts:
-            last = shifts[0]
-            when = time.strftime("%H:%M:%S", time.localtime(last["at"]))
-            lines.append(f"{'':13}last shift {when} {last['direction']}: {last['reason']}")
+            lines.append(f"{'':13}last shift {shift_text(shifts[0])}")
     return lines
 
 

@@ -111,8 +111,11 @@ def provision(
     result = make_role_plans(models, profile, machine, speeds, n_slots=settings.slots)
     catalog = {m.id: m for m in models}
     # Exact before download: re-plan with the short-listed files' own headers and sizes.
-    shortlist = [c for choice in result.workers for c in _ladder_from(choice)[:2]]
-    refined, notes = exact.refine(result.chat.ladder[:3] + shortlist, catalog, hf_cache_dir())
+    shortlist = result.chat.ladder[:3] + [
+        c for choice in result.workers for c in _ladder_from(choice)[:2]
+    ]
+    unique = list({c.key: c for c in shortlist}.values())  # each header read once, in order
+    refined, notes = exact.refine(unique, catalog, hf_cache_dir())
     status.notes.extend(notes)
     if refined:
         catalog.update(refined)

@@ -15,6 +15,7 @@ targets; embeddings come last. The rule, so a person can predict it:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,8 @@ from assistantd.planning.planner import make_plan, profile_budget
 from assistantd.planning.profiles import Profile
 from assistantd.planning.speeds import MeasuredSpeeds
 from assistantd.vocab import Role
+
+PlanFor = Callable[[Role, Budget], Plan]  # a role's ladder within a budget
 
 ROLES: tuple[Role, ...] = ("chat", "autocomplete", "embeddings")
 PAIR_TRIES = 8  # autocomplete rungs tried against chat (the ladder is best first)
@@ -137,7 +140,7 @@ def make_role_plans(
 def _autocomplete(
     profile: Profile,
     chat_choice: RoleChoice,
-    plan_for: Any,
+    plan_for: PlanFor,
     budget: Budget,
     starters: set[str],
 ) -> RoleChoice:
@@ -217,7 +220,7 @@ def _shared(chat_choice: RoleChoice, alone: Plan, slots: int, reason: str) -> Ro
 def _embeddings(
     profile: Profile,
     chat: Candidate | None,
-    plan_for: Any,
+    plan_for: PlanFor,
     budget: Budget,
     used: list[Candidate],
 ) -> RoleChoice:

@@ -34,6 +34,9 @@ class WorkerClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
 
     async def info(self) -> dict[str, Any]:
         try:
