@@ -144,7 +144,7 @@ def test_the_table_is_broad_and_every_row_has_a_source() -> None:
 
 def test_a_cpu_only_build_says_how_to_use_the_card() -> None:
     result = planned(nvidia("RTX 4090", 24, 32, offload=False))
-    assert any("reinstall it with CUDA" in note for note in result.to_json()["notes"])
+    assert any("rebuild it with CUDA" in note for note in result.to_json()["notes"])
 
 
 def test_small_models_run_at_six_bits_and_never_below_four() -> None:

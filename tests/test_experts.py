@@ -1,6 +1,5 @@
 """Experts in RAM: the overrides llama.cpp's --n-cpu-moe would set, handed to a real load.
-(A CPU build puts every tensor in RAM anyway; on a GPU this keeps the experts off the card.
-No GPU here: the placement itself is untested on hardware.)"""
+The placement itself, experts in RAM beside a device, runs on an RPC device in test_rpc.py."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from pathlib import Path
 import llama_cpp.llama_cpp as low
 from llama_cpp import Llama
 
-from assistantd.worker.experts import experts_in_ram, patterns
+from assistantd.worker.model_params import Placement, patterns, placed
 
 
 def test_patterns_name_the_expert_tensors_of_the_first_layers() -> None:
@@ -23,7 +22,7 @@ def test_patterns_name_the_expert_tensors_of_the_first_layers() -> None:
 
 def test_a_model_loads_with_the_overrides_and_they_are_undone(models: dict[str, Path]) -> None:
     original = low.llama_model_default_params
-    with experts_in_ram(3):
+    with placed(Placement(n_cpu_moe=3)):
         assert low.llama_model_default_params().tensor_buft_overrides  # set while loading
         llm = Llama(str(models["smollm2"]), n_ctx=64, verbose=False)
     assert low.llama_model_default_params is original

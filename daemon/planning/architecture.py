@@ -31,6 +31,12 @@ class ModelArch:
     n_full_attn_layers: int = 0
     n_expert: int = 0  # mixture of experts: routed experts per layer, and how many a token uses
     n_expert_used: int = 0
+    # From a file's own tensor table (0 where only the catalog is known): the input embedding
+    # (which llama.cpp keeps on the CPU), the output matrix (0 when tied to the embedding: a
+    # device holding the output layer then gets a copy), and the routed experts.
+    embd_bytes: int = 0
+    output_bytes: int = 0
+    expert_tensor_bytes: int = 0
 
     @property
     def active_params(self) -> int:
@@ -77,6 +83,7 @@ def from_header(header: GGUFHeader) -> ModelArch:
 
     total = 0
     experts = 0
+    sizes = {"embd": 0, "output": 0, "experts": 0}
     for t in header.tensors:
         count = 1
         for dim in t.shape:
@@ -84,6 +91,11 @@ def from_header(header: GGUFHeader) -> ModelArch:
         total += count
         if "_exps" in t.name:
             experts += count
+            sizes["experts"] += t.nbytes
+        elif t.name == "token_embd.weight":
+            sizes["embd"] = t.nbytes
+        elif t.name == "output.weight":
+            sizes["output"] = t.nbytes
     n_expert = int(get("expert_count", 0) or 0)
     n_used = int(get("expert_used_count", 0) or 0)
     interval = int(get("full_attention_interval", 0) or 0)  # qwen35, qwen35moe, qwen3next
@@ -105,4 +117,7 @@ def from_header(header: GGUFHeader) -> ModelArch:
         n_full_attn_layers=n_layer // interval if interval > 1 else 0,
         n_expert=n_expert,
         n_expert_used=n_used,
+        embd_bytes=sizes["embd"],
+        output_bytes=sizes["output"],
+        expert_tensor_bytes=sizes["experts"],
     )

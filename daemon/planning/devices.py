@@ -92,7 +92,13 @@ CPU_GFLOPS_FALLBACK = 15.0
 # Described machines without a RAM bandwidth: a dual-channel DDR4-3200 desktop is 51 GB/s and
 # DDR5-6000 is 96; laptops sit between. Apple's come from the chip's table row above.
 DEFAULT_RAM_BANDWIDTH_GBS = {"x86_64": 60.0, "arm64": 60.0, "aarch64": 40.0}
-DEFAULT_GPU = {"nvidia": (300.0, 40.0), "amd": (400.0, 40.0), "apple": (100.0, 4.0)}
+# An RPC device's kind is not in the protocol: a CPU-like guess (a desktop's RAM, its cores).
+DEFAULT_GPU = {
+    "nvidia": (300.0, 40.0),
+    "amd": (400.0, 40.0),
+    "apple": (100.0, 4.0),
+    "rpc": (60.0, 0.5),
+}
 
 
 def lookup(name: str) -> tuple[float, float] | None:

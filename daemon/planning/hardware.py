@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 
+from assistantd.devices.registry import BACKEND_NAMES, DeviceList, LlamaDevice, read_devices
 from assistantd.errors import ConfigError
 from assistantd.planning import devices
 
@@ -45,6 +46,14 @@ class GPU:
     compute_capability: str | None = None
     memory_bandwidth_gbs: float | None = None  # NVML, the machine file, or None: by name
     fp16_tflops: float | None = None  # dense tensor FP16; None: by name
+    # As llama.cpp lists it: its device name (CUDA0, Vulkan0, RPC[host:port]), the backend
+    # (cuda, hip, vulkan, metal, rpc), and for a remote device its server and round trip.
+    device: str | None = None
+    backend: str | None = None
+    endpoint: str | None = None
+    rtt_ms: float | None = None
+    usable: bool = True  # False: seen by the driver, but this build cannot use it
+    source: str = "machine file"  # llama.cpp | nvml | sysfs | machine file
 
     @property
     def free_bytes(self) -> int:
@@ -62,6 +71,9 @@ class Machine:
     unified_memory: bool = False
     gpus: list[GPU] = field(default_factory=list)
     memory_bandwidth_gbs: float | None = None
+    backend: str = ""  # the GPU backend this llama-cpp-python build has: cuda, hip, … or cpu
+    backends: list[str] = field(default_factory=list)  # compiled in, as ggml names them
+    device_notes: list[str] = field(default_factory=list)  # devices that could not be read
 
     @property
     def available_bytes(self) -> int:
@@ -69,6 +81,13 @@ class Machine:
 
     def offload_note(self) -> str | None:
         """Why GPUs present are not used, with the fix."""
+        unused = [g for g in self.gpus if not g.usable]
+        if unused and self.gpu_offload:
+            names = ", ".join(g.name for g in unused)
+            return (
+                f"this llama-cpp-python build ({self.backend or 'cpu'}) cannot use the {names}; "
+                "`assistantctl doctor` says how to rebuild it"
+            )
         if self.gpus and not self.gpu_offload:
             names = ", ".join(g.name for g in self.gpus)
             backend = (
@@ -79,8 +98,8 @@ class Machine:
                 else "ROCm/Vulkan"
             )
             return (
-                f"this llama-cpp-python build is CPU-only; reinstall it with {backend} "
-                f"to use the {names}"
+                f"this llama-cpp-python build is CPU-only; rebuild it with {backend} "
+                f"(`scripts/setup.sh`, see `assistantctl doctor`) to use the {names}"
             )
         return None
 
@@ -222,13 +241,56 @@ def probe_amd(sysfs: Path) -> list[GPU]:
     return gpus
 
 
-def can_offload() -> bool:
-    try:
-        import llama_cpp
+def merge_devices(hardware: list[GPU], listed: DeviceList) -> list[GPU]:
+    """llama.cpp's devices, with bandwidth and compute from the driver's view of the same card
+    (matched by name, in order); cards the driver sees but this build cannot use stay, marked
+    unusable, so the plan can say what to fix."""
+    left = list(hardware)
+    merged = []
+    for device in listed.devices:
+        match = next((g for g in left if _same_card(g.name, device.description)), None)
+        if match is not None:
+            left.remove(match)
+        remote = device.backend == "RPC"
+        merged.append(
+            GPU(
+                vendor=match.vendor if match else _vendor_of(device),
+                name=match.name if match else (device.description if not remote else "RPC"),
+                vram_bytes=device.total_bytes,
+                vram_free_bytes=device.free_bytes,
+                driver=match.driver if match else None,
+                compute_capability=match.compute_capability if match else None,
+                memory_bandwidth_gbs=match.memory_bandwidth_gbs if match else None,
+                fp16_tflops=match.fp16_tflops if match else None,
+                device=device.name,
+                backend=BACKEND_NAMES.get(device.backend, device.backend.lower()),
+                endpoint=device.endpoint,
+                rtt_ms=round(device.rtt_ms, 2) if device.rtt_ms is not None else None,
+                source="llama.cpp",
+            )
+        )
+    merged += [dataclasses.replace(g, usable=False) for g in left if g.vendor != "apple"]
+    return merged
 
-        return bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:
-        return False
+
+def _same_card(name: str, description: str) -> bool:
+    a, b = name.lower().replace("nvidia ", ""), description.lower().replace("nvidia ", "")
+    return bool(a) and (a in b or b in a)
+
+
+def _vendor_of(device: LlamaDevice) -> str:
+    if device.backend == "RPC":
+        return "rpc"
+    text = f"{device.backend} {device.description}".lower()
+    for vendor, words in {
+        "nvidia": ("cuda", "nvidia", "geforce"),
+        "amd": ("rocm", "hip", "radeon", "amd"),
+        "apple": ("metal", "apple"),
+        "intel": ("intel",),
+    }.items():
+        if any(w in text for w in words):
+            return vendor
+    return "other"
 
 
 # A STREAM-style copy reaches about 65% of a desktop's DDR4/DDR5 spec bandwidth; the machine's
@@ -275,11 +337,23 @@ def probe(
     nvml: ModuleType | None = None,
     sysfs: Path = Path("/sys"),
     offload: bool | None = None,
+    rpc: list[str] | None = None,
+    listed: DeviceList | None = None,
 ) -> Machine:
+    """This machine. The devices come from llama.cpp's registry (`listed`, read in a
+    subprocess unless given), the driver's view adds speed; `offload` given skips llama.cpp
+    and marks every GPU the drivers see as usable or not (described runs in tests)."""
     memory = psutil.virtual_memory()
     cpu_model, flags = _cpu_info()
     apple = platform.system() == "Darwin" and platform.machine() == "arm64"
-    gpus = probe_nvidia(nvml) + probe_amd(sysfs)
+    hardware = probe_nvidia(nvml) + probe_amd(sysfs)
+    if offload is None and listed is None:
+        listed = read_devices(rpc)
+    if listed is not None:
+        gpus = merge_devices(hardware, listed)
+        gpu_offload = any(g.usable for g in gpus)
+    else:
+        gpus, gpu_offload = hardware, bool(offload)
     if apple:
         name = cpu_model or "Apple Silicon"
         spec = devices.lookup(name)
@@ -299,10 +373,13 @@ def probe(
         cpu_cores=psutil.cpu_count(logical=False) or psutil.cpu_count() or 1,
         cpu_model=cpu_model,
         cpu_flags=flags,
-        gpu_offload=can_offload() if offload is None else offload,
+        gpu_offload=gpu_offload,
         unified_memory=apple,
         gpus=gpus,
         memory_bandwidth_gbs=round(measure_bandwidth() / COPY_SHARE_OF_PEAK, 1),
+        backend=listed.gpu_backend if listed is not None else "",
+        backends=listed.backends if listed is not None else [],
+        device_notes=listed.notes if listed is not None else [],
     )
 
 
@@ -312,7 +389,22 @@ def refresh_free(machine: Machine, sysfs: Path = Path("/sys")) -> Machine:
     memory = psutil.virtual_memory()
     gpus = machine.gpus
     if gpus and not machine.unified_memory:
-        gpus = probe_nvidia(None) + probe_amd(sysfs)
+        gpus = _refreshed(machine.gpus, probe_nvidia(None) + probe_amd(sysfs))
     elif machine.unified_memory:
         gpus = [dataclasses.replace(g, vram_free_bytes=memory.available) for g in gpus]
     return dataclasses.replace(machine, ram_available_bytes=memory.available, gpus=gpus)
+
+
+def _refreshed(known: list[GPU], now: list[GPU]) -> list[GPU]:
+    """Free memory from the drivers for the cards they report (cheap, no llama.cpp); devices
+    only llama.cpp knows (RPC, Vulkan) keep what the last probe read."""
+    left = list(now)
+    result = []
+    for gpu in known:
+        match = next((g for g in left if g.vendor == gpu.vendor and g.name == gpu.name), None)
+        if match is None:
+            result.append(gpu)
+            continue
+        left.remove(match)
+        result.append(dataclasses.replace(gpu, vram_free_bytes=match.vram_free_bytes))
+    return result

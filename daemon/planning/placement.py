@@ -9,16 +9,12 @@ all on the CPU. Unified memory (Apple) has one pool, limited by Metal's working 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from assistantd.planning.architecture import ModelArch
-from assistantd.planning.estimate import (
-    bytes_per_token,
-    compute_buffer_bytes,
-    expert_bytes,
-    footprint,
-    kv_cache_bytes,
-)
+from assistantd.planning.estimate import bytes_per_token, expert_bytes, footprint, host_bytes
+from assistantd.planning.per_device import CPU, DeviceBytes, device_share, split_bytes
 from assistantd.planning.plan_types import Budget
 from assistantd.planning.predict import Split
 from assistantd.vocab import Placement
@@ -33,6 +29,23 @@ class Option:
     split: Split
     experts_in_ram: bool = False
     n_cpu_moe: int = 0
+    devices: tuple[DeviceBytes, ...] = ()  # bytes per device, the CPU first
+
+
+def device_shares(budget: Budget) -> list[tuple[str, float]]:
+    """The devices a plan may use and their shares of the layers: each its budget, as
+    llama.cpp's default split gives each its free memory."""
+    if budget.devices:
+        return [(d.name, float(d.bytes)) for d in budget.devices if d.bytes > 0]
+    return [("GPU", float(budget.vram_bytes))]
+
+
+def over_budget(found: list[DeviceBytes] | tuple[DeviceBytes, ...], budget: Budget) -> bool:
+    """Whether any device gets more than its own budget (or all more than the sum)."""
+    limits = {d.name: d.bytes for d in budget.devices}
+    if sum(d.total_bytes for d in found if d.device != CPU) > budget.vram_bytes:
+        return True
+    return any(d.total_bytes > limits[d.device] for d in found if d.device in limits)
 
 
 def options(
@@ -41,7 +54,6 @@ def options(
     """Every placement worth trying, GPU-heaviest first (the caller keeps the first that fits
     unless a later one is predicted faster)."""
     read = bytes_per_token(arch, file_bytes)
-    cells = n_ctx * n_seq
     cpu = footprint(arch, file_bytes, n_ctx, n_seq=n_seq)
     cpu_only = Option("cpu", 0, cpu.total_bytes, 0, Split(cpu_bytes=read, cpu_layers=arch.n_layer))
     if budget.unified:
@@ -52,69 +64,100 @@ def options(
         return [Option("gpu", -1, cpu.total_bytes, wired, split)]
     if budget.vram_bytes <= 0:
         return [cpu_only]
-    gpu = footprint(arch, file_bytes, n_ctx, on_gpu=True, n_seq=n_seq)
-    found = [
-        Option(
-            "gpu",
-            -1,
-            gpu.host_bytes,
-            gpu.weights_bytes + gpu.kv_bytes + gpu.compute_bytes,
-            Split(gpu_bytes=read, gpu_layers=arch.n_layer, on_gpu=True),
+    shares = device_shares(budget)
+    host = host_bytes(arch, n_ctx * n_seq)
+
+    def placed(n_gpu_layers: int, n_cpu_moe: int = 0) -> tuple[DeviceBytes, ...]:
+        return tuple(
+            split_bytes(
+                arch,
+                file_bytes,
+                n_ctx,
+                n_seq=n_seq,
+                n_gpu_layers=n_gpu_layers,
+                devices=shares,
+                n_cpu_moe=n_cpu_moe,
+            )
         )
-    ]
-    experts = _experts_in_ram(arch, file_bytes, cells, budget, gpu.host_bytes)
+
+    def option(
+        kind: Placement, ngl: int, found: tuple[DeviceBytes, ...], split: Split, n_cpu_moe: int = 0
+    ) -> Option:
+        return Option(
+            kind,
+            ngl,
+            found[0].total_bytes + host,
+            device_share(list(found)),
+            split,
+            experts_in_ram=n_cpu_moe > 0,
+            n_cpu_moe=n_cpu_moe,
+            devices=found,
+        )
+
+    full = placed(-1)
+    found = [option("gpu", -1, full, Split(gpu_bytes=read, gpu_layers=arch.n_layer, on_gpu=True))]
+    experts = _experts_in_ram(arch, file_bytes, read, budget, placed)
     if experts:
-        found.append(experts)
-    per_layer = (file_bytes + kv_cache_bytes(arch, cells)) / arch.n_layer
-    gpu_compute = compute_buffer_bytes(arch, cells, on_gpu=True)
-    layers = int((budget.vram_bytes - gpu_compute) // per_layer) if per_layer else 0
-    layers = min(layers, arch.n_layer - 1)
+        found.append(option("partial", -1, experts[0], experts[1], experts[2]))
+    layers = _most_layers(arch.n_layer, lambda ngl: not over_budget(placed(ngl), budget))
     if layers > 0:
-        share = layers / arch.n_layer
-        vram = int(layers * per_layer + gpu_compute)
-        ram = int(
-            cpu.host_bytes + (1 - share) * (cpu.weights_bytes + cpu.kv_bytes) + cpu.compute_bytes
-        )
+        share = (layers - 1) / arch.n_layer  # n_gpu_layers counts the output layer
         split = Split(
             gpu_bytes=read * share,
             cpu_bytes=read * (1 - share),
-            gpu_layers=layers,
-            cpu_layers=arch.n_layer - layers,
+            gpu_layers=layers - 1,
+            cpu_layers=arch.n_layer - layers + 1,
             ram_resident_bytes=file_bytes * (1 - share),
             on_gpu=True,
         )
-        found.append(Option("partial", layers, ram, vram, split))
+        found.append(option("partial", layers, placed(layers), split))
     found.append(cpu_only)
     return found
 
 
+def _most_layers(n_layer: int, fits: Callable[[int], bool]) -> int:
+    """The largest n_gpu_layers below a full offload that fits (0: none); fits is monotone."""
+    low, high = 0, n_layer
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
 def _experts_in_ram(
-    arch: ModelArch, file_bytes: int, cells: int, budget: Budget, host: int
-) -> Option | None:
+    arch: ModelArch,
+    file_bytes: int,
+    read: float,
+    budget: Budget,
+    placed: Callable[[int, int], tuple[DeviceBytes, ...]],
+) -> tuple[tuple[DeviceBytes, ...], Split, int] | None:
     """Dense part, KV and compute buffer on the GPU; as many layers' experts as still fit there
     too; the other layers' experts in RAM, read at RAM speed for the experts a token uses."""
     experts = expert_bytes(arch, file_bytes)
     if not experts:
         return None
-    dense = file_bytes - experts
-    fixed = dense + kv_cache_bytes(arch, cells) + compute_buffer_bytes(arch, cells, on_gpu=True)
-    if fixed > budget.vram_bytes:
-        return None
-    per_layer = experts / arch.n_layer
-    on_gpu = min(int((budget.vram_bytes - fixed) // per_layer), arch.n_layer)
-    if on_gpu >= arch.n_layer:
+    if not over_budget(placed(-1, 0), budget):
         return None  # everything fits: plain "gpu" is the option
-    n_cpu_moe = arch.n_layer - on_gpu
-    in_ram = per_layer * n_cpu_moe
+    if over_budget(placed(-1, arch.n_layer), budget):
+        return None  # not even the dense part fits
+    # The fewest layers whose experts must stay in RAM: the most that fit on the device.
+    kept = _most_layers(
+        arch.n_layer, lambda k: not over_budget(placed(-1, arch.n_layer - k), budget)
+    )
+    n_cpu_moe = arch.n_layer - kept
+    per_layer = experts / arch.n_layer
     active_share = (arch.n_expert_used / arch.n_expert) if arch.n_expert else 0.1
-    read_dense = bytes_per_token(arch, file_bytes) - experts * active_share
+    in_ram = per_layer * n_cpu_moe
+    read_dense = read - experts * active_share
     split = Split(
-        gpu_bytes=read_dense + per_layer * on_gpu * active_share,
+        gpu_bytes=read_dense + per_layer * kept * active_share,
         cpu_bytes=in_ram * active_share,
         gpu_layers=arch.n_layer,
         cpu_layers=n_cpu_moe,
         ram_resident_bytes=in_ram,
         on_gpu=True,
     )
-    vram = int(fixed + per_layer * on_gpu)
-    return Option("partial", -1, int(host + in_ram), vram, split, True, n_cpu_moe)
+    return placed(-1, n_cpu_moe), split, n_cpu_moe

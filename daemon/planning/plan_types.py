@@ -12,6 +12,15 @@ from assistantd.vocab import Placement
 
 
 @dataclass(frozen=True)
+class DeviceBudget:
+    """One device's share: its name as llama.cpp knows it (CUDA0, RPC[host:port]) or, on a
+    described machine, as the machine file gives it."""
+
+    name: str
+    bytes: int
+
+
+@dataclass(frozen=True)
 class Budget:
     ram_bytes: int
     vram_bytes: int  # summed over usable GPUs; 0 when the build cannot offload
@@ -19,6 +28,7 @@ class Budget:
     notes: tuple[str, ...] = ()
     # Unified memory (Apple): what Metal lets the GPU keep resident, within ram_bytes.
     gpu_working_set_bytes: int = 0
+    devices: tuple[DeviceBudget, ...] = ()  # per device; they add up to vram_bytes
 
 
 def compute_budget(
@@ -37,9 +47,16 @@ def compute_budget(
     if ram_override is not None:
         notes.append(f"RAM budget set by override to {gib(ram)}")
     vram = 0
+    shares: list[DeviceBudget] = []
     if machine.gpu_offload and not machine.unified_memory:
-        free = sum(max(g.free_bytes - vram_reserve, 0) for g in machine.gpus if g.vendor != "apple")
+        usable = [g for g in machine.gpus if g.vendor != "apple" and g.usable]
+        shares = [
+            DeviceBudget(g.device or g.name, max(g.free_bytes - vram_reserve, 0)) for g in usable
+        ]
+        free = sum(d.bytes for d in shares)
         vram = vram_override if vram_override is not None else free
+        if vram_override is not None:
+            shares = _scaled(shares, vram_override)
     note = machine.offload_note()
     if note:
         notes.append(note)
@@ -50,16 +67,37 @@ def compute_budget(
         if vram_override is not None:
             working_set = min(ram, vram_override)
         notes.append(f"Metal working set {gib(working_set)} of {gib(machine.ram_bytes)} RAM")
-    return Budget(ram, vram, unified=unified, notes=tuple(notes), gpu_working_set_bytes=working_set)
+    return Budget(
+        ram,
+        vram,
+        unified=unified,
+        notes=tuple(notes),
+        gpu_working_set_bytes=working_set,
+        devices=tuple(shares),
+    )
+
+
+def _scaled(shares: list[DeviceBudget], total: int) -> list[DeviceBudget]:
+    """A fixed device budget shared out as the devices' free memory is (evenly if none)."""
+    free = sum(d.bytes for d in shares)
+    if not shares:
+        return []
+    if free <= 0:
+        return [DeviceBudget(d.name, total // len(shares)) for d in shares]
+    return [DeviceBudget(d.name, int(total * d.bytes / free)) for d in shares]
 
 
 def without(budget: Budget, used: Candidate) -> Budget:
     """What `budget` leaves once `used` (another role's rung) has its share."""
+    taken = {d["device"]: int(d["total_bytes"]) for d in used.devices}
     return replace(
         budget,
         ram_bytes=max(budget.ram_bytes - used.ram_bytes, 0),
         vram_bytes=max(budget.vram_bytes - used.vram_bytes, 0),
         gpu_working_set_bytes=max(budget.gpu_working_set_bytes - used.vram_bytes, 0),
+        devices=tuple(
+            DeviceBudget(d.name, max(d.bytes - taken.get(d.name, 0), 0)) for d in budget.devices
+        ),
     )
 
 
@@ -98,6 +136,8 @@ class Candidate:
     predicted_ttft_ms: float = 0.0  # for the profile's reference prompt
     meets_ttft: bool = False
     lossy: bool = False  # below the bits an expert runs a model this small at: ranked last
+    # Where it sits: per device (the CPU first) its layers and bytes of weights, KV, compute.
+    devices: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def estimated_bytes(self) -> int:

@@ -21,10 +21,11 @@ from dataclasses import replace
 from assistantd.fetch import hub
 from assistantd.fetch.download import hf_cache_dir
 from assistantd.planning import devices
+from assistantd.planning import predict as predict_module
 from assistantd.planning.catalog import CatalogModel
 from assistantd.planning.estimate import GiB, file_bytes_estimate
 from assistantd.planning.hardware import Machine
-from assistantd.planning.placement import Option, options
+from assistantd.planning.placement import Option, options, over_budget
 from assistantd.planning.plan_types import Budget, Candidate, Plan, compute_budget, gib
 from assistantd.planning.predict import Hardware, predict, ttft_ms
 from assistantd.planning.profiles import Models, Profile
@@ -35,7 +36,8 @@ __all__ = ["Budget", "Candidate", "Plan", "compute_budget", "gib", "GiB", "hardw
 
 # How much speed counts against quality, by preference.
 SPEED_WEIGHT = {"quality": 0.5, "balanced": 3.0, "speed": 10.0}
-GPU_KIND = {"nvidia": "cuda", "amd": "rocm", "apple": "metal"}
+GPU_KIND = {"nvidia": "cuda", "amd": "rocm", "apple": "metal", "rpc": "rpc"}
+BACKEND_KIND = {"cuda": "cuda", "hip": "rocm", "metal": "metal", "vulkan": "vulkan", "rpc": "rpc"}
 REFERENCE_PROMPT_TOKENS = 1000  # when the caller names no TTFT reference prompt
 
 
@@ -47,7 +49,7 @@ def hardware_of(machine: Machine, budget: Budget) -> Hardware:
     usable = [
         g
         for g in machine.gpus
-        if machine.gpu_offload and (g.vendor == "apple") == machine.unified_memory
+        if machine.gpu_offload and g.usable and (g.vendor == "apple") == machine.unified_memory
     ]
     if not usable:
         return Hardware(ram_gbs=ram_gbs, cpu_gflops=cpu)
@@ -60,9 +62,16 @@ def hardware_of(machine: Machine, budget: Budget) -> Hardware:
     tflops = min(s[1] for s in speeds)
     if machine.unified_memory:
         ram_gbs = machine.memory_bandwidth_gbs or bandwidth
-    kind = GPU_KIND.get(usable[0].vendor, "cuda")
+    first = usable[0]
+    kind = BACKEND_KIND.get(first.backend or "", "") or GPU_KIND.get(first.vendor, "cuda")
+    rtt_s = max((g.rtt_ms or 0.0) for g in usable) / 1000
     return Hardware(
-        ram_gbs=ram_gbs, cpu_gflops=cpu, gpu_gbs=bandwidth, gpu_tflops=tflops, gpu_kind=kind
+        ram_gbs=ram_gbs,
+        cpu_gflops=cpu,
+        gpu_gbs=bandwidth,
+        gpu_tflops=tflops,
+        gpu_kind=kind,
+        link_s=predict_module.RPC_ROUND_TRIPS * rtt_s,
     )
 
 
@@ -75,6 +84,9 @@ def _fits(option: Option, budget: Budget) -> list[str]:
         problems.append(f"needs {gib(option.vram_bytes)} GPU memory, Metal working set {limit}")
     elif not budget.unified and option.vram_bytes > budget.vram_bytes:
         problems.append(f"needs {gib(option.vram_bytes)} VRAM, budget {gib(budget.vram_bytes)}")
+    elif not budget.unified and option.devices and over_budget(option.devices, budget):
+        worst = max(option.devices[1:], key=lambda d: d.total_bytes)
+        problems.append(f"needs {gib(worst.total_bytes)} on {worst.device}, over its share")
     return problems
 
 
@@ -165,6 +177,7 @@ def plan(
                     predicted_ttft_ms=round(ttft),
                     meets_ttft=meets_ttft,
                     lossy=lossy is not None,
+                    devices=[d.to_json() for d in option.devices],
                 )
             )
     starters = {m.id for m in catalog if m.starter}

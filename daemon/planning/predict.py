@@ -28,16 +28,41 @@ from dataclasses import dataclass
 
 from assistantd.planning.architecture import ModelArch
 
-EFFICIENCY = {"cpu": 0.65, "cuda": 0.65, "rocm": 0.55, "metal": 0.75}
+# "vulkan" as ROCm; "rpc" is a remote device whose kind the protocol does not say: a CPU's
+# figures (the cautious guess), plus the network round trips of every token (Hardware.link_s).
+EFFICIENCY = {"cpu": 0.65, "cuda": 0.65, "rocm": 0.55, "metal": 0.75, "vulkan": 0.55, "rpc": 0.65}
 # CUDA's Q8_0 and legacy-quant kernels stream closer to peak than the K-quants' (RTX 5060 Ti:
 # Qwen2.5-Coder-7B Q8_0 at 90% of 448 GB/s, Q2_K at 61%).
 QUANT_EFFICIENCY = {"Q8_0": 1.35, "Q4_0": 1.15, "Q4_1": 1.15, "Q5_0": 1.15, "Q5_1": 1.15}
-LAYER_COST_S = {"cpu": 110e-6, "cuda": 15e-6, "rocm": 25e-6, "metal": 60e-6}
-MOE_LAYER_COST_S = {"cpu": 60e-6, "cuda": 45e-6, "rocm": 60e-6, "metal": 45e-6}
+LAYER_COST_S = {
+    "cpu": 110e-6,
+    "cuda": 15e-6,
+    "rocm": 25e-6,
+    "metal": 60e-6,
+    "vulkan": 25e-6,
+    "rpc": 110e-6,
+}
+MOE_LAYER_COST_S = {
+    "cpu": 60e-6,
+    "cuda": 45e-6,
+    "rocm": 60e-6,
+    "metal": 45e-6,
+    "vulkan": 60e-6,
+    "rpc": 60e-6,
+}
 # A Gated DeltaNet layer (Qwen3.5/3.6, Qwen3-Next) runs more, smaller kernels than attention:
 # Qwen3.5-4B/9B Q4_0 at 80/53.8 tok/s on an M4 Max.
-RECURRENT_LAYER_COST_S = {"cpu": 100e-6, "cuda": 20e-6, "rocm": 30e-6, "metal": 150e-6}
-COMPUTE_EFFICIENCY = {"cuda": 0.3, "rocm": 0.3, "metal": 0.7}
+RECURRENT_LAYER_COST_S = {
+    "cpu": 100e-6,
+    "cuda": 20e-6,
+    "rocm": 30e-6,
+    "metal": 150e-6,
+    "vulkan": 30e-6,
+    "rpc": 100e-6,
+}
+COMPUTE_EFFICIENCY = {"cuda": 0.3, "rocm": 0.3, "metal": 0.7, "vulkan": 0.2, "rpc": 0.5}
+# Round trips per decoded token to an RPC server: the graph, its inputs, the logits back.
+RPC_ROUND_TRIPS = 3
 PCIE_GBS = 25.0  # PCIe 4.0 x16 in practice
 # ggml's CPU backend repacks these types into interleaved blocks for its AVX2/NEON matmul
 # kernels (the "extra" CPU buffer types), which evaluate prompts much faster than the plain
@@ -56,7 +81,8 @@ class Hardware:
     cpu_gflops: float
     gpu_gbs: float = 0.0
     gpu_tflops: float = 0.0
-    gpu_kind: str = "cuda"  # cuda | rocm | metal
+    gpu_kind: str = "cuda"  # cuda | rocm | metal | vulkan | rpc
+    link_s: float = 0.0  # network time per decoded token (remote devices)
 
 
 @dataclass(frozen=True)
@@ -79,7 +105,7 @@ class Prediction:
 
 
 def decode_seconds(arch: ModelArch, split: Split, hw: Hardware, quant: str = "") -> float:
-    seconds = 0.0
+    seconds = hw.link_s if split.on_gpu else 0.0
     if split.gpu_bytes:
         boost = QUANT_EFFICIENCY.get(quant, 1.0) if hw.gpu_kind in ("cuda", "rocm") else 1.0
         efficiency = min(EFFICIENCY[hw.gpu_kind] * boost, 0.92)

@@ -17,8 +17,9 @@ from llama_cpp import Llama
 from assistantd.errors import ContextOverflow, InvalidRequest, QueueFull, WorkerFailed
 from assistantd.vocab import GenerationKind
 from assistantd.worker import constraints, tool_calls
+from assistantd.worker.allocations import capture
 from assistantd.worker.answers import Answer
-from assistantd.worker.experts import experts_in_ram
+from assistantd.worker.model_params import Placement, placed
 from assistantd.worker.prompts import Prompts
 from assistantd.worker.protocol import SAMPLING_KEYS, Event, Sampling, priority_of
 from assistantd.worker.slots import PromptTooLong, SlotEngine, SlotEngineError, SlotRequest
@@ -40,7 +41,7 @@ class Engine:
         n_gpu_layers: int,
         model_id: str,
         n_slots: int,
-        n_cpu_moe: int = 0,
+        placement: Placement | None = None,
     ) -> None:
         self.model_path = model_path
         self.model_id = model_id
@@ -48,9 +49,11 @@ class Engine:
         self.n_slots = n_slots
         self._threads = threads
         self._n_gpu_layers = n_gpu_layers
+        self.placement = placement or Placement()
+        self.allocations = capture()
         # The Llama object holds the weights, the vocabulary and the metadata; its own context
         # is kept tiny, since the slot engine decodes in a context of its own.
-        with experts_in_ram(n_cpu_moe):
+        with placed(self.placement):
             self.llm = Llama(
                 model_path=model_path,
                 n_ctx=64,
@@ -77,7 +80,11 @@ class Engine:
             "fim": self.prompts.fim.supported,
             "tools": self.tool_family,
             "chat_template": "gguf" if self.prompts.template else "chatml (the model has none)",
-            "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
+            "gpu_offload": self._n_gpu_layers != 0 and bool(self.placement.devices),
+            "devices": list(self.placement.devices or ()),
+            "n_gpu_layers": self._n_gpu_layers,
+            "n_cpu_moe": self.placement.n_cpu_moe,
+            "allocated": self.allocations.to_json(),
             "threads": self._threads,
         }
 
@@ -171,20 +178,24 @@ class Engine:
         with self._embed_lock:
             if self._embedder is None:
                 n_ctx = min(self.n_ctx, 2048)
-                self._embedder = Llama(
-                    model_path=self.model_path,
-                    embedding=True,
-                    pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-                    n_ctx=n_ctx,
-                    n_batch=n_ctx,
-                    n_ubatch=n_ctx,
-                    n_threads=self._threads,
-                    n_threads_batch=self._threads,
-                    n_gpu_layers=self._n_gpu_layers,
-                    verbose=False,
-                )
+                with placed(self.placement):
+                    self._embedder = self._embedding_model(n_ctx)
             vectors, count = self._embedder.embed(texts, normalize=True, return_count=True)
         return vectors, count
+
+    def _embedding_model(self, n_ctx: int) -> Llama:
+        return Llama(
+            model_path=self.model_path,
+            embedding=True,
+            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+            n_ctx=n_ctx,
+            n_batch=n_ctx,
+            n_ubatch=n_ctx,
+            n_threads=self._threads,
+            n_threads_batch=self._threads,
+            n_gpu_layers=self._n_gpu_layers,
+            verbose=False,
+        )
 
 
 def _as_list(stop: str | list[str] | None) -> list[str]:

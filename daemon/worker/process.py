@@ -35,6 +35,11 @@ class WorkerSpec:
     socket_path: Path
     n_cpu_moe: int = 0  # mixture of experts: the first N layers' experts stay in RAM
     nice: int = 0  # lower OS priority: a worker that gives the cores to a latency-bound one
+    # llama.cpp devices the layers may go to (None: llama.cpp's own choice; empty: the CPU),
+    # each one's share of the offloaded layers, and the RPC servers those devices live on.
+    devices: tuple[str, ...] | None = None
+    split: tuple[float, ...] = ()
+    rpc: tuple[str, ...] = ()
 
 
 class WorkerProcess:
@@ -88,12 +93,23 @@ class WorkerProcess:
             str(os.getpid()),
             "--nice",
             str(self.spec.nice),
+            *self._placement_args(),
             env=self._environment(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
         self._stderr_task = asyncio.create_task(self._read_stderr())
+
+    def _placement_args(self) -> list[str]:
+        spec = self.spec
+        if spec.devices is None:
+            return []
+        return [
+            f"--devices={','.join(spec.devices)}",
+            f"--split={','.join(f'{s:.4f}' for s in spec.split)}",
+            f"--rpc={','.join(spec.rpc)}",
+        ]
 
     def _environment(self) -> dict[str, str]:
         """A worker that yields the cores (nice) also stops spinning soon after each step:

@@ -27,8 +27,10 @@ from typing import Any, cast
 
 from assistantd.errors import AssistantError
 from assistantd.worker import hold
+from assistantd.worker.allocations import ALLOCATIONS
 from assistantd.worker.engine import Engine
 from assistantd.worker.hold import HoldFlag
+from assistantd.worker.model_params import Placement
 from assistantd.worker.protocol import EndEvent, ErrorEvent, Event, GenerateRequest
 
 # Exit code that tells the daemon the model could not be loaded (not worth retrying fast).
@@ -198,6 +200,10 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _words(text: str) -> list[str]:
+    return [w for w in text.split(",") if w]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="assistantd-worker")
     parser.add_argument("--model", required=True)
@@ -210,6 +216,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--n-cpu-moe", type=int, default=0)
     parser.add_argument("--nice", type=int, default=0, help="lower OS priority by this much")
+    parser.add_argument(
+        "--devices", default=None, help="comma-separated llama.cpp devices ('' = CPU only)"
+    )
+    parser.add_argument("--split", default="", help="share of the layers per device")
+    parser.add_argument("--rpc", default="", help="comma-separated RPC servers to register")
     args = parser.parse_args(argv)
     _die_with_parent(args.parent_pid)
     if args.nice:
@@ -222,10 +233,20 @@ def main(argv: list[str] | None = None) -> None:
             n_gpu_layers=args.n_gpu_layers,
             model_id=args.model_id,
             n_slots=args.slots,
-            n_cpu_moe=args.n_cpu_moe,
+            placement=Placement(
+                devices=None if args.devices is None else tuple(_words(args.devices)),
+                split=tuple(float(s) for s in _words(args.split)),
+                n_cpu_moe=args.n_cpu_moe,
+                rpc=tuple(_words(args.rpc)),
+            ),
         )
     except Exception as exc:
-        print(f"could not load {args.model}: {exc}", file=sys.stderr, flush=True)
+        said = " | ".join(ALLOCATIONS.errors)
+        print(
+            f"could not load {args.model}: {exc}" + (f" (llama.cpp: {said})" if said else ""),
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(EXIT_LOAD_FAILED)
     engine.slots.hold = HoldFlag(hold.path_for(Path(args.socket)), create=True)
     server = _Server(args.socket, WorkerState(engine))
