@@ -37,8 +37,13 @@ SYSTEM_INCLUDE = Path("/usr/include")
 TOOLS = ("nvidia-smi", "nvcc", "rocminfo", "hipcc", "hipconfig", "vulkaninfo", "glslc")
 OS_RELEASE = Path("/etc/os-release")
 # Where a driver's libcuda.so.1 lives when no unversioned libcuda.so (toolkit stub) exists.
-DRIVER_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
-                   "/usr/lib/wsl/lib", "/usr/lib")  # fmt: skip
+DRIVER_LIB_DIRS = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib/wsl/lib",
+    "/usr/lib",
+)
 
 # Package names per package manager for what a GPU build needs.
 _PACKAGES: dict[str, dict[str, str]] = {
@@ -55,7 +60,7 @@ _PACKAGES: dict[str, dict[str, str]] = {
         "apt": "spirv-headers",
         "dnf": "spirv-headers-devel",
         "pacman": "spirv-headers",
-    },  # fmt: skip
+    },
 }
 _INSTALL = {"apt": "sudo apt install", "dnf": "sudo dnf install", "pacman": "sudo pacman -S"}
 
@@ -110,6 +115,7 @@ class Decision:
     def as_json(self, version: str | None = None) -> dict[str, object]:
         out: dict[str, object] = asdict(self)
         out["CMAKE_ARGS"] = self.cmake_args_string
+        out["ok"] = self.ok
         if version:
             out["key"] = self.key(version)
         return out
@@ -243,12 +249,14 @@ def _cuda(p: _Probe, driver: tuple[int, int] | None, forced: bool) -> Decision |
         if output is None:
             p.problems.append(Problem(f"nvcc at {nvcc} does not run", p.install("cuda")))
         elif release and driver and release[0] > driver[0]:
-            p.problems.append(Problem(
-                f"nvcc {release[0]}.{release[1]} at {nvcc} is newer than the NVIDIA "
-                f"{driver_text}",
-                "upgrade the NVIDIA driver, or install a CUDA toolkit no newer than "
-                f"{driver[0]}.{driver[1]}: {p.install('cuda')}",
-            ))  # fmt: skip
+            p.problems.append(
+                Problem(
+                    f"nvcc {release[0]}.{release[1]} at {nvcc} is newer than the NVIDIA "
+                    f"{driver_text}",
+                    "upgrade the NVIDIA driver, or install a CUDA toolkit no newer than "
+                    f"{driver[0]}.{driver[1]}: {p.install('cuda')}",
+                )
+            )
         else:
             version = f"nvcc {release[0]}.{release[1]}" if release else "nvcc"
             return Decision(
@@ -259,20 +267,24 @@ def _cuda(p: _Probe, driver: tuple[int, int] | None, forced: bool) -> Decision |
     major = driver[0] if driver else PYPI_CUDA_MIN_MAJOR
     toolkit = f"{p.install('cuda')} (or https://developer.nvidia.com/cuda-downloads)"
     if _pypi_disabled(p.env):
-        p.problems.append(Problem(
-            f"{gpu} but no CUDA compiler (nvcc), and ASSISTANT_CUDA_FROM_PYPI=0 keeps setup from "
-            "installing the toolkit from PyPI",
-            f"unset ASSISTANT_CUDA_FROM_PYPI, or {toolkit}",
-            blocking=forced,
-        ))  # fmt: skip
+        p.problems.append(
+            Problem(
+                f"{gpu} but no CUDA compiler (nvcc), and ASSISTANT_CUDA_FROM_PYPI=0 keeps "
+                "setup from installing the toolkit from PyPI",
+                f"unset ASSISTANT_CUDA_FROM_PYPI, or {toolkit}",
+                blocking=forced,
+            )
+        )
         return None
     if major < PYPI_CUDA_MIN_MAJOR:
-        p.problems.append(Problem(
-            f"{gpu} ({driver_text}) but no CUDA compiler (nvcc); PyPI ships nvcc only for "
-            f"CUDA {PYPI_CUDA_MIN_MAJOR}+, which needs a newer driver",
-            f"{toolkit}, or upgrade the NVIDIA driver to one for CUDA {PYPI_CUDA_MIN_MAJOR}",
-            blocking=forced,
-        ))  # fmt: skip
+        p.problems.append(
+            Problem(
+                f"{gpu} ({driver_text}) but no CUDA compiler (nvcc); PyPI ships nvcc only for "
+                f"CUDA {PYPI_CUDA_MIN_MAJOR}+, which needs a newer driver",
+                f"{toolkit}, or upgrade the NVIDIA driver to one for CUDA {PYPI_CUDA_MIN_MAJOR}",
+                blocking=forced,
+            )
+        )
         return None
     return _pypi_cuda(p, major, driver, f"{gpu} ({driver_text}); no system nvcc")
 
@@ -389,13 +401,18 @@ def _vulkan(p: _Probe, gpus: list[str], forced: bool) -> Decision | None:
     if not (include / "spirv" / "unified1" / "spirv.hpp").is_file():
         missing.append("spirv-headers")
     if missing:
-        names = {"glslc": "glslc", "vulkan-headers": f"Vulkan headers ({include}/vulkan)",
-                 "spirv-headers": f"SPIRV-Headers ({include}/spirv)"}  # fmt: skip
-        p.problems.append(Problem(
-            f"{seen} but {', '.join(names[m] for m in missing)} missing",
-            f"{p.install(*missing)}, or the LunarG Vulkan SDK with VULKAN_SDK set",
-            forced,
-        ))  # fmt: skip
+        names = {
+            "glslc": "glslc",
+            "vulkan-headers": f"Vulkan headers ({include}/vulkan)",
+            "spirv-headers": f"SPIRV-Headers ({include}/spirv)",
+        }
+        p.problems.append(
+            Problem(
+                f"{seen} but {', '.join(names[m] for m in missing)} missing",
+                f"{p.install(*missing)}, or the LunarG Vulkan SDK with VULKAN_SDK set",
+                forced,
+            )
+        )
         return None
     core = include / "vulkan" / "vulkan_core.h"
     try:
@@ -404,13 +421,16 @@ def _vulkan(p: _Probe, gpus: list[str], forced: bool) -> Decision | None:
         header = ""
     if "VK_EXT_layer_settings" not in header:
         version = re.search(r"#define VK_HEADER_VERSION (\d+)", header)
-        p.problems.append(Problem(
-            f"{seen} but the Vulkan headers in {include}"
-            f"{f' (VK_HEADER_VERSION {version[1]})' if version else ''} are older than "
-            "llama.cpp's Vulkan backend needs (VK_EXT_layer_settings)",
-            "install the LunarG Vulkan SDK (https://vulkan.lunarg.com/sdk/home) and set VULKAN_SDK",
-            forced,
-        ))  # fmt: skip
+        p.problems.append(
+            Problem(
+                f"{seen} but the Vulkan headers in {include}"
+                f"{f' (VK_HEADER_VERSION {version[1]})' if version else ''} are older than "
+                "llama.cpp's Vulkan backend needs (VK_EXT_layer_settings)",
+                "install the LunarG Vulkan SDK (https://vulkan.lunarg.com/sdk/home) and set "
+                "VULKAN_SDK",
+                forced,
+            )
+        )
         return None
     return Decision("vulkan", f"{seen}; glslc at {glslc}", ["-DGGML_VULKAN=on", RPC])
 
@@ -495,10 +515,12 @@ def _auto(p: _Probe) -> Decision:
     if targets and (decision := _hip(p, targets, forced=False)):
         return decision
     if not targets and p.which("hipcc") and "rocminfo" not in p.tools:
-        p.problems.append(Problem(
-            "hipcc is installed but rocminfo is not, so no AMD GPU can be seen",
-            p.install("rocminfo"),
-        ))  # fmt: skip
+        p.problems.append(
+            Problem(
+                "hipcc is installed but rocminfo is not, so no AMD GPU can be seen",
+                p.install("rocminfo"),
+            )
+        )
     vulkan = _vulkan_gpus(p)
     if vulkan and (decision := _vulkan(p, vulkan, forced=False)):
         return decision
@@ -589,8 +611,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="backend.py", description="Choose the llama.cpp backend to build llama-cpp-python for."
     )
-    parser.add_argument("--backend", help=f"one of {', '.join(BACKENDS)}, auto "
-                        "(default: ASSISTANT_BACKEND, else auto)")  # fmt: skip
+    parser.add_argument(
+        "--backend",
+        help=f"one of {', '.join(BACKENDS)}, auto (default: ASSISTANT_BACKEND, else auto)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print the decision (the default)")
     mode.add_argument("--json", action="store_true", help="print the decision as JSON")

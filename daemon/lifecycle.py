@@ -12,6 +12,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -26,9 +27,15 @@ from assistantd.control.supervisor import Supervisor
 from assistantd.errors import AssistantError, DownloadStopped, ModelFileError, WorkerStartFailed
 from assistantd.fetch.provision import provision
 from assistantd.planning.gguf_header import read_local
+from assistantd.planning.given import place_file
+from assistantd.planning.hardware import probe
 from assistantd.planning.naming import model_id_for, validate_model_id
+from assistantd.planning.per_device import describe_placement
+from assistantd.planning.plan_types import Budget, left_by
+from assistantd.planning.planner import profile_budget
 from assistantd.planning.profiles import Profile
 from assistantd.planning.speeds import SPEEDS_FILE, MeasuredSpeeds
+from assistantd.planning.worker_devices import worker_devices
 from assistantd.settings import Settings
 from assistantd.vocab import Role
 from assistantd.worker.process import WorkerSpec
@@ -168,7 +175,13 @@ class Lifecycle:
         settings, profile = self.settings, self.profile
         path = check_model_file(settings.model)  # type: ignore[arg-type]
         model_id = validate_model_id(settings.model_id) if settings.model_id else model_id_for(path)
-        self._attach("chat", path, model_id, profile.n_ctx, settings.n_gpu_layers)
+        machine = probe(rpc=settings.rpc)
+        self.state.machine = machine
+        for note in [*machine.device_notes, *filter(None, [machine.offload_note()])]:
+            log.warning("%s", note)
+            self.state.provision.notes.append(note)
+        budget = profile_budget(profile, machine)
+        self._attach_given("chat", path, model_id, profile.n_ctx, budget)
         given: dict[Role, Path | None] = {
             "autocomplete": settings.autocomplete_model,
             "embeddings": settings.embeddings_model,
@@ -182,12 +195,31 @@ class Lifecycle:
                 continue
             role_path = check_model_file(file)
             view = profile.for_role(role)
-            self._attach(
-                role, role_path, model_id_for(role_path), view.n_ctx, settings.n_gpu_layers
+            # Each role's worker in what the ones before it leave.
+            budget = self._attach_given(
+                role, role_path, model_id_for(role_path), view.n_ctx, budget
             )
         self.state.provision.state = "given"
         for served in self.state.workers:
             self.state.controls[served.role] = Controller(self.state, served.role, profile)
+
+    def _attach_given(
+        self, role: Role, path: Path, model_id: str, n_ctx: int, budget: Budget
+    ) -> Budget:
+        """A given file placed as the planner would (or on --n-gpu-layers, when set), on the
+        devices of this machine; returns the budget it leaves."""
+        slots = self.profile.role_slots(role, self.settings.slots)
+        option = place_file(path, budget, n_ctx=n_ctx, n_slots=slots)
+        n_gpu_layers = option.n_gpu_layers
+        if self.settings.n_gpu_layers != -1:
+            n_gpu_layers = self.settings.n_gpu_layers  # the user's own split
+        placed = [d.to_json() for d in option.devices]
+        served = self._attach(
+            role, path, model_id, n_ctx, n_gpu_layers, option.n_cpu_moe, placed=placed
+        )
+        log.info("%s: %s", role, describe_placement(placed) or "on the CPU")
+        served.estimate = placed
+        return left_by(budget, option)
 
     def _share(self, role: Role, why: str) -> None:
         self.state.served[role] = self.state.served["chat"]
@@ -199,6 +231,7 @@ class Lifecycle:
             provision, settings, self.profile, state.provision, self.speeds
         )
         machine = result.chat.machine
+        state.machine = machine
         for role, got in chosen.items():
             log.info("%s: chose %s: %s", role, got.model_id, got.why)
             check_model_file(got.path)
@@ -206,7 +239,11 @@ class Lifecycle:
             if role == "chat" and settings.model_id:
                 model_id = validate_model_id(settings.model_id)
             n_cpu_moe = got.candidate.n_cpu_moe if got.candidate else 0
-            served = self._attach(role, got.path, model_id, got.n_ctx, got.n_gpu_layers, n_cpu_moe)
+            placed = got.candidate.devices if got.candidate else []
+            served = self._attach(
+                role, got.path, model_id, got.n_ctx, got.n_gpu_layers, n_cpu_moe, placed=placed
+            )
+            served.estimate = placed
             served.speed_key = got.speed_key
             choice = result.roles[role]
             state.controls[role] = Controller(
@@ -238,9 +275,12 @@ class Lifecycle:
         n_ctx: int,
         n_gpu_layers: int,
         n_cpu_moe: int = 0,
+        *,
+        placed: list[dict[str, Any]] | None = None,
     ) -> Served:
         """Give a role its own worker: a supervisor that will run it, its slots and queue."""
         settings = self.settings
+        where = worker_devices(placed or [], self.state.machine)
         slots = self.profile.role_slots(role, settings.slots)
         spec = WorkerSpec(
             model_path=path,
@@ -254,6 +294,9 @@ class Lifecycle:
             # On shared cores the latency-bound role wins the scheduler too; alone, a lower
             # priority costs nothing.
             nice=NICE_BESIDE if self._beside_autocomplete(role) else 0,
+            devices=where.devices,
+            split=where.split,
+            rpc=where.rpc,
         )
         supervisor = Supervisor(
             spec,

@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     vram_budget: ByteSize | None = Field(
         None, description="Use exactly this much VRAM for the model (overrides the measurement)."
     )
+    rpc: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="llama.cpp RPC servers whose devices the plan may use, HOST:PORT "
+        "(comma-separated; start one with `assistantctl device serve`).",
+    )
     config: Path | None = Field(None, description="TOML file with any of these settings.")
     api_key: SecretStr | None = Field(
         None, description="Require this bearer token (any token is accepted when unset)."
@@ -157,11 +162,20 @@ class Settings(BaseSettings):
         description="Where measured speeds and other state are kept.",
     )
 
-    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @field_validator("allowed_hosts", "allowed_origins", "rpc", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("rpc")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        for endpoint in value:
+            host, _, port = endpoint.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"'{endpoint}' is not HOST:PORT (e.g. 127.0.0.1:50052)")
         return value
 
     @field_validator("log_level")

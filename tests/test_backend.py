@@ -132,8 +132,10 @@ def test_cuda_with_driver_and_nvcc(tmp_path: Path) -> None:
     decision = detect({"PATH": str(bin_dir)})
     assert decision.backend == "cuda"
     assert decision.cmake_args == [
-        "-DGGML_CUDA=on", "-DGGML_RPC=on", f"-DCMAKE_CUDA_COMPILER={compiler}"
-    ]  # fmt: skip
+        "-DGGML_CUDA=on",
+        "-DGGML_RPC=on",
+        f"-DCMAKE_CUDA_COMPILER={compiler}",
+    ]
     assert decision.gpus == ["NVIDIA GeForce RTX 4060"]
     assert decision.tools["nvidia-smi"] == str(bin_dir / "nvidia-smi")
     assert decision.tools["nvcc"] == str(compiler)
@@ -460,17 +462,27 @@ def test_setup_dry_run_builds_nothing(tmp_path: Path) -> None:
     assert not cache.exists()
 
     out = subprocess.run(
-        [setup, "--dry-run", "--backend", "cpu"], capture_output=True, text=True, env=env,
-        timeout=60, check=False,
-    )  # fmt: skip
+        [setup, "--dry-run", "--backend", "cpu"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert out.stdout.splitlines()[:3] == [
-        "backend: cpu", "why: cpu asked for", "CMAKE_ARGS: -DGGML_RPC=on"
-    ]  # fmt: skip
+        "backend: cpu",
+        "why: cpu asked for",
+        "CMAKE_ARGS: -DGGML_RPC=on",
+    ]
     for args, extra in ((["--backend", "tpu"], {}), ([], {"ASSISTANT_BACKEND": "tpu"})):
         out = subprocess.run(
-            [setup, "--dry-run", *args], capture_output=True, text=True, env={**env, **extra},
-            timeout=60, check=False,
-        )  # fmt: skip
+            [setup, "--dry-run", *args],
+            capture_output=True,
+            text=True,
+            env={**env, **extra},
+            timeout=60,
+            check=False,
+        )
         assert out.returncode == 2
         assert "unknown backend 'tpu'" in out.stderr
 

@@ -14,6 +14,8 @@ from assistantd.api import openapi
 from assistantd.api.deps import State
 from assistantd.api.schemas import ProfileRequest, UseRequest
 from assistantd.api.status import (
+    DeviceStatus,
+    DeviceUse,
     MemoryStatus,
     ModelStatus,
     QueueStatus,
@@ -25,6 +27,7 @@ from assistantd.api.streaming import read_body
 from assistantd.control.controller import Controller
 from assistantd.control.state import DaemonState
 from assistantd.errors import ShiftRefused
+from assistantd.planning.hardware import Machine
 from assistantd.planning.roles import ROLES
 from assistantd.vocab import Role
 from assistantd.worker.memory import resident_bytes
@@ -76,7 +79,48 @@ def _role_status(state: DaemonState, role: Role) -> RoleStatus:
         worker_rss_bytes=resident_bytes(pid),
         estimated_bytes=current.estimated_bytes if current else planned.get("estimated_bytes"),
         control=control.to_json() if control and served.role == role else None,
+        devices=device_use(served.estimate, sup.worker_info.get("allocated") or {}),
     )
+
+
+def device_use(
+    estimate: list[dict[str, Any]], allocated: dict[str, dict[str, int]]
+) -> list[DeviceUse]:
+    """The plan's bytes per device beside llama.cpp's own figures, by device name."""
+    kinds = ("weights", "kv", "compute")
+    names = [d["device"] for d in estimate] + [
+        n for n in allocated if n not in {d["device"] for d in estimate}
+    ]
+    by_name = {d["device"]: d for d in estimate}
+    found = []
+    for name in names:
+        planned = by_name.get(name)
+        found.append(
+            DeviceUse(
+                device=name,
+                layers=planned["layers"] if planned else None,
+                estimated={k: int(planned[f"{k}_bytes"]) for k in (*kinds, "total")}
+                if planned
+                else None,
+                allocated=allocated.get(name),
+            )
+        )
+    return found
+
+
+def machine_devices(machine: Machine | None) -> list[DeviceStatus]:
+    return [
+        DeviceStatus(
+            name=g.name,
+            device=g.device,
+            backend=g.backend,
+            free_bytes=g.free_bytes,
+            total_bytes=g.vram_bytes,
+            usable=g.usable,
+            endpoint=g.endpoint,
+        )
+        for g in (machine.gpus if machine else [])
+    ]
 
 
 @router.get("/status", response_model=StatusReport, response_model_exclude_none=False)
@@ -97,6 +141,8 @@ async def status(state: State) -> StatusReport:
         control=chat_control.to_json() if chat_control is not None else None,
         roles={role: _role_status(state, role) for role in ROLES},
         cores={"share": state.cores.enabled, "holds": state.cores.holds},
+        backend=state.machine.backend or None if state.machine else None,
+        devices=machine_devices(state.machine),
         **state.stats.snapshot(),
     )
     if chat is None:

@@ -42,6 +42,27 @@ class MemoryStatus(_Part):
     estimated_bytes: int | None
 
 
+class DeviceUse(_Part):
+    """One device under one worker: what the plan estimated and what llama.cpp allocated."""
+
+    device: str
+    layers: int | None = None
+    estimated: dict[str, int] | None = None  # weights, kv, compute, total (bytes)
+    allocated: dict[str, int] | None = None
+
+
+class DeviceStatus(_Part):
+    """A device llama.cpp can place layers on (or a card this build cannot use)."""
+
+    name: str
+    device: str | None
+    backend: str | None
+    free_bytes: int
+    total_bytes: int
+    usable: bool
+    endpoint: str | None = None
+
+
 class RoleStatus(_Part):
     """One role: the worker serving it (or the role whose worker does), how it does against
     the role's targets, and its last shift."""
@@ -61,6 +82,7 @@ class RoleStatus(_Part):
     worker_rss_bytes: int | None = None
     estimated_bytes: int | None = None
     control: dict[str, Any] | None = None  # mode, latency vs targets, shifts, ladder
+    devices: list[DeviceUse] = []  # where its worker's layers and buffers sit, the CPU too
 
 
 class StatusReport(_Part):
@@ -84,3 +106,5 @@ class StatusReport(_Part):
     # On a CPU: how often the other workers held their batch for an autocomplete prompt.
     cores: dict[str, Any] | None = None
     memory_all_roles: MemoryStatus | None = None  # every worker against the plan for them
+    backend: str | None = None  # the GPU backend of this llama-cpp-python build (or cpu)
+    devices: list[DeviceStatus] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -11,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from pydantic import ValidationError
 
 from assistantd.api.status import StatusReport
-from assistantd.cli import editors, service, views
+from assistantd.cli import doctor, editors, service, views
+from assistantd.devices.serve import DEFAULT_PORT as DEFAULT_RPC_PORT
+from assistantd.devices.serve import DeviceServer, check_host
 from assistantd.errors import AssistantError
 from assistantd.planning.catalog import load_catalog
 from assistantd.planning.hardware import Machine, probe
@@ -122,7 +126,7 @@ def _plan_for(machine_file: Path | None, profile_name: str | None = None) -> Rol
     """The plan a daemon would make, for this or a described machine and any profile."""
     settings = load_settings([])
     profile = active_profile(settings, profile_name)
-    machine = Machine.load(machine_file) if machine_file else probe()
+    machine = Machine.load(machine_file) if machine_file else probe(rpc=settings.rpc)
     speeds = MeasuredSpeeds(settings.state_dir / SPEEDS_FILE)
     return make_role_plans(
         load_catalog(settings.catalog), profile, machine, speeds, n_slots=settings.slots
@@ -136,7 +140,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    machine = probe()
+    machine = probe(rpc=load_settings([]).rpc)
     if args.json:
         print(json.dumps(machine.to_json(), indent=2))
     else:
@@ -145,16 +149,48 @@ def cmd_probe(args: argparse.Namespace) -> int:
             f"{machine.cpu_cores} cores, {machine.cpu_model} [{' '.join(machine.cpu_flags)}], "
             f"~{machine.memory_bandwidth_gbs} GB/s"
         )
+        print(f"llama-cpp-python backend: {machine.backend} ({', '.join(machine.backends)})")
         for gpu in machine.gpus:
+            where = f" at {gpu.endpoint}" if gpu.endpoint else ""
+            usable = "" if gpu.usable else ", NOT usable by this build"
             print(
-                f"GPU {gpu.vendor} {gpu.name}: {gib(gpu.vram_bytes)} ({gib(gpu.free_bytes)} free)"
+                f"device {gpu.device or '-'}{where}: {gpu.vendor} {gpu.name}, "
+                f"{gib(gpu.vram_bytes)} ({gib(gpu.free_bytes)} free){usable}"
             )
-        print(
-            f"GPU offload in this llama-cpp-python build: {'yes' if machine.gpu_offload else 'no'}"
-        )
-        if machine.offload_note():
-            print(f"note: {machine.offload_note()}")
+        for note in [*machine.device_notes, *filter(None, [machine.offload_note()])]:
+            print(f"note: {note}")
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    report = doctor.run(load_settings([]).rpc + list(args.rpc))
+    print(report.text())
+    return 1 if report.unused_gpu else 0
+
+
+def cmd_device(args: argparse.Namespace) -> int:
+    """`device serve`: this machine's devices over llama.cpp's RPC protocol."""
+    check_host(args.host, args.allow_network)
+    server = DeviceServer(args.host, args.port, args.threads)
+    server.bind()
+    listed = ggml_devices()
+    shown = ", ".join(f"{d.name} ({gib(d.free_bytes)} free)" for d in listed) or "the CPU"
+    print(
+        f"serving {shown} to llama.cpp RPC clients at {args.host}:{server.port} "
+        f"({args.threads} threads); point assistantd at it: "
+        f"assistantd --rpc {args.host}:{server.port}",
+        flush=True,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever(lambda peer: print(f"client {peer}", flush=True))
+    return 0
+
+
+def ggml_devices() -> list[Any]:
+    """This machine's GPU devices as llama.cpp lists them (the CPU is served when none)."""
+    from assistantd.devices import ggml
+
+    return [d for d in ggml.devices() if d.kind in ("gpu", "igpu")]
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
@@ -232,6 +268,30 @@ def build_parser() -> argparse.ArgumentParser:
     probe_cmd = commands.add_parser("probe", help="what this machine has")
     probe_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     probe_cmd.set_defaults(func=cmd_probe)
+    doc = commands.add_parser(
+        "doctor", help="GPUs, the llama.cpp backend built, and the command that fixes each problem"
+    )
+    doc.add_argument("--rpc", action="append", default=[], help="also check this RPC device")
+    doc.set_defaults(func=cmd_doctor)
+    device = commands.add_parser("device", help="serve this machine's devices to llama.cpp")
+    device_cmds = device.add_subparsers(dest="device_command", required=True)
+    serve = device_cmds.add_parser(
+        "serve", help="run llama.cpp's RPC server for this machine's GPUs (else its CPU)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=DEFAULT_RPC_PORT, help="port (default 50052)")
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=psutil.cpu_count(logical=False) or 1,
+        help="CPU threads when the CPU is served",
+    )
+    serve.add_argument(
+        "--allow-network",
+        action="store_true",
+        help="serve on a non-loopback address (the protocol has no authentication)",
+    )
+    serve.set_defaults(func=cmd_device)
     use = commands.add_parser(
         "use", help="pin a role's model: [ROLE] MODEL[:QUANT], or [ROLE] --auto"
     )

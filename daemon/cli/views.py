@@ -8,6 +8,7 @@ from typing import Any
 
 from assistantd.api.status import RoleStatus, StatusReport
 from assistantd.control.monitor import format_ms
+from assistantd.planning.per_device import describe_placement
 from assistantd.planning.planner import Plan, gib
 from assistantd.planning.roles import RolesPlan
 
@@ -49,9 +50,42 @@ def status_text(status: StatusReport) -> str:
         lines.append(f"last error {worker.last_error}")
     if status.control:
         lines.extend(control_lines(status.control))
+    if status.backend or status.devices:
+        lines += ["", f"backend    {status.backend or 'unknown'}", *device_lines(status)]
     if status.roles:
         lines += ["", "roles", *role_lines(status.roles)]
     return "\n".join(lines)
+
+
+def _mib(n: int | None) -> str:
+    return "?" if n is None else f"{n / 2**20:.0f}"
+
+
+def device_lines(status: StatusReport) -> list[str]:
+    """Each device with its free memory; a card the build cannot use says so."""
+    lines = []
+    for d in status.devices:
+        where = f" at {d.endpoint}" if d.endpoint else ""
+        use = "" if d.usable else "  NOT USABLE by this build (assistantctl doctor)"
+        lines.append(
+            f"device     {d.device or d.name}{where}: {_mib(d.free_bytes)} of "
+            f"{_mib(d.total_bytes)} MiB free{use}"
+        )
+    return lines
+
+
+def placement_lines(role: RoleStatus) -> list[str]:
+    """Per device: layers, and MiB of weights / KV / compute, planned against allocated."""
+    lines = []
+    for d in role.devices:
+        est, got = d.estimated or {}, d.allocated or {}
+        parts = [f"{k} {_mib(est.get(k))}/{_mib(got.get(k))}" for k in ("weights", "kv", "compute")]
+        layers = f"{d.layers} layers, " if d.layers is not None else ""
+        lines.append(
+            f"    on {d.device}: {layers}MiB estimated/allocated: {', '.join(parts)}, "
+            f"total {_mib(est.get('total'))}/{_mib(got.get('total'))}"
+        )
+    return lines
 
 
 def control_lines(control: dict[str, Any]) -> list[str]:
@@ -137,6 +171,7 @@ def role_lines(roles: dict[str, RoleStatus]) -> list[str]:
             f"{role:13}{r.model} {what} [{r.state}], {r.slots} slots × {r.n_ctx} tokens, "
             f"fim {'yes' if r.fim else 'no'}, {memory}"
         )
+        lines += placement_lines(r)
         control = r.control or {}
         lat = control.get("latency")
         if lat:
@@ -150,7 +185,17 @@ def role_lines(roles: dict[str, RoleStatus]) -> list[str]:
 
 def roles_table(result: RolesPlan) -> str:
     """The choice per role, then the chat role's whole ladder."""
-    lines = ["roles:"]
+    machine = result.chat.machine
+    lines = [f"backend: {machine.backend or 'described machine'}"]
+    lines += [
+        f"device: {g.device or g.name}"
+        + (f" at {g.endpoint}" if g.endpoint else "")
+        + f", {gib(g.free_bytes)} free of {gib(g.vram_bytes)}"
+        + ("" if g.usable else " (this build cannot use it: assistantctl doctor)")
+        for g in machine.gpus
+    ]
+    lines += [f"note: {n}" for n in machine.device_notes]
+    lines.append("roles:")
     for role, choice in result.roles.items():
         if choice.chosen is None or choice.served_by is None:
             lines.append(f"  {role:13}— {choice.reason}")
@@ -166,6 +211,9 @@ def roles_table(result: RolesPlan) -> str:
                 f"{choice.slots} slots, TTFT {c.predicted_ttft_ms / 1000:.1f}s, "
                 f"{c.predicted_tok_s:.1f} tok/s): {choice.reason}"
             )
+            placed = describe_placement(c.devices)
+            if placed:
+                lines.append(f"  {'':13}{placed}")
     budget = result.budget.ram_bytes + result.budget.vram_bytes
     lines.append(f"  all roles: {gib(result.estimated_bytes)} of {gib(budget)}")
     chat = result.roles["chat"].plan or result.chat

@@ -30,6 +30,7 @@ from assistantd.planning.hardware import Machine, refresh_free
 from assistantd.planning.plan_types import without
 from assistantd.planning.planner import Candidate, Plan, gib, make_plan, profile_budget
 from assistantd.planning.profiles import Profile
+from assistantd.planning.worker_devices import worker_devices
 from assistantd.vocab import Role, ShiftDirection
 from assistantd.worker.memory import resident_bytes
 
@@ -315,6 +316,7 @@ class Controller:
                 return event
             served = self.served
             sup = served.supervisor
+            where = worker_devices(target.devices, self.machine or self.state.machine)
             spec = dataclasses.replace(
                 sup.spec,
                 model_path=chosen.path,
@@ -322,6 +324,9 @@ class Controller:
                 n_ctx=target.n_ctx,
                 n_gpu_layers=target.n_gpu_layers,
                 n_cpu_moe=target.n_cpu_moe,
+                devices=where.devices,
+                split=where.split,
+                rpc=where.rpc,
             )
             try:
                 await sup.swap(spec, overlap=self._both_fit(target))
@@ -331,6 +336,7 @@ class Controller:
                 self.last_shift = time.monotonic()
                 return event
             served.now_serving(chosen.model_id, chosen.speed_key)
+            served.estimate = target.devices
             self.state.monitor.set_model(self.role, chosen.model_id)
             self.state.monitor.shifts.labels(direction).inc()
             self.current = target

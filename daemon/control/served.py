@@ -4,6 +4,7 @@ it serves. A role either has a worker of its own or is served by another role's 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from assistantd.api.admission import Admission
 from assistantd.control.supervisor import Supervisor
@@ -23,6 +24,9 @@ class Served:
     speeds: MeasuredSpeeds | None = None
     speed_key: tuple[str, str, str] | None = None  # set when the model came from the catalog
     served_ids: set[str] = field(default_factory=set)  # every id this worker served in this run
+    # The plan's bytes per device for what this worker loads now (the CPU first), shown in
+    # /status beside what llama.cpp reports it allocated.
+    estimate: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.served_ids.add(self.model_id)

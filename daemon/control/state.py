@@ -17,6 +17,7 @@ from assistantd.control.served import Served
 from assistantd.control.stats import RequestRecord, Stats
 from assistantd.errors import ModelNotFound, WorkerUnavailable
 from assistantd.fetch.provision import ProvisionStatus
+from assistantd.planning.hardware import Machine
 from assistantd.settings import Settings
 from assistantd.vocab import ROLE_IDS, Role
 
@@ -41,6 +42,7 @@ class DaemonState:
     # "A request finished": stats, monitor and the policy's controllers subscribe here.
     on_finished: list[Callable[[RequestRecord], None]] = field(default_factory=list)
     created: int = field(default_factory=lambda: int(time.time()))
+    machine: Machine | None = None  # as probed at start: backend and devices for /status
 
     def __post_init__(self) -> None:
         self.cores = CoreShare(lambda: self.workers, enabled=self.settings.share_cores)

@@ -92,18 +92,18 @@ def read_devices(rpc: list[str] | None = None, timeout_s: float = PROBE_TIMEOUT_
     a server that does not is a note, never a failure)."""
     notes: list[str] = []
     endpoints: dict[str, float] = {}
-    for endpoint in rpc or []:
-        ok, rtt_ms, why = reachable(endpoint)
+    for wanted in rpc or []:
+        ok, rtt_ms, why = reachable(wanted)
         if ok:
-            endpoints[endpoint] = rtt_ms
+            endpoints[wanted] = rtt_ms
         else:
             notes.append(
-                f"RPC device {endpoint} left out: {why} (is `assistantctl device serve` "
+                f"RPC device {wanted} left out: {why} (is `assistantctl device serve` "
                 "running there?)"
             )
     args = [sys.executable, "-m", "assistantd.devices.registry", "--json"]
-    for endpoint in endpoints:
-        args += ["--rpc", endpoint]
+    for name in endpoints:
+        args += ["--rpc", name]
     try:
         done = subprocess.run(
             args, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL

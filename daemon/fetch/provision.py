@@ -105,7 +105,8 @@ def provision(
     """A model file per role that has a worker of its own: downloaded, cached, or (for chat)
     the starter. A role whose model cannot be had falls back as the joint plan says."""
     status.set("probing")
-    machine = probe()
+    machine = probe(rpc=settings.rpc)
+    status.notes.extend(machine.device_notes)
     status.set("planning")
     models = load_catalog(settings.catalog)
     result = make_role_plans(models, profile, machine, speeds, n_slots=settings.slots)

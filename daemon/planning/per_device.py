@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from assistantd.planning.architecture import ModelArch
 from assistantd.planning.estimate import (
@@ -135,3 +136,13 @@ def _device_compute(arch: ModelArch, cells: int, *, holds_output: bool) -> int:
 def device_share(found: list[DeviceBytes]) -> int:
     """Bytes on all devices but the CPU."""
     return sum(d.total_bytes for d in found if d.device != CPU)
+
+
+def describe_placement(placed: list[dict[str, Any]]) -> str:
+    """'31 layers, 0.59 GiB on RPC[127.0.0.1:50052]; 0.05 GiB on CPU' (empty: nothing placed)."""
+    parts = [
+        f"{d['layers']} layers, {d['total_bytes'] / 2**30:.2f} GiB on {d['device']}"
+        for d in placed
+        if d["device"] != CPU and d["layers"]
+    ]
+    return "; ".join(parts)

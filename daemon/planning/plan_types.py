@@ -101,6 +101,20 @@ def without(budget: Budget, used: Candidate) -> Budget:
     )
 
 
+def left_by(budget: Budget, option: Any) -> Budget:
+    """What `budget` leaves once a worker placed as `option` (a placement.Option) has its
+    share: RAM, and each device's bytes."""
+    taken = {d.device: d.total_bytes for d in option.devices}
+    return replace(
+        budget,
+        ram_bytes=max(budget.ram_bytes - option.ram_bytes, 0),
+        vram_bytes=max(budget.vram_bytes - option.vram_bytes, 0),
+        devices=tuple(
+            DeviceBudget(d.name, max(d.bytes - taken.get(d.name, 0), 0)) for d in budget.devices
+        ),
+    )
+
+
 def gib(n: float) -> str:
     return f"{n / GiB:.1f} GiB"
 

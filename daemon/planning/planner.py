@@ -75,7 +75,8 @@ def hardware_of(machine: Machine, budget: Budget) -> Hardware:
     )
 
 
-def _fits(option: Option, budget: Budget) -> list[str]:
+def option_problems(option: Option, budget: Budget) -> list[str]:
+    """Why `option` does not fit `budget` (empty: it fits)."""
     problems = []
     if option.ram_bytes > budget.ram_bytes:
         problems.append(f"needs {gib(option.ram_bytes)} RAM, budget {gib(budget.ram_bytes)}")
@@ -121,7 +122,7 @@ def plan(
             known = file_sizes.get((model.id, quant))
             file_bytes = known if known is not None else file_bytes_estimate(arch, quant)
             choices = options(arch, file_bytes, ctx, budget, n_slots)
-            fitting = [o for o in choices if not _fits(o, budget)]
+            fitting = [o for o in choices if not option_problems(o, budget)]
             predictions = {
                 id(o): predict(arch, o.split, hw, reference_prompt_tokens, quant) for o in choices
             }
@@ -137,7 +138,9 @@ def plan(
             meets = meets_ttft = False
             score = 0.0
             if chosen is None:
-                reasons = [f"{o.placement}: {'; '.join(_fits(o, budget))}" for o in choices]
+                reasons = [
+                    f"{o.placement}: {'; '.join(option_problems(o, budget))}" for o in choices
+                ]
                 reason = reasons[-1].split(": ", 1)[1] if len(reasons) == 1 else " | ".join(reasons)
             else:
                 meets = round(tok_s, 1) >= min_tok_s  # as shown, so 14.96 is not "15.0 < 15"
@@ -291,5 +294,9 @@ def profile_budget(
     if ram_bonus and memory.ram_budget is None:
         budget = replace(budget, ram_bytes=budget.ram_bytes + ram_bonus)
     if vram_bonus and memory.vram_budget is None and budget.vram_bytes:
-        budget = replace(budget, vram_bytes=budget.vram_bytes + vram_bonus)
+        total = budget.vram_bytes
+        devices = tuple(
+            replace(d, bytes=d.bytes + int(vram_bonus * d.bytes / total)) for d in budget.devices
+        )
+        budget = replace(budget, vram_bytes=total + vram_bonus, devices=devices)
     return budget

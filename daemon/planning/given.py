@@ -1,0 +1,26 @@
+"""Where a file the user gave (`--model FILE`) goes: the same placements the planner weighs
+for catalog models, from the file's own header, in the same budget. So a model bigger than the
+device budget is split between device and RAM instead of failing to load, and /status can
+show the estimate per device beside what llama.cpp allocated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from assistantd.planning.architecture import from_header
+from assistantd.planning.gguf_header import read_local
+from assistantd.planning.placement import Option, options
+from assistantd.planning.plan_types import Budget
+from assistantd.planning.planner import option_problems
+
+
+def place_file(path: Path, budget: Budget, *, n_ctx: int, n_slots: int) -> Option:
+    """The GPU-heaviest placement of `path` that fits `budget`, else the CPU."""
+    header = read_local(path)
+    arch = from_header(header)
+    ctx = min(n_ctx, arch.n_ctx_train)
+    choices = options(arch, header.tensor_bytes, ctx, budget, n_slots)
+    for option in choices:
+        if not option_problems(option, budget):
+            return option
+    return choices[-1]

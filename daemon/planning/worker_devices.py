@@ -1,0 +1,30 @@
+"""From a plan's bytes per device to what a worker is told: the llama.cpp devices it may use,
+each one's share of the offloaded layers, and the RPC servers they live on."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from assistantd.planning.hardware import Machine
+from assistantd.planning.per_device import CPU
+
+
+@dataclass(frozen=True)
+class WorkerDevices:
+    devices: tuple[str, ...] | None  # None: llama.cpp's own choice (no device names known)
+    split: tuple[float, ...] = ()
+    rpc: tuple[str, ...] = ()
+
+
+def worker_devices(placed: Sequence[Mapping[str, Any]], machine: Machine | None) -> WorkerDevices:
+    """Exactly the devices the plan put layers on; none (the CPU) when it put none there."""
+    known = {g.device: g for g in (machine.gpus if machine else []) if g.device and g.usable}
+    if not known:
+        # A described machine, or a build that lists no device: nothing to name.
+        return WorkerDevices(None if machine is None else ())
+    used = [d for d in placed if d["device"] != CPU and d["layers"] > 0 and d["device"] in known]
+    names = tuple(d["device"] for d in used)
+    rpc = tuple(dict.fromkeys(e for n in names if (e := known[n].endpoint)))
+    return WorkerDevices(names, tuple(float(d["layers"]) for d in used), rpc)
