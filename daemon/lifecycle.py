@@ -18,6 +18,7 @@ import uvicorn
 
 from assistantd.api.admission import Admission
 from assistantd.api.app import create_app
+from assistantd.control import device_loss
 from assistantd.control.controller import Controller
 from assistantd.control.monitor import Monitor
 from assistantd.control.pressure import MemoryWatch
@@ -307,5 +308,14 @@ class Lifecycle:
         )
         admission = Admission(slots, settings.queue_size, settings.queue_timeout_s)
         served = Served(role, supervisor, admission, model_id, speeds=self.speeds)
+
+        def replanned(spec: WorkerSpec, why: str) -> None:
+            served.estimate = device_loss.estimate(spec)
+            self.state.provision.notes.append(f"{role}: {why}")
+            control = self.state.controls.get(role)
+            if control is not None:
+                control.note = why
+
+        supervisor.respec = device_loss.DeviceCheck(self.state.machine, replanned)
         self.state.served[role] = served
         return served

@@ -80,6 +80,8 @@ def _role_status(state: DaemonState, role: Role) -> RoleStatus:
         estimated_bytes=current.estimated_bytes if current else planned.get("estimated_bytes"),
         control=control.to_json() if control and served.role == role else None,
         devices=device_use(served.estimate, sup.worker_info.get("allocated") or {}),
+        n_gpu_layers=sup.worker_info.get("n_gpu_layers"),
+        n_cpu_moe=sup.worker_info.get("n_cpu_moe"),
     )
 
 

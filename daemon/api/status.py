@@ -83,6 +83,8 @@ class RoleStatus(_Part):
     estimated_bytes: int | None = None
     control: dict[str, Any] | None = None  # mode, latency vs targets, shifts, ladder
     devices: list[DeviceUse] = []  # where its worker's layers and buffers sit, the CPU too
+    n_gpu_layers: int | None = None
+    n_cpu_moe: int | None = None  # mixture of experts: layers whose experts stay in RAM
 
 
 class StatusReport(_Part):

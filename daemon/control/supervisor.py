@@ -16,7 +16,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,8 @@ class Supervisor:
         self.last_error: str | None = None
         self.restarts = 0
         self.ever_ready = False
+        # Asked before a restart: the spec to start instead (a device that went away).
+        self.respec: Callable[[WorkerSpec], Awaitable[WorkerSpec]] | None = None
 
     @property
     def spec(self) -> WorkerSpec:
@@ -148,6 +150,8 @@ class Supervisor:
             async with self._lifecycle:
                 if self._current is None:
                     self._set_state("restarting" if self.ever_ready else "loading")
+                    if self.ever_ready and self.respec is not None:
+                        self._spec = await self.respec(self._spec)
                     try:
                         self._install(await self._launch(self._spec))
                         backoff = self._backoff_s
