@@ -126,8 +126,13 @@ def plan(
             predictions = {
                 id(o): predict(arch, o.split, hw, reference_prompt_tokens, quant) for o in choices
             }
-            # The GPU-heaviest option that fits, unless another fitting one is faster.
-            chosen = max(fitting, key=lambda o: predictions[id(o)].decode_tok_s, default=None)
+            # The GPU-heaviest option that fits, unless another fitting one is faster. A remote
+            # (RPC) device was named by the user, and what it is the protocol does not say: it
+            # is used where it fits, and its measured speed decides from then on.
+            if hw.gpu_kind == "rpc":
+                chosen = fitting[0] if fitting else None
+            else:
+                chosen = max(fitting, key=lambda o: predictions[id(o)].decode_tok_s, default=None)
             option = chosen or choices[-1]
             guess = predictions[id(option)]
             measured = measured_tok_s.get((model.id, quant, option.placement))

@@ -63,9 +63,14 @@ quality_source = "test"
 
 
 def profile_text(
-    decode_tok_s: float, *, cooldown_s: float = 0, ram_budget: int | None = None
+    decode_tok_s: float,
+    *,
+    cooldown_s: float = 0,
+    ram_budget: int | None = None,
+    vram_budget: int | None = None,
 ) -> str:
     memory = f"ram_budget = {ram_budget}\n" if ram_budget else ""
+    memory += f"vram_budget = {vram_budget}\n" if vram_budget else ""
     return f"""# test profile
 prefer = "quality"
 n_ctx = 2048
