@@ -316,7 +316,6 @@ class Controller:
                 return event
             served = self.served
             sup = served.supervisor
-            where = worker_devices(target.devices, self.machine or self.state.machine)
             spec = dataclasses.replace(
                 sup.spec,
                 model_path=chosen.path,
@@ -324,9 +323,7 @@ class Controller:
                 n_ctx=target.n_ctx,
                 n_gpu_layers=target.n_gpu_layers,
                 n_cpu_moe=target.n_cpu_moe,
-                devices=where.devices,
-                split=where.split,
-                rpc=where.rpc,
+                **worker_devices(target.devices, self.machine or self.state.machine).fields(),
             )
             try:
                 await sup.swap(spec, overlap=self._both_fit(target))

@@ -17,6 +17,10 @@ class WorkerDevices:
     split: tuple[float, ...] = ()
     rpc: tuple[str, ...] = ()
 
+    def fields(self) -> dict[str, Any]:
+        """As WorkerSpec's fields of the same names."""
+        return {"devices": self.devices, "split": self.split, "rpc": self.rpc}
+
 
 def worker_devices(placed: Sequence[Mapping[str, Any]], machine: Machine | None) -> WorkerDevices:
     """Exactly the devices the plan put layers on; none (the CPU) when it put none there."""
