@@ -184,6 +184,7 @@ def probe_nvidia(nvml: ModuleType | None) -> list[GPU]:
                     capability,
                     bandwidth,
                     tflops,
+                    source="nvml",
                 )
             )
         return gpus
@@ -237,7 +238,7 @@ def probe_amd(sysfs: Path) -> list[GPU]:
             )
         except (OSError, ValueError):
             continue
-        gpus.append(GPU("amd", name, total_b, total_b - used_b))
+        gpus.append(GPU("amd", name, total_b, total_b - used_b, source="sysfs"))
     return gpus
 
 
@@ -355,8 +356,11 @@ def probe(
     else:
         gpus, gpu_offload = hardware, bool(offload)
     if apple:
+        # One pool: Metal's device is the chip itself, its memory the machine's RAM.
         name = cpu_model or "Apple Silicon"
         spec = devices.lookup(name)
+        metal = next((g for g in gpus if g.backend == "metal"), None)
+        gpus = [g for g in gpus if g is not metal]
         gpus.append(
             GPU(
                 "apple",
@@ -365,8 +369,12 @@ def probe(
                 memory.available,
                 memory_bandwidth_gbs=spec[0] if spec else None,
                 fp16_tflops=spec[1] if spec else None,
+                device=metal.device if metal else None,
+                backend="metal" if metal else None,
+                source="llama.cpp" if metal else "machine file",
             )
         )
+        gpu_offload = gpu_offload or metal is not None
     return Machine(
         ram_bytes=memory.total,
         ram_available_bytes=memory.available,

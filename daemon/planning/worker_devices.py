@@ -25,9 +25,12 @@ class WorkerDevices:
 def worker_devices(placed: Sequence[Mapping[str, Any]], machine: Machine | None) -> WorkerDevices:
     """Exactly the devices the plan put layers on; none (the CPU) when it put none there."""
     known = {g.device: g for g in (machine.gpus if machine else []) if g.device and g.usable}
+    if not placed:
+        # No bytes per device were planned (unified memory: the one Metal device holds it
+        # all; a CPU placement: n_gpu_layers 0): llama.cpp's own choice is the plan's.
+        return WorkerDevices(None)
     if not known:
-        # A described machine, or a build that lists no device: nothing to name.
-        return WorkerDevices(None if machine is None else ())
+        return WorkerDevices(())  # a build that lists no device: the CPU
     used = [d for d in placed if d["device"] != CPU and d["layers"] > 0 and d["device"] in known]
     names = tuple(d["device"] for d in used)
     rpc = tuple(dict.fromkeys(e for n in names if (e := known[n].endpoint)))
