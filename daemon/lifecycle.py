@@ -211,16 +211,15 @@ class Lifecycle:
         devices of this machine; returns the budget it leaves."""
         slots = self.profile.role_slots(role, self.settings.slots)
         option = place_file(path, budget, n_ctx=n_ctx, n_slots=slots)
-        n_gpu_layers = option.n_gpu_layers
+        n_gpu_layers = option.n_gpu_layers if option else self.settings.n_gpu_layers
         if self.settings.n_gpu_layers != -1:
             n_gpu_layers = self.settings.n_gpu_layers  # the user's own split
-        placed = [d.to_json() for d in option.devices]
-        served = self._attach(
-            role, path, model_id, n_ctx, n_gpu_layers, option.n_cpu_moe, placed=placed
-        )
-        log.info("%s: %s", role, describe_placement(placed) or "on the CPU")
+        placed = [d.to_json() for d in option.devices] if option else []
+        n_cpu_moe = option.n_cpu_moe if option else 0
+        served = self._attach(role, path, model_id, n_ctx, n_gpu_layers, n_cpu_moe, placed=placed)
+        log.info("%s: %s", role, describe_placement(placed) or "placed by llama.cpp")
         served.estimate = placed
-        return left_by(budget, option)
+        return left_by(budget, option) if option else budget
 
     def _share(self, role: Role, why: str) -> None:
         self.state.served[role] = self.state.served["chat"]

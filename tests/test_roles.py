@@ -432,7 +432,8 @@ def test_plan_shows_each_role_with_its_reason(
     assert roles["autocomplete"]["served_by"] == "autocomplete" and roles["autocomplete"]["why"]
     assert roles["embeddings"]["served_by"] == "chat" and "embedding" in roles["embeddings"]["why"]
     table = run_ctl(*args, env=env).stdout
-    assert table.startswith("roles:") and "gemma-3-270m-fim Q4_K_M" in table
+    assert table.startswith("backend: described machine\nroles:")
+    assert "gemma-3-270m-fim Q4_K_M" in table
 
 
 def test_less_memory_for_all_roles_shifts_the_role_that_can_give_way(

@@ -14,10 +14,15 @@ from assistantd.planning.plan_types import Budget
 from assistantd.planning.planner import option_problems
 
 
-def place_file(path: Path, budget: Budget, *, n_ctx: int, n_slots: int) -> Option:
-    """The GPU-heaviest placement of `path` that fits `budget`, else the CPU."""
+def place_file(path: Path, budget: Budget, *, n_ctx: int, n_slots: int) -> Option | None:
+    """The GPU-heaviest placement of `path` that fits `budget`, else the CPU; None when the
+    header lacks the numbers a plan needs (an architecture this planner does not know): the
+    worker then tries it as given, and llama.cpp says what it makes of it."""
     header = read_local(path)
-    arch = from_header(header)
+    try:
+        arch = from_header(header)
+    except (TypeError, ValueError, KeyError, ZeroDivisionError):
+        return None
     ctx = min(n_ctx, arch.n_ctx_train)
     choices = options(arch, header.tensor_bytes, ctx, budget, n_slots)
     for option in choices:
