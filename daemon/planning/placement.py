@@ -55,7 +55,15 @@ def options(
     unless a later one is predicted faster)."""
     read = bytes_per_token(arch, file_bytes)
     cpu = footprint(arch, file_bytes, n_ctx, n_seq=n_seq)
-    cpu_only = Option("cpu", 0, cpu.total_bytes, 0, Split(cpu_bytes=read, cpu_layers=arch.n_layer))
+    on_cpu = split_bytes(arch, file_bytes, n_ctx, n_seq=n_seq, n_gpu_layers=0, devices=[])
+    cpu_only = Option(
+        "cpu",
+        0,
+        cpu.total_bytes,
+        0,
+        Split(cpu_bytes=read, cpu_layers=arch.n_layer),
+        devices=tuple(on_cpu),
+    )
     if budget.unified:
         # One pool: RAM holds everything, and what the GPU touches must stay within Metal's
         # working set. Running on the CPU instead would only be slower in the same memory.
