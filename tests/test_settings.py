@@ -89,3 +89,20 @@ def test_model_ids_from_file_names_never_look_chat_only_to_continue(
 def test_model_id_overrides_are_validated(bad: str) -> None:
     with pytest.raises(ConfigError):
         validate_model_id(bad)
+
+
+def test_rpc_servers_from_a_flag_the_environment_or_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings(["--rpc", "127.0.0.1:50052,gpu-box:50053"]).rpc == [
+        "127.0.0.1:50052",
+        "gpu-box:50053",
+    ]
+    monkeypatch.setenv("ASSISTANT_RPC", "10.0.0.5:50052")
+    assert load_settings([]).rpc == ["10.0.0.5:50052"]
+    monkeypatch.delenv("ASSISTANT_RPC")
+    config = tmp_path / "c.toml"
+    config.write_text('rpc = ["[::1]:50052"]\n')
+    assert load_settings(["--config", str(config)]).rpc == ["[::1]:50052"]
+    with pytest.raises(ConfigError, match="'gpu-box' is not HOST:PORT"):
+        load_settings(["--rpc", "gpu-box"])
