@@ -217,7 +217,8 @@ class Lifecycle:
         placed = [d.to_json() for d in option.devices] if option else []
         n_cpu_moe = option.n_cpu_moe if option else 0
         served = self._attach(role, path, model_id, n_ctx, n_gpu_layers, n_cpu_moe, placed=placed)
-        log.info("%s: %s", role, describe_placement(placed) or "placed by llama.cpp")
+        where = describe_placement(placed) or ("on the CPU" if placed else "placed by llama.cpp")
+        log.info("%s: %s", role, where)
         served.estimate = placed
         return left_by(budget, option) if option else budget
 
