@@ -10,7 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from assistantd.api.security import check_bind
+from assistantd.api.security import check_bind, check_tls
+from assistantd.control.state import keys_of
 from assistantd.errors import AssistantError, ConfigError
 from assistantd.lifecycle import EXIT_STARTUP_FAILED, Lifecycle, check_model_file
 from assistantd.planning.profiles import Profile, active_profile
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         if settings.model is not None:
             check_model_file(settings.model)
-        check_bind(settings.host, settings.api_key.get_secret_value() if settings.api_key else None)
+        check_bind(settings.host, keys_of(settings).required)  # a broken keys file stops here
+        check_tls(settings)
         check_port_free(settings.host, settings.port)
         profile = active_profile(settings)
     except AssistantError as exc:

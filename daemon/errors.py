@@ -118,6 +118,14 @@ class QueueFull(Unavailable):
     code = "queue_full"
 
 
+class TooManyRequests(Unavailable):
+    """One API key over its share; other keys are not affected."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "too_many_requests"
+
+
 class WorkerUnavailable(Unavailable):
     code = "model_unavailable"
 

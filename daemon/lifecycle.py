@@ -101,6 +101,8 @@ class Lifecycle:
             log_level=self.settings.log_level,
             access_log=self.settings.log_level == "debug",
             timeout_graceful_shutdown=30,
+            ssl_certfile=self.settings.ssl_certfile,
+            ssl_keyfile=self.settings.ssl_keyfile,
         )
         self._server = _Server(config)
         await self._server.serve()

@@ -140,6 +140,19 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="Require this bearer token (any token is accepted when unset)."
     )
+    api_keys_file: Path | None = Field(
+        None,
+        description="A team's API keys, one NAME:KEY (or KEY) per line, re-read when it "
+        "changes; the name shows in logs, /status and /metrics, never the key.",
+    )
+    key_max_requests: int = Field(
+        8,
+        ge=1,
+        le=10_000,
+        description="Requests one API key may have running and queued at once; more get 429.",
+    )
+    ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM) to serve HTTPS.")
+    ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) to serve HTTPS.")
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Extra Host header names accepted on loopback (comma-separated).",
@@ -200,7 +213,8 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.ssl_certfile else "http"
+        return f"{scheme}://{host}:{self.port}"
 
 
 def _flag(name: str) -> str:

@@ -1,5 +1,7 @@
 """Generation requests take a slot of the worker; when all are busy they wait, bounded, with
-autocomplete admitted ahead of waiting chat answers (then arrival order)."""
+autocomplete admitted ahead of waiting chat answers, then the API keys in turn (then arrival
+order): each waiter gets a tag one past its key's last, or past the last one admitted, so a key
+with twenty queued requests and a key with one alternate (start-time fair queuing)."""
 
 from __future__ import annotations
 
@@ -18,15 +20,18 @@ class Admission:
         self.active = 0
         self._max_waiting = max_waiting
         self._timeout_s = timeout_s
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self._virtual = 0  # the tag of the waiter admitted last
+        self._last_tag: dict[str | None, int] = {}
 
     @property
     def waiting(self) -> int:
         return len(self._waiters)
 
-    async def acquire(self, priority: int = 1) -> None:
-        """A turn; `priority` 0 (autocomplete) goes ahead of 1 (chat) in the queue."""
+    async def acquire(self, priority: int = 1, key: str | None = None) -> None:
+        """A turn; `priority` 0 (autocomplete) goes ahead of 1 (chat) in the queue, and the
+        keys take turns within a priority."""
         if self.active < self.capacity and not self._waiters:
             self.active += 1
             return
@@ -37,7 +42,9 @@ class Admission:
                 retry_after_s=2,
             )
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (priority, next(self._order), turn)
+        tag = max(self._virtual, self._last_tag.get(key, 0)) + 1
+        self._last_tag[key] = tag
+        entry = (priority, tag, next(self._order), turn)
         heapq.heappush(self._waiters, entry)
         try:
             await asyncio.wait_for(asyncio.shield(turn), self._timeout_s)
@@ -59,8 +66,9 @@ class Admission:
     def release(self) -> None:
         """Hand the turn to the first waiter, or free it."""
         while self._waiters:
-            _, _, turn = heapq.heappop(self._waiters)
+            _, tag, _, turn = heapq.heappop(self._waiters)
             if not turn.done():
+                self._virtual = max(self._virtual, tag)
                 turn.set_result(None)
                 return
         self.active -= 1

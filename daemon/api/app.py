@@ -20,7 +20,7 @@ def create_app(state: DaemonState) -> FastAPI:
     app.add_middleware(
         Guard,
         bind_host=settings.host,
-        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        keys=state.keys,
         allowed_hosts=settings.allowed_hosts,
         allowed_origins=settings.allowed_origins,
     )

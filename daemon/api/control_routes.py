@@ -147,6 +147,8 @@ async def status(state: State) -> StatusReport:
         devices=machine_devices(state.machine),
         **state.stats.snapshot(),
     )
+    for key in report.keys:
+        key["in_flight"] = state.share.in_flight[key["name"]]
     if chat is None:
         return report
     sup = chat.supervisor

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from assistantd.api.admission import Admission
+from assistantd.api.fairness import KeyShare
 from assistantd.control.stats import RequestRecord
 from assistantd.control.supervisor import Lease, Supervisor
 from assistantd.errors import AssistantError, Unavailable
@@ -53,8 +54,13 @@ class Generation:
         endpoint: str,
         wait_timeout_s: float,
         on_decode_speed: Callable[[float, int], None] | None = None,
+        key: str | None = None,
+        share: KeyShare | None = None,
     ) -> None:
         self._on_decode_speed = on_decode_speed
+        self._key = key
+        self._share = share
+        self._shared = False
         self._lease: Lease | None = None
         self._admission = admission
         self._supervisor = supervisor
@@ -75,7 +81,10 @@ class Generation:
     async def open(self, kind: GenerationKind, params: dict[str, Any]) -> None:
         """Wait for a turn and the first event, so errors become proper HTTP statuses."""
         try:
-            await self._admission.acquire(priority_of(kind, params))
+            if self._share is not None:
+                self._share.enter(self._key)  # over its share: 429, before any queue
+                self._shared = True
+            await self._admission.acquire(priority_of(kind, params), self._key)
             self._holding = True
             self._lease = await self._supervisor.lease(self._wait_timeout_s)
             self._started_at = time.perf_counter()
@@ -109,6 +118,8 @@ class Generation:
         self._closed = True
         if self._holding:
             self._admission.release()
+        if self._shared and self._share is not None:
+            self._share.leave(self._key)
         run_in_background(self._finish(outcome))
 
     async def _finish(self, outcome: Outcome) -> None:
@@ -143,5 +154,6 @@ class Generation:
                 prompt_tok_s=round(timings["prompt_per_second"], 1) if timings else None,
                 decode_tok_s=round(timings["predicted_per_second"], 2) if timings else None,
                 model=self._lease.spec.model_id if self._lease else "",
+                key=self._key,
             )
         )

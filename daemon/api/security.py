@@ -4,13 +4,14 @@ through untouched."""
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from assistantd.api.keys import KeyRing, request_key
 from assistantd.errors import ConfigError
+from assistantd.settings import Settings
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 OPEN_PATHS = {"/health"}  # readiness probes carry no key
@@ -26,14 +27,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(host: str, api_key: str | None) -> None:
+def check_bind(host: str, keys_required: bool) -> None:
     """Refuse to listen beyond this machine without a key."""
-    if not is_loopback(host) and not api_key:
+    if not is_loopback(host) and not keys_required:
         raise ConfigError(
             f"refusing to listen on {host} without an API key: anyone on the network could use "
-            "the model. Set ASSISTANT_API_KEY (clients send it as a bearer token) or bind "
-            "127.0.0.1"
+            "the model. Set ASSISTANT_API_KEY (clients send it as a bearer token) or "
+            "ASSISTANT_API_KEYS_FILE (one NAME:KEY per line), or bind 127.0.0.1"
         )
+
+
+def check_tls(settings: Settings) -> None:
+    """Both halves of a certificate, readable, or neither."""
+    cert, key = settings.ssl_certfile, settings.ssl_keyfile
+    if (cert is None) != (key is None):
+        raise ConfigError("TLS needs both --ssl-certfile and --ssl-keyfile (PEM files)")
+    for path in (cert, key):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"TLS file {path} does not exist")
 
 
 def _host_name(header: str) -> str:
@@ -48,7 +59,7 @@ class Guard:
         app: ASGIApp,
         *,
         bind_host: str,
-        api_key: str | None,
+        keys: KeyRing,
         allowed_hosts: list[str],
         allowed_origins: list[str],
     ) -> None:
@@ -56,7 +67,7 @@ class Guard:
         self._check_host = is_loopback(bind_host)
         self._hosts = LOOPBACK_NAMES | {h.lower() for h in allowed_hosts}
         self._origins = {o.rstrip("/") for o in allowed_origins}
-        self._key = api_key.encode() if api_key else None
+        self._keys = keys
 
     def _origin_allowed(self, origin: str) -> bool:
         return origin.startswith(WEBVIEW_SCHEME) or origin.rstrip("/") in self._origins
@@ -87,18 +98,20 @@ class Guard:
         if scope["method"] == "OPTIONS" and origin is not None:
             await _preflight(send, origin)
             return
-        if self._key is not None and scope["path"] not in OPEN_PATHS:
+        if self._keys.required and scope["path"] not in OPEN_PATHS:
             auth = headers.get("authorization", "")
-            given = auth[7:].encode() if auth.lower().startswith("bearer ") else b""
-            if not hmac.compare_digest(given, self._key):
+            given = auth[7:] if auth.lower().startswith("bearer ") else headers.get("x-api-key")
+            name = self._keys.name_of(given.strip()) if given else None
+            if name is None:
                 await _deny(
                     send,
                     401,
-                    "missing or wrong API key: send it as "
-                    "'Authorization: Bearer <ASSISTANT_API_KEY>'",
+                    "missing or wrong API key: send it as 'Authorization: Bearer <KEY>' "
+                    "(or 'x-api-key: <KEY>')",
                     code="invalid_api_key",
                 )
                 return
+            request_key.set(name)
 
         async def send_with_cors(message: Message) -> None:
             if origin is not None and message["type"] == "http.response.start":

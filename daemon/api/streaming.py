@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from assistantd.api import shapes
+from assistantd.api.keys import request_key
 from assistantd.api.proxy import Generation
 from assistantd.control.served import Served
 from assistantd.control.state import DaemonState
@@ -85,6 +86,8 @@ async def opened(
         endpoint=endpoint,
         wait_timeout_s=state.settings.queue_timeout_s,
         on_decode_speed=served.observe_speed,
+        key=request_key.get(),
+        share=state.share,
     )
     with state.cores.first_token(served):  # other CPU workers yield to autocomplete
         await gen.open(kind, params)  # a refusal is recorded by the generation itself

@@ -50,6 +50,12 @@ def status_text(status: StatusReport) -> str:
         lines.append(f"last error {worker.last_error}")
     if status.control:
         lines.extend(control_lines(status.control))
+    for key in status.keys[:5]:
+        lines.append(
+            f"key        {key['name']}: {key['requests']} requests ({key['refused']} refused, "
+            f"{key['failed']} failed), {key['completion_tokens']} tokens out, "
+            f"{key.get('in_flight', 0)} in flight"
+        )
     if status.backend or status.devices:
         lines += ["", f"backend    {status.backend or 'unknown'}", *device_lines(status)]
     if status.roles:

@@ -125,6 +125,26 @@ class Monitor:
             ["direction"],
             registry=self.registry,
         )
+        # Per API key (its name): what each person's tools asked for and got.
+        self._key_requests = Counter(
+            "assistantd_key_requests",
+            "Requests by API key name and outcome.",
+            ["key", "outcome"],
+            registry=self.registry,
+        )
+        self._key_tokens = Counter(
+            "assistantd_key_tokens",
+            "Prompt and completion tokens by API key name.",
+            ["key", "kind"],
+            registry=self.registry,
+        )
+        self._key_ttft = Histogram(
+            "assistantd_key_time_to_first_token_seconds",
+            "Time to first token as the client saw it (queue included), by API key name.",
+            ["key"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32),
+            registry=self.registry,
+        )
         self.model_info = Gauge(
             "assistantd_model_info",
             "The model serving each role (value 1).",
@@ -134,6 +154,12 @@ class Monitor:
 
     def observe(self, rec: RequestRecord) -> None:
         self._requests.labels(rec.endpoint, rec.outcome).inc()
+        if rec.key is not None:
+            self._key_requests.labels(rec.key, rec.outcome).inc()
+            self._key_tokens.labels(rec.key, "prompt").inc(rec.prompt_tokens)
+            self._key_tokens.labels(rec.key, "completion").inc(rec.completion_tokens)
+            if rec.ttft_ms is not None:
+                self._key_ttft.labels(rec.key).observe(rec.ttft_ms / 1000)
         self._queue.observe(rec.queue_ms / 1000)
         if rec.outcome != "ok":
             return

@@ -11,6 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from assistantd.api.fairness import KeyShare
+from assistantd.api.keys import KeyRing
+from assistantd.api.keys import load as load_keys
 from assistantd.control.cores import CoreShare
 from assistantd.control.monitor import Monitor
 from assistantd.control.served import Served
@@ -23,6 +26,11 @@ from assistantd.vocab import ROLE_IDS, Role
 
 if TYPE_CHECKING:
     from assistantd.control.controller import Controller
+
+
+def keys_of(settings: Settings) -> KeyRing:
+    single = settings.api_key.get_secret_value() if settings.api_key else None
+    return load_keys(single, settings.api_keys_file)
 
 
 @dataclass
@@ -46,6 +54,8 @@ class DaemonState:
 
     def __post_init__(self) -> None:
         self.cores = CoreShare(lambda: self.workers, enabled=self.settings.share_cores)
+        self.keys = keys_of(self.settings)
+        self.share = KeyShare(self.settings.key_max_requests)
         self.on_finished.extend([self.stats.record, self.monitor.observe, self._wake_policy])
 
     def record(self, rec: RequestRecord) -> None:

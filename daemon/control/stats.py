@@ -22,7 +22,17 @@ class RequestRecord:
     prompt_tok_s: float | None = None
     decode_tok_s: float | None = None
     model: str = ""
+    key: str | None = None  # the API key's name (never the key)
     at: float = field(default_factory=time.time)
+
+
+@dataclass
+class KeyCounts:
+    requests: int = 0
+    refused: int = 0  # 429 or 503: not admitted
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class Stats:
@@ -34,8 +44,16 @@ class Stats:
         self.rejected = 0
         self.invalid = 0  # the client's request was wrong (4xx): not a server failure
         self.recent: collections.deque[RequestRecord] = collections.deque(maxlen=keep)
+        self.by_key: dict[str, KeyCounts] = {}
 
     def record(self, rec: RequestRecord) -> None:
+        if rec.key is not None:
+            counts = self.by_key.setdefault(rec.key, KeyCounts())
+            counts.requests += 1
+            counts.refused += rec.outcome == "rejected"
+            counts.failed += rec.outcome == "error"
+            counts.prompt_tokens += rec.prompt_tokens
+            counts.completion_tokens += rec.completion_tokens
         if rec.outcome == "ok":
             self.served += 1
         elif rec.outcome == "cancelled":
@@ -57,4 +75,8 @@ class Stats:
             "requests_rejected": self.rejected,
             "requests_invalid": self.invalid,
             "recent": [asdict(r) for r in list(self.recent)[-10:]],
+            "keys": [
+                {"name": name, **asdict(c)}
+                for name, c in sorted(self.by_key.items(), key=lambda kv: -kv[1].requests)[:10]
+            ],
         }

@@ -63,8 +63,8 @@ class Daemon:
     def v1(self) -> str:
         return self.url + "/v1"
 
-    def status(self) -> dict:
-        return httpx.get(self.url + "/status", timeout=10).json()
+    def status(self, headers: dict[str, str] | None = None) -> dict:
+        return httpx.get(self.url + "/status", timeout=10, headers=headers).json()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
