@@ -137,6 +137,13 @@ class WorkerFailed(AssistantError):
     code = "worker_failed"
 
 
+class UpstreamUnavailable(WorkerFailed):
+    """An upstream server failed before any of its answer reached the client: the request
+    may go to a local rung instead."""
+
+    code = "upstream_failed"
+
+
 class WorkerStartFailed(AssistantError):
     """The worker could not load the model; carries its exit status and stderr tail."""
 

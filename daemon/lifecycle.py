@@ -25,6 +25,7 @@ from assistantd.control.pressure import MemoryWatch
 from assistantd.control.served import Served
 from assistantd.control.state import DaemonState
 from assistantd.control.supervisor import Supervisor
+from assistantd.control.upstream import UpstreamRung
 from assistantd.errors import AssistantError, DownloadStopped, ModelFileError, WorkerStartFailed
 from assistantd.fetch.provision import provision
 from assistantd.planning.gguf_header import read_local
@@ -135,6 +136,7 @@ class Lifecycle:
                 state.monitor.set_model(role, served.model_id)
             for index, control in enumerate(state.controls.values()):
                 control.start(watch_profile=index == 0)
+            await self._start_upstreams()
             if any(c.shifting_allowed for c in state.controls.values()):
                 self._pressure_task = asyncio.create_task(self.pressure.run(), name="memory")
             for role, served in state.served.items():
@@ -158,10 +160,36 @@ class Lifecycle:
             self._pressure_task.cancel()
         for control in state.controls.values():
             await control.stop()
+        for rung in state.upstreams.values():
+            await rung.stop()
         for served in state.workers:
             await served.supervisor.stop()
 
     # -- helpers ---------------------------------------------------------------------------
+
+    async def _start_upstreams(self) -> None:
+        """The chat role's upstream, first rung while it answers; its local worker stays
+        warm as the fallback."""
+        settings, state = self.settings, self.state
+        if not settings.upstream or "chat" not in state.served:
+            return
+        key = settings.upstream_key.get_secret_value() if settings.upstream_key else None
+        rung = UpstreamRung(
+            settings.upstream[0],
+            key,
+            role="chat",
+            profile=self.profile,
+            monitor=state.monitor,
+            slots=max(settings.slots, 4),
+            queue_size=settings.queue_size,
+            queue_timeout_s=settings.queue_timeout_s,
+            model=settings.upstream_model,
+        )
+        state.upstreams["chat"] = rung
+        await rung.start()
+        if not rung.in_use:
+            log.warning("chat: upstream %s: %s; serving locally", rung.state.url,
+                        rung.state.last_error)  # fmt: skip
 
     async def _drop_role(self, role: Role, why: str) -> None:
         """A role whose own worker cannot run: chat's model serves it, and /status says why."""

@@ -136,6 +136,18 @@ class Settings(BaseSettings):
         description="llama.cpp RPC servers whose devices the plan may use, HOST:PORT "
         "(comma-separated; start one with `assistantctl device serve`).",
     )
+    upstream: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="OpenAI-compatible base URL(s) ending in /v1 (a team's assistantd, "
+        "llama-server, vLLM, Ollama) that serve chat first while they answer and keep the "
+        "targets; the local model is the fallback (comma-separated).",
+    )
+    upstream_key: SecretStr | None = Field(
+        None, description="Bearer key for the upstream (ASSISTANT_UPSTREAM_KEY); never shown."
+    )
+    upstream_model: str | None = Field(
+        None, description="The upstream's model to use (default: the first it lists)."
+    )
     config: Path | None = Field(None, description="TOML file with any of these settings.")
     api_key: SecretStr | None = Field(
         None, description="Require this bearer token (any token is accepted when unset)."
@@ -175,12 +187,20 @@ class Settings(BaseSettings):
         description="Where measured speeds and other state are kept.",
     )
 
-    @field_validator("allowed_hosts", "allowed_origins", "rpc", mode="before")
+    @field_validator("allowed_hosts", "allowed_origins", "rpc", "upstream", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")) or not url.rstrip("/").endswith("/v1"):
+                raise ValueError(f"'{url}' is not an http(s) base URL ending in /v1")
+        return [u.rstrip("/") for u in value]
 
     @field_validator("rpc")
     @classmethod

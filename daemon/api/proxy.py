@@ -11,18 +11,33 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from assistantd.api.admission import Admission
 from assistantd.api.fairness import KeyShare
 from assistantd.control.stats import RequestRecord
-from assistantd.control.supervisor import Lease, Supervisor
-from assistantd.errors import AssistantError, Unavailable
+from assistantd.errors import AssistantError, Unavailable, UpstreamUnavailable, WorkerFailed
 from assistantd.vocab import GenerationKind, Outcome
 from assistantd.worker.client import WorkerStream
 from assistantd.worker.protocol import priority_of
 
 _background: set[asyncio.Task[None]] = set()
+
+
+class Held(Protocol):
+    """A hold on whatever answers: a local worker's lease or an upstream's."""
+
+    @property
+    def client(self) -> Any: ...
+    @property
+    def spec(self) -> Any: ...
+    def release(self) -> None: ...
+
+
+class Rung(Protocol):
+    """What a generation is served by: the Supervisor of a local worker, or an upstream."""
+
+    async def lease(self, timeout_s: float) -> Any: ...
 
 
 def run_in_background(coro: Any) -> None:
@@ -35,8 +50,8 @@ def run_in_background(coro: Any) -> None:
 def outcome_of(exc: BaseException) -> Outcome:
     """How a request that raised ended: not admitted (503), the client's mistake (4xx), the
     client gone while it waited, or a failure of ours."""
-    if isinstance(exc, Unavailable):
-        return "rejected"
+    if isinstance(exc, Unavailable | UpstreamUnavailable):
+        return "rejected"  # not taken: a 503, or an upstream that the local rung stood in for
     if isinstance(exc, AssistantError):
         return "invalid" if exc.status < 500 else "error"
     if isinstance(exc, asyncio.CancelledError):
@@ -49,19 +64,21 @@ class Generation:
         self,
         *,
         admission: Admission,
-        supervisor: Supervisor,
+        supervisor: Rung,
         record: Callable[[RequestRecord], None],
         endpoint: str,
         wait_timeout_s: float,
         on_decode_speed: Callable[[float, int], None] | None = None,
         key: str | None = None,
         share: KeyShare | None = None,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
+        self._on_failure = on_failure
         self._on_decode_speed = on_decode_speed
         self._key = key
         self._share = share
         self._shared = False
-        self._lease: Lease | None = None
+        self._lease: Held | None = None
         self._admission = admission
         self._supervisor = supervisor
         self._record = record
@@ -107,7 +124,12 @@ class Generation:
             if self._first_token_at is None:
                 self._first_token_at = time.perf_counter()
             yield event
-            event = await anext(self._events, None)
+            try:
+                event = await anext(self._events, None)
+            except WorkerFailed as exc:
+                if self._on_failure is not None:
+                    self._on_failure(exc.message)  # counts against an upstream rung
+                raise
 
     def close(self, outcome: Outcome) -> None:
         """Give the turn back now; stop the worker and record the request in the background.

@@ -108,6 +108,7 @@ class StatusReport(_Part):
     # On a CPU: how often the other workers held their batch for an autocomplete prompt.
     cores: dict[str, Any] | None = None
     memory_all_roles: MemoryStatus | None = None  # every worker against the plan for them
+    upstreams: list[dict[str, Any]] = []  # team servers: health, latency, the role they serve
     keys: list[dict[str, Any]] = []  # the busiest API keys by name: requests, tokens, refused
     backend: str | None = None  # the GPU backend of this llama-cpp-python build (or cpu)
     devices: list[DeviceStatus] = []

@@ -18,8 +18,9 @@ from assistantd.api.keys import request_key
 from assistantd.api.proxy import Generation
 from assistantd.control.served import Served
 from assistantd.control.state import DaemonState
-from assistantd.errors import AssistantError, InvalidRequest, PayloadTooLarge
+from assistantd.errors import AssistantError, InvalidRequest, PayloadTooLarge, UpstreamUnavailable
 from assistantd.vocab import GenerationKind, Outcome
+from assistantd.worker.protocol import priority_of
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -78,7 +79,26 @@ async def opened(
     kind: GenerationKind,
     params: dict[str, Any],
 ) -> Generation:
-    """A generation admitted to the worker's queue and started on it."""
+    """A generation admitted to the worker's queue and started on it; for a role with an
+    upstream in use, started there, and retried once on the local worker when the upstream
+    fails before its first byte."""
+    rung = state.upstreams.get(served.role)
+    if rung is not None and rung.in_use and priority_of(kind, params) == 1:
+        remote = Generation(
+            admission=rung.admission,
+            supervisor=rung,
+            record=state.record,
+            endpoint=endpoint,
+            wait_timeout_s=state.settings.queue_timeout_s,
+            key=request_key.get(),
+            share=state.share,
+            on_failure=rung.failed,
+        )
+        try:
+            await remote.open(kind, params)
+            return remote
+        except UpstreamUnavailable as exc:
+            rung.failed(exc.message)
     gen = Generation(
         admission=served.admission,
         supervisor=served.supervisor,

@@ -50,6 +50,13 @@ def status_text(status: StatusReport) -> str:
         lines.append(f"last error {worker.last_error}")
     if status.control:
         lines.extend(control_lines(status.control))
+    for up in status.upstreams:
+        serving = f"serving {up['serving']}" if up["serving"] else "standby (local serves)"
+        health = "healthy" if up["healthy"] else f"down: {up['last_error']}"
+        lines.append(f"upstream   {up['url']} ({up['label']}): {serving}; {health}")
+        lines.append(f"{'':11}{latency_text(up['latency'])}")
+        if up["shifts"]:
+            lines.append(f"{'':11}last shift {shift_text(up['shifts'][0])}")
     for key in status.keys[:5]:
         lines.append(
             f"key        {key['name']}: {key['requests']} requests ({key['refused']} refused, "

@@ -18,6 +18,7 @@ from assistantd.control.cores import CoreShare
 from assistantd.control.monitor import Monitor
 from assistantd.control.served import Served
 from assistantd.control.stats import RequestRecord, Stats
+from assistantd.control.upstream import UpstreamRung
 from assistantd.errors import ModelNotFound, WorkerUnavailable
 from assistantd.fetch.provision import ProvisionStatus
 from assistantd.planning.hardware import Machine
@@ -51,6 +52,8 @@ class DaemonState:
     on_finished: list[Callable[[RequestRecord], None]] = field(default_factory=list)
     created: int = field(default_factory=lambda: int(time.time()))
     machine: Machine | None = None  # as probed at start: backend and devices for /status
+    # role → the team server serving it first (its local worker is the fallback)
+    upstreams: dict[Role, UpstreamRung] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.cores = CoreShare(lambda: self.workers, enabled=self.settings.share_cores)

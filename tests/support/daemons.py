@@ -95,8 +95,13 @@ class Daemon:
 DaemonFactory = Callable[..., Daemon]
 
 
-def launch(model: Path | None, log_path: Path, extra_env: dict[str, str] | None = None) -> Daemon:
-    port = free_port()
+def launch(
+    model: Path | None,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+) -> Daemon:
+    port = port or free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")},
         "ASSISTANT_THREADS": "2",

@@ -1,0 +1,168 @@
+"""A team's server as the chat role's first rung, with the local model as the fallback: two
+real assistantd processes on loopback (the team server with a key and SmolLM2, the laptop with
+--upstream and Gemma 270M), the official openai client on the laptop, and a broken upstream
+(a small HTTP server that answers 500 or breaks its stream: the failure modes, on purpose)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.support.daemons import Daemon, launch
+from tests.support.ladder import profile_text
+
+TEAM_KEY = "team-key-0123456789"
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not reached")
+
+
+def upstream_of(daemon: Daemon) -> dict[str, Any]:
+    return daemon.status()["upstreams"][0]
+
+
+def ask(daemon: Daemon) -> str:
+    api = openai.OpenAI(base_url=daemon.v1, api_key="x", max_retries=0, timeout=60)
+    answer = api.chat.completions.create(
+        model="assistantd-chat", messages=[{"role": "user", "content": "Say hi"}], max_tokens=6
+    )
+    return answer.choices[0].message.content or ""
+
+
+@pytest.fixture
+def team_and_laptop(start_daemon, models, tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:
+    team = start_daemon(models["smollm2"], ASSISTANT_API_KEY=TEAM_KEY)
+    profile = tmp_path / "laptop.toml"
+    profile.write_text(profile_text(decode_tok_s=1, cooldown_s=3))
+    laptop = start_daemon(
+        models["gemma270m"],
+        ASSISTANT_UPSTREAM=team.v1,
+        ASSISTANT_UPSTREAM_KEY=TEAM_KEY,
+        ASSISTANT_PROFILE=str(profile),
+    )
+    wait_for(lambda: upstream_of(laptop)["serving"] == "chat")
+    yield team, laptop
+
+
+def served_by_team(team: Daemon) -> int:
+    status = team.status({"Authorization": f"Bearer {TEAM_KEY}"})
+    return int(status["requests_served"])
+
+
+def test_chat_goes_upstream_falls_back_when_the_team_server_dies_and_comes_back(
+    team_and_laptop, models, tmp_path: Path
+) -> None:
+    team, laptop = team_and_laptop
+    before = served_by_team(team)
+    assert ask(laptop)
+    assert served_by_team(team) == before + 1  # answered by the team server
+    api = openai.OpenAI(base_url=laptop.v1, api_key="x", max_retries=0, timeout=60)
+    stream = api.chat.completions.create(
+        model="assistantd-chat",
+        messages=[{"role": "user", "content": "Write a long story about a cat"}],
+        max_tokens=400,
+        stream=True,
+    )
+    with pytest.raises(openai.APIError, match="broke off"):
+        for index, _ in enumerate(stream):
+            if index == 3:
+                team.proc.send_signal(signal.SIGKILL)  # the box goes away mid-answer
+                killed = time.monotonic()
+    answers = [ask(laptop) for _ in range(3)]  # every later request: answered locally
+    first_local_s = time.monotonic() - killed
+    assert all(answers) and first_local_s < 30
+    status = laptop.status()
+    assert status["requests_failed"] == 1  # only the stream that was in flight
+    up = status["upstreams"][0]
+    assert up["serving"] is None and up["shifts"][0]["direction"] == "down"
+    team.proc.wait()
+    port = int(team.url.rsplit(":", 1)[1])
+    back = launch(models["smollm2"], tmp_path / "team-again.log",
+                  {"ASSISTANT_API_KEY": TEAM_KEY}, port=port)  # fmt: skip
+    try:
+        back.wait_healthy()
+        wait_for(lambda: upstream_of(laptop)["serving"] == "chat", timeout_s=60)
+        up = upstream_of(laptop)
+        assert up["shifts"][0]["direction"] == "up"
+        assert "answers health checks and keeps the targets" in up["shifts"][0]["reason"]
+        served = served_by_team(back)
+        assert ask(laptop) and served_by_team(back) == served + 1
+    finally:
+        back.stop()
+    shown = str(laptop.status()) + httpx.get(laptop.url + "/metrics").text + laptop.log()
+    assert TEAM_KEY not in shown
+
+
+class BrokenUpstream(ThreadingHTTPServer):
+    """Lists a model, then fails every answer the way `mode` says."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        super().__init__(("127.0.0.1", 0), _Broken)
+
+    @property
+    def v1(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class _Broken(BaseHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, kind: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._send(200, b'{"object": "list", "data": [{"id": "big-model"}]}')
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        mode = self.server.mode  # type: ignore[attr-defined]
+        if mode == "500":
+            self._send(500, b'{"error": {"message": "out of memory"}}')
+        elif mode == "shape":
+            self._send(200, b'data: {"not": "a chunk"}\n\ndata: [DONE]\n\n', "text/event-stream")
+        else:  # a stream that stops before it says anything
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self.wfile.flush()
+            self.close_connection = True
+
+
+@pytest.mark.parametrize("mode", ["500", "shape", "stops"])
+def test_a_broken_upstream_costs_no_request_where_the_local_model_can_answer(
+    start_daemon, models, mode: str
+) -> None:
+    broken = BrokenUpstream(mode)
+    threading.Thread(target=broken.serve_forever, daemon=True).start()
+    try:
+        laptop = start_daemon(models["smollm2"], ASSISTANT_UPSTREAM=broken.v1)
+        wait_for(lambda: upstream_of(laptop)["healthy"])
+        assert upstream_of(laptop)["serving"] == "chat"
+        assert ask(laptop)  # the upstream failed before its first byte: answered locally
+        status = laptop.status()
+        assert status["requests_failed"] == 0
+        up = status["upstreams"][0]
+        assert up["serving"] is None and "failed" in up["shifts"][0]["reason"]
+    finally:
+        broken.shutdown()
