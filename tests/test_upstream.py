@@ -166,3 +166,75 @@ def test_a_broken_upstream_costs_no_request_where_the_local_model_can_answer(
         assert up["serving"] is None and "failed" in up["shifts"][0]["reason"]
     finally:
         broken.shutdown()
+
+
+class SlowLink:
+    """A TCP forwarder on loopback that holds every piece the server sends for `delay_s`: a
+    slow network (this machine's kernel has no netem)."""
+
+    def __init__(self, target_port: int, delay_s: float, piece: int = 256) -> None:
+        import asyncio
+
+        self.delay_s = delay_s
+        self.piece = piece  # bytes per read: about one streamed token
+        self.target_port = target_port
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self.port = 0
+
+        async def pipe(reader: Any, writer: Any, delay: float) -> None:
+            try:
+                while data := await reader.read(self.piece):
+                    if delay:
+                        await asyncio.sleep(delay)
+                    writer.write(data)
+                    await writer.drain()
+            except OSError:
+                pass
+            finally:
+                writer.close()
+
+        async def handle(client_r: Any, client_w: Any) -> None:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+            await asyncio.gather(
+                pipe(client_r, server_w, 0.0), pipe(server_r, client_w, self.delay_s)
+            )
+
+        async def main() -> None:
+            server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            async with server:
+                await server.serve_forever()
+
+        threading.Thread(target=self.loop.run_until_complete, args=(main(),), daemon=True).start()
+        ready.wait(10)
+
+
+def test_a_slow_team_server_sends_chat_local_within_the_window(
+    start_daemon, models, tmp_path: Path
+) -> None:
+    team = start_daemon(models["smollm2"], ASSISTANT_API_KEY=TEAM_KEY)
+    link = SlowLink(int(team.url.rsplit(":", 1)[1]), delay_s=0.08)
+    profile = tmp_path / "laptop.toml"
+    profile.write_text(profile_text(decode_tok_s=20, cooldown_s=600))
+    laptop = start_daemon(
+        models["gemma270m"],
+        ASSISTANT_UPSTREAM=f"http://127.0.0.1:{link.port}/v1",
+        ASSISTANT_UPSTREAM_KEY=TEAM_KEY,
+        ASSISTANT_PROFILE=str(profile),
+    )
+    wait_for(lambda: upstream_of(laptop)["serving"] == "chat")
+    api = openai.OpenAI(base_url=laptop.v1, api_key="x", max_retries=0, timeout=120)
+    for _ in range(4):
+        stream = api.chat.completions.create(
+            model="assistantd-chat",
+            messages=[{"role": "user", "content": "Count to twenty"}],
+            max_tokens=16,
+            stream=True,
+        )
+        assert sum(1 for _ in stream) > 0
+    wait_for(lambda: upstream_of(laptop)["serving"] is None, timeout_s=30)
+    shift = upstream_of(laptop)["shifts"][0]
+    assert "misses the targets" in shift["reason"] and "< 20 tok/s" in shift["reason"], shift
+    assert ask(laptop) and laptop.status()["requests_failed"] == 0
