@@ -181,3 +181,15 @@ def test_invalid_requests_name_the_problem(smol: Daemon) -> None:
             ]}],
         )  # fmt: skip
     assert "text only" in caught.value.message
+
+
+def test_schema_grammars_keep_control_characters_out_of_strings() -> None:
+    """A raw newline inside a JSON string is invalid JSON (the llm CLI's --schema failed on
+    one): strings in schema grammars take llama.cpp's own character class."""
+    from assistantd.worker.constraints import response_grammar
+
+    grammar = response_grammar(
+        {"type": "json_schema", "json_schema": {"schema": {"type": "object",
+         "properties": {"name": {"type": "string"}}}}}
+    )  # fmt: skip
+    assert grammar is not None and 'char ::= [^"\\\\\\x7F\\x00-\\x1F]' in grammar

@@ -12,9 +12,15 @@ from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 from assistantd.errors import InvalidRequest
 
 
+# The converter's string character allows raw control characters (a newline inside a JSON
+# string), which no JSON parser accepts; llama.cpp's own grammars exclude them.
+_LOOSE_CHAR = 'char ::= [^"\\\\]'
+_STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F]'
+
+
 def _gbnf(schema: dict[str, Any], param: str) -> str:
     try:
-        return json_schema_to_gbnf(json.dumps(schema))
+        return json_schema_to_gbnf(json.dumps(schema)).replace(_LOOSE_CHAR, _STRICT_CHAR)
     except Exception as exc:  # the converter raises bare exceptions of several kinds
         raise InvalidRequest(
             f"{param}: this JSON schema cannot be turned into a grammar ({exc}); "
