@@ -11,7 +11,6 @@ from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from assistantd.errors import InvalidRequest
 
-
 # The converter's string character allows raw control characters (a newline inside a JSON
 # string), which no JSON parser accepts; llama.cpp's own grammars exclude them.
 _LOOSE_CHAR = 'char ::= [^"\\\\]'
