@@ -171,19 +171,20 @@ class Lifecycle:
         """The chat role's upstream, first rung while it answers; its local worker stays
         warm as the fallback."""
         settings, state = self.settings, self.state
-        if not settings.upstream or "chat" not in state.served:
+        entries = [e for e in settings.upstream_entries() if "chat" in e.roles]
+        if not entries or "chat" not in state.served:
             return
-        key = settings.upstream_key.get_secret_value() if settings.upstream_key else None
+        entry = entries[0]  # a configured upstream ranks first for its roles
         rung = UpstreamRung(
-            settings.upstream[0],
-            key,
+            entry.url,
+            entry.key(settings.upstream_key),
             role="chat",
             profile=self.profile,
             monitor=state.monitor,
             slots=max(settings.slots, 4),
             queue_size=settings.queue_size,
             queue_timeout_s=settings.queue_timeout_s,
-            model=settings.upstream_model,
+            model=entry.model,
         )
         state.upstreams["chat"] = rung
         await rung.start()

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import psutil
-from pydantic import ByteSize, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -37,6 +45,30 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         return dict(_config_file_values.get() or {})
+
+
+class UpstreamEntry(BaseModel):
+    """One upstream as the config file's [[upstreams]] table gives it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    api_key_env: str | None = None  # the variable holding its key (default ASSISTANT_UPSTREAM_KEY)
+    roles: list[Literal["chat"]] = ["chat"]  # embeddings and autocomplete stay local for now
+    model: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _v1(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")) or not url.rstrip("/").endswith("/v1"):
+            raise ValueError(f"'{url}' is not an http(s) base URL ending in /v1")
+        return url.rstrip("/")
+
+    def key(self, fallback: SecretStr | None) -> str | None:
+        """From the named variable, else ASSISTANT_UPSTREAM_KEY: never from a file."""
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env) or None
+        return fallback.get_secret_value() if fallback else None
 
 
 class Settings(BaseSettings):
@@ -142,6 +174,11 @@ class Settings(BaseSettings):
         "llama-server, vLLM, Ollama) that serve chat first while they answer and keep the "
         "targets; the local model is the fallback (comma-separated).",
     )
+    upstreams: Annotated[list[UpstreamEntry], NoDecode] = Field(
+        default_factory=list,
+        description="More upstreams: URLs (comma-separated, ASSISTANT_UPSTREAMS) or, in the "
+        "config file, [[upstreams]] tables with url, api_key_env, roles, model.",
+    )
     upstream_key: SecretStr | None = Field(
         None, description="Bearer key for the upstream (ASSISTANT_UPSTREAM_KEY); never shown."
     )
@@ -193,6 +230,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _entries(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [{"url": u.strip()} for u in value.split(",") if u.strip()]
+        return value
+
+    def upstream_entries(self) -> list[UpstreamEntry]:
+        """--upstream URLs first, then the [[upstreams]] tables."""
+        given = [UpstreamEntry(url=u, model=self.upstream_model) for u in self.upstream]
+        return given + list(self.upstreams)
 
     @field_validator("upstream")
     @classmethod

@@ -106,3 +106,28 @@ def test_rpc_servers_from_a_flag_the_environment_or_the_config_file(
     assert load_settings(["--config", str(config)]).rpc == ["[::1]:50052"]
     with pytest.raises(ConfigError, match="'gpu-box' is not HOST:PORT"):
         load_settings(["--rpc", "gpu-box"])
+
+
+def test_upstreams_from_flags_the_environment_and_config_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[[upstreams]]\nurl = "https://box:8377/v1"\napi_key_env = "BOX_KEY"\n'
+        'model = "qwen3-coder"\n'
+    )
+    monkeypatch.setenv("BOX_KEY", "from-the-environment")
+    monkeypatch.setenv("ASSISTANT_UPSTREAMS", "http://other:8080/v1")
+    settings = load_settings(["--config", str(config), "--upstream", "http://first:8377/v1"])
+    assert [e.url for e in settings.upstream_entries()] == [
+        "http://first:8377/v1",
+        "http://other:8080/v1",
+    ]
+    monkeypatch.delenv("ASSISTANT_UPSTREAMS")
+    [entry] = load_settings(["--config", str(config)]).upstream_entries()
+    assert (entry.model, entry.key(None)) == ("qwen3-coder", "from-the-environment")
+    config.write_text('[[upstreams]]\nurl = "https://box:8377/v1"\nroles = ["embeddings"]\n')
+    with pytest.raises(ConfigError, match="roles"):
+        load_settings(["--config", str(config)])
+    with pytest.raises(ConfigError, match="ending in /v1"):
+        load_settings(["--upstream", "http://box:8377"])
