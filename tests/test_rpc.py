@@ -219,7 +219,9 @@ def test_two_roles_share_one_device(start_daemon, models, fim_model, rpc_device)
         ASSISTANT_RPC=rpc_device.endpoint,
         ASSISTANT_VRAM_BUDGET=str(budget),
     )
-    roles = daemon.status()["roles"]
+    # /health follows chat's worker; autocomplete's may still be loading.
+    status = wait_for(daemon, lambda s: s["roles"]["autocomplete"]["state"] == "serving")
+    roles = status["roles"]
     chat = on_device(roles["chat"], rpc_device.name)
     fim = on_device(roles["autocomplete"], rpc_device.name)
     assert chat["layers"] == 31 and fim["layers"] > 0
