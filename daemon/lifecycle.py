@@ -207,7 +207,7 @@ class Lifecycle:
         settings, profile = self.settings, self.profile
         path = check_model_file(settings.model)  # type: ignore[arg-type]
         model_id = validate_model_id(settings.model_id) if settings.model_id else model_id_for(path)
-        machine = probe(rpc=settings.rpc)
+        machine = probe(rpc=settings.rpc, bandwidth=False)
         self.state.machine = machine
         for note in [*machine.device_notes, *filter(None, [machine.offload_note()])]:
             log.warning("%s", note)

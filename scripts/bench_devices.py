@@ -11,35 +11,15 @@ split between the device and the CPU.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from scripts.fetch_models import MODELS, fetch
-from tests.support.daemons import ROOT, free_port, launch
+from tests.support.daemons import launch
+from tests.support.devices import RpcDevice
 
 MiB = 1024 * 1024
-
-
-def serve_device(log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "assistantd.cli.main", "device", "serve", "--port", str(port)],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    deadline = time.monotonic() + 30
-    while "serving" not in log.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"device serve did not start:\n{log.read_text()}")
-        time.sleep(0.05)
-    return proc, f"127.0.0.1:{port}"
 
 
 def rows(model: str, n_ctx: int, devices: list[dict[str, Any]]) -> list[str]:
@@ -62,7 +42,8 @@ def main() -> None:
     parser.add_argument("--vram-budget", default=None, help="e.g. 300MiB: a partial offload")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-devices-"))
-    device, endpoint = serve_device(folder / "device.log")
+    device = RpcDevice(folder / "device.log")
+    endpoint = device.endpoint
     print(f"device: RPC[{endpoint}] (assistantctl device serve), slots 3\n")
     print(
         f"{'model':10} {'n_ctx':>6} {'device':24} {'layers':>6} {'kind':8} "
@@ -83,8 +64,7 @@ def main() -> None:
                 finally:
                     daemon.stop()
     finally:
-        os.kill(device.pid, signal.SIGTERM)
-        device.wait()
+        device.kill()
 
 
 if __name__ == "__main__":

@@ -8,12 +8,8 @@ goes away."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +19,8 @@ import pytest
 
 from assistantd.devices.serve import check_host
 from assistantd.errors import ConfigError
-from tests.support.daemons import ROOT, Daemon, free_port, run_ctl
+from tests.support.daemons import Daemon, run_ctl, wait_for
+from tests.support.devices import RpcDevice
 from tests.support.ladder import (
     GEMMA_ID,
     StreamingClient,
@@ -36,36 +33,6 @@ from tests.support.synthetic import write_tiny_moe
 MiB = 1024 * 1024
 
 
-class RpcDevice:
-    """`assistantctl device serve` as a user runs it, on an unused loopback port."""
-
-    def __init__(self, log: Path) -> None:
-        self.port = free_port()
-        self.endpoint = f"127.0.0.1:{self.port}"
-        self.name = f"RPC[{self.endpoint}]"
-        self._log = log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "assistantd.cli.main", "device", "serve"]
-            + ["--port", str(self.port), "--threads", "2"],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if "serving" in log.read_text():
-                return
-            assert self.proc.poll() is None, log.read_text()
-            time.sleep(0.05)
-        raise AssertionError(f"device serve did not start: {log.read_text()}")
-
-    def kill(self) -> None:
-        """As a machine that goes away: no goodbye (its per-client servers die with it)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-
 @pytest.fixture
 def rpc_device(tmp_path: Path) -> Iterator[RpcDevice]:
     device = RpcDevice(tmp_path / "device.log")
@@ -75,19 +42,6 @@ def rpc_device(tmp_path: Path) -> Iterator[RpcDevice]:
 
 def on_device(role: dict[str, Any], name: str) -> dict[str, Any]:
     return next(d for d in role["devices"] if d["device"] == name)
-
-
-def wait_for(
-    daemon: Daemon, check: Callable[[dict[str, Any]], bool], timeout_s: float = 120
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    status = daemon.status()
-    while time.monotonic() < deadline:
-        status = daemon.status()
-        if check(status):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"condition not reached; roles: {status.get('roles')}")
 
 
 def ask(daemon: Daemon, prompt: str = "Say hi") -> str:
@@ -194,12 +148,12 @@ def test_a_lower_device_budget_while_a_client_streams_moves_layers_off_it(
     client = StreamingClient(daemon.v1)
     client.start()
     try:
-        wait_for(daemon, lambda s: client.done >= 2)
+        wait_for(daemon, lambda s: client.done >= 2, 120)
         budget = 860 * MiB  # Gemma whole needs ~925 MiB here, its output layer alone ~750
         profile.write_text(profile_text(decode_tok_s=1, vram_budget=budget))
-        status = wait_for(daemon, lambda s: s["roles"]["chat"]["placement"] == "partial")
+        status = wait_for(daemon, lambda s: s["roles"]["chat"]["placement"] == "partial", 120)
         served = client.done
-        wait_for(daemon, lambda s: client.done >= served + 2)
+        wait_for(daemon, lambda s: client.done >= served + 2, 120)
     finally:
         client.stop()
     assert client.failures == []
@@ -220,7 +174,7 @@ def test_two_roles_share_one_device(start_daemon, models, fim_model, rpc_device)
         ASSISTANT_VRAM_BUDGET=str(budget),
     )
     # /health follows chat's worker; autocomplete's may still be loading.
-    status = wait_for(daemon, lambda s: s["roles"]["autocomplete"]["state"] == "serving")
+    status = wait_for(daemon, lambda s: s["roles"]["autocomplete"]["state"] == "serving", 120)
     roles = status["roles"]
     chat = on_device(roles["chat"], rpc_device.name)
     fim = on_device(roles["autocomplete"], rpc_device.name)
@@ -254,6 +208,7 @@ def test_a_device_that_goes_away_fails_its_requests_cleanly_and_the_daemon_carri
             s["roles"]["chat"]["state"] == "serving"
             and any("went away" in n for n in s["provision"]["notes"])
         ),
+        120,
     )
     chat = status["roles"]["chat"]
     assert [d["device"] for d in chat["devices"] if d["layers"]] == ["CPU"]

@@ -4,10 +4,8 @@ the tests edit while the daemon runs."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
@@ -15,7 +13,7 @@ import pytest
 from assistantd.planning.architecture import from_header
 from assistantd.planning.estimate import footprint
 from assistantd.planning.gguf_header import read_local
-from tests.support.daemons import Daemon, run_ctl
+from tests.support.daemons import Daemon, run_ctl, wait_for
 from tests.support.ladder import (
     GEMMA_ID,
     SMOL_ID,
@@ -24,19 +22,6 @@ from tests.support.ladder import (
     profile_text,
     write_catalog,
 )
-
-
-def wait_for(
-    daemon: Daemon, check: Callable[[dict[str, Any]], bool], timeout_s: float = 90
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    status = daemon.status()
-    while time.monotonic() < deadline:
-        status = daemon.status()
-        if check(status):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"condition not reached; last status: {status.get('control')}")
 
 
 @pytest.fixture

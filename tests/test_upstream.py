@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,19 +17,10 @@ import httpx
 import openai
 import pytest
 
-from tests.support.daemons import Daemon, launch
+from tests.support.daemons import Daemon, launch, wait_for
 from tests.support.ladder import profile_text
 
 TEAM_KEY = "team-key-0123456789"
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not reached")
 
 
 def upstream_of(daemon: Daemon) -> dict[str, Any]:
@@ -56,7 +47,7 @@ def team_and_laptop(start_daemon, models, tmp_path: Path) -> Iterator[tuple[Daem
         ASSISTANT_UPSTREAM_KEY=TEAM_KEY,
         ASSISTANT_PROFILE=str(profile),
     )
-    wait_for(lambda: upstream_of(laptop)["serving"] == "chat")
+    wait_for(laptop, lambda s: s["upstreams"][0]["serving"] == "chat", 60)
     yield team, laptop
 
 
@@ -97,7 +88,7 @@ def test_chat_goes_upstream_falls_back_when_the_team_server_dies_and_comes_back(
                   {"ASSISTANT_API_KEY": TEAM_KEY}, port=port)  # fmt: skip
     try:
         back.wait_healthy()
-        wait_for(lambda: upstream_of(laptop)["serving"] == "chat", timeout_s=60)
+        wait_for(laptop, lambda s: s["upstreams"][0]["serving"] == "chat", 60)
         up = upstream_of(laptop)
         assert up["shifts"][0]["direction"] == "up"
         assert "answers health checks and keeps the targets" in up["shifts"][0]["reason"]
@@ -158,7 +149,7 @@ def test_a_broken_upstream_costs_no_request_where_the_local_model_can_answer(
     threading.Thread(target=broken.serve_forever, daemon=True).start()
     try:
         laptop = start_daemon(models["smollm2"], ASSISTANT_UPSTREAM=broken.v1)
-        wait_for(lambda: upstream_of(laptop)["healthy"])
+        wait_for(laptop, lambda s: s["upstreams"][0]["healthy"], 60)
         assert upstream_of(laptop)["serving"] == "chat"
         assert ask(laptop)  # the upstream failed before its first byte: answered locally
         status = laptop.status()
@@ -229,7 +220,7 @@ def test_a_slow_team_server_sends_chat_local_within_the_window(
         ASSISTANT_UPSTREAM_KEY=TEAM_KEY,
         ASSISTANT_PROFILE=str(profile),
     )
-    wait_for(lambda: upstream_of(laptop)["serving"] == "chat")
+    wait_for(laptop, lambda s: s["upstreams"][0]["serving"] == "chat", 60)
     api = openai.OpenAI(base_url=laptop.v1, api_key="x", max_retries=0, timeout=120)
     for _ in range(5):  # (short completions are autocomplete's: they stay local)
         if upstream_of(laptop)["serving"] is None:
@@ -243,10 +234,7 @@ def test_a_slow_team_server_sends_chat_local_within_the_window(
         )
         for _ in stream:  # 24 tokens upstream: each answer counts as a decode sample
             pass
-    try:
-        wait_for(lambda: upstream_of(laptop)["serving"] is None, timeout_s=30)
-    except AssertionError:
-        raise AssertionError(f"still upstream: {upstream_of(laptop)}") from None
+    wait_for(laptop, lambda s: s["upstreams"][0]["serving"] is None, 30)
     shift = upstream_of(laptop)["shifts"][0]
     assert "misses the targets" in shift["reason"] and "< 20 tok/s" in shift["reason"], shift
     assert ask(laptop) and laptop.status()["requests_failed"] == 0

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from assistantd.api import shapes
+from assistantd.api.admission import Admission
 from assistantd.api.keys import request_key
-from assistantd.api.proxy import Generation
+from assistantd.api.proxy import Generation, Rung
 from assistantd.control.served import Served
 from assistantd.control.state import DaemonState
 from assistantd.errors import AssistantError, InvalidRequest, PayloadTooLarge, UpstreamUnavailable
@@ -82,33 +83,28 @@ async def opened(
     """A generation admitted to the worker's queue and started on it; for a role with an
     upstream in use, started there, and retried once on the local worker when the upstream
     fails before its first byte."""
-    rung = state.upstreams.get(served.role)
-    if rung is not None and rung.in_use and priority_of(kind, params) == 1:
-        remote = Generation(
-            admission=rung.admission,
+
+    def generation(admission: Admission, rung: Rung, **hooks: Any) -> Generation:
+        return Generation(
+            admission=admission,
             supervisor=rung,
             record=state.record,
             endpoint=endpoint,
             wait_timeout_s=state.settings.queue_timeout_s,
             key=request_key.get(),
             share=state.share,
-            on_failure=rung.failed,
+            **hooks,
         )
+
+    upstream = state.upstreams.get(served.role)
+    if upstream is not None and upstream.in_use and priority_of(kind, params) == 1:
+        remote = generation(upstream.admission, upstream, on_failure=upstream.failed)
         try:
             await remote.open(kind, params)
             return remote
         except UpstreamUnavailable as exc:
-            rung.failed(exc.message)
-    gen = Generation(
-        admission=served.admission,
-        supervisor=served.supervisor,
-        record=state.record,
-        endpoint=endpoint,
-        wait_timeout_s=state.settings.queue_timeout_s,
-        on_decode_speed=served.observe_speed,
-        key=request_key.get(),
-        share=state.share,
-    )
+            upstream.failed(exc.message)
+    gen = generation(served.admission, served.supervisor, on_decode_speed=served.observe_speed)
     with state.cores.first_token(served):  # other CPU workers yield to autocomplete
         await gen.open(kind, params)  # a refusal is recorded by the generation itself
     return gen

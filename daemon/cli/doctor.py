@@ -9,6 +9,7 @@ NVML and sysfs see. A card seen but not listed is a GPU left unused: exit status
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from assistantd import backend as detection
 from assistantd.devices.registry import DeviceList, read_devices
@@ -101,12 +102,5 @@ def diagnose(
 
 
 def run(rpc: list[str]) -> Report:
-    return diagnose(
-        detection.detect(), read_devices(rpc), probe_nvidia(None) + probe_amd_default(), rpc
-    )
-
-
-def probe_amd_default() -> list[GPU]:
-    from pathlib import Path
-
-    return probe_amd(Path("/sys"))
+    cards = probe_nvidia(None) + probe_amd(Path("/sys"))
+    return diagnose(detection.detect(), read_devices(rpc), cards, rpc)

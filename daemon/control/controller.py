@@ -407,13 +407,7 @@ class Controller:
             "placement": self.current.placement if self.current else None,
             "note": self.note,
             "profile": {**self.profile.summary(), "error": self.profile_error},
-            "latency": {
-                **window.to_json(),
-                "target_ttft_p95_ms": targets.ttft_p95_ms,
-                "reference_prompt_tokens": targets.reference_prompt_tokens,
-                "target_decode_tok_s": targets.decode_tok_s,
-                "missing": policy.misses(profile, window),
-            },
+            "latency": policy.latency_json(profile, window),
             "shifts": [asdict(e) for e in reversed(self.events)],
             "ladder": [c.label for c in self.plan.ladder] if self.plan else [],
         }

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from assistantd.control.monitor import Window, format_ms
 from assistantd.planning.planner import Candidate
@@ -39,6 +39,18 @@ class Decision:
     target: Candidate | None  # None: the targets are missed but there is nowhere to go
     direction: Literal["down", "up"]
     reason: str
+
+
+def latency_json(profile: Profile, window: Window) -> dict[str, Any]:
+    """A latency window beside the targets it is judged against, as /status shows it."""
+    targets = profile.targets
+    return {
+        **window.to_json(),
+        "target_ttft_p95_ms": targets.ttft_p95_ms,
+        "reference_prompt_tokens": targets.reference_prompt_tokens,
+        "target_decode_tok_s": targets.decode_tok_s,
+        "missing": misses(profile, window),
+    }
 
 
 def misses(profile: Profile, window: Window) -> list[str]:

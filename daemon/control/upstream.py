@@ -220,23 +220,16 @@ class UpstreamRung:
 
     def to_json(self) -> dict[str, Any]:
         """What /status shows: never the key."""
-        targets = self.profile.targets
         window = self.monitor.window(
             self.profile.shift.window_s,
             model=self.label,
-            reference_tokens=targets.reference_prompt_tokens,
+            reference_tokens=self.profile.targets.reference_prompt_tokens,
         )
         return {
             **asdict(self.state),
             "role": self.role,
             "serving": self.role if self.state.in_use else None,
             "label": self.label,
-            "latency": {
-                **window.to_json(),
-                "target_ttft_p95_ms": targets.ttft_p95_ms,
-                "reference_prompt_tokens": targets.reference_prompt_tokens,
-                "target_decode_tok_s": targets.decode_tok_s,
-                "missing": policy.misses(self.profile, window),
-            },
+            "latency": policy.latency_json(self.profile, window),
             "shifts": [asdict(e) for e in reversed(self.events)],
         }

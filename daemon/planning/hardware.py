@@ -340,10 +340,12 @@ def probe(
     offload: bool | None = None,
     rpc: list[str] | None = None,
     listed: DeviceList | None = None,
+    bandwidth: bool = True,
 ) -> Machine:
     """This machine. The devices come from llama.cpp's registry (`listed`, read in a
     subprocess unless given), the driver's view adds speed; `offload` given skips llama.cpp
-    and marks every GPU the drivers see as usable or not (described runs in tests)."""
+    and marks every GPU the drivers see as usable or not (described runs in tests). Placing a
+    given file needs no speeds: `bandwidth=False` skips the second it takes."""
     memory = psutil.virtual_memory()
     cpu_model, flags = _cpu_info()
     apple = platform.system() == "Darwin" and platform.machine() == "arm64"
@@ -384,7 +386,9 @@ def probe(
         gpu_offload=gpu_offload,
         unified_memory=apple,
         gpus=gpus,
-        memory_bandwidth_gbs=round(measure_bandwidth() / COPY_SHARE_OF_PEAK, 1),
+        memory_bandwidth_gbs=(
+            round(measure_bandwidth() / COPY_SHARE_OF_PEAK, 1) if bandwidth else None
+        ),
         backend=listed.gpu_backend if listed is not None else "",
         backends=listed.backends if listed is not None else [],
         device_notes=listed.notes if listed is not None else [],

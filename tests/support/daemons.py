@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -93,6 +94,21 @@ class Daemon:
 
 
 DaemonFactory = Callable[..., Daemon]
+
+
+def wait_for(
+    daemon: Daemon, check: Callable[[dict[str, Any]], bool], timeout_s: float = 90
+) -> dict[str, Any]:
+    """Poll /status until `check` holds; the last status (its control and roles) if never."""
+    deadline = time.monotonic() + timeout_s
+    status = daemon.status()
+    while time.monotonic() < deadline:
+        status = daemon.status()
+        if check(status):
+            return status
+        time.sleep(0.2)
+    shown = {k: status.get(k) for k in ("control", "roles", "upstreams")}
+    raise AssertionError(f"condition not reached; last status: {shown}")
 
 
 def launch(
