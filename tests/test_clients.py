@@ -47,7 +47,9 @@ def test_llm_cli_gets_a_whole_answer_streamed_and_not(smol: Daemon, tmp_path: Pa
 
 
 def test_llm_cli_schema_gives_json(smol: Daemon, tmp_path: Path) -> None:
-    result = _llm(tmp_path, smol, "--schema", "name, age int", "Invent a dog.")
+    result = _llm(
+        tmp_path, smol, "--schema", "name, age int", "-o", "temperature", "0", "Invent a dog."
+    )
     assert result.returncode == 0, result.stderr
     dog = json.loads(result.stdout)
     assert isinstance(dog["name"], str) and isinstance(dog["age"], int)

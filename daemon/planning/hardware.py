@@ -342,10 +342,8 @@ def probe(
     listed: DeviceList | None = None,
     bandwidth: bool = True,
 ) -> Machine:
-    """This machine. The devices come from llama.cpp's registry (`listed`, read in a
-    subprocess unless given), the driver's view adds speed; `offload` given skips llama.cpp
-    and marks every GPU the drivers see as usable or not (described runs in tests). Placing a
-    given file needs no speeds: `bandwidth=False` skips the second it takes."""
+    """This machine: devices from llama.cpp's registry (`listed`, else a subprocess), speeds
+    from the drivers; `offload` skips llama.cpp (tests); `bandwidth=False` skips RAM's."""
     memory = psutil.virtual_memory()
     cpu_model, flags = _cpu_info()
     apple = platform.system() == "Darwin" and platform.machine() == "arm64"
