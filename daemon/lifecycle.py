@@ -160,7 +160,7 @@ class Lifecycle:
             self._pressure_task.cancel()
         for control in state.controls.values():
             await control.stop()
-        for rung in state.upstreams.values():
+        for rung in state.upstream_rungs():
             await rung.stop()
         for served in state.workers:
             await served.supervisor.stop()
@@ -168,29 +168,31 @@ class Lifecycle:
     # -- helpers ---------------------------------------------------------------------------
 
     async def _start_upstreams(self) -> None:
-        """The chat role's upstream, first rung while it answers; its local worker stays
-        warm as the fallback."""
+        """Each role's upstreams, in the order configured, rank first while they answer; the
+        role's local worker stays warm as the last rung."""
         settings, state = self.settings, self.state
-        entries = [e for e in settings.upstream_entries() if "chat" in e.roles]
-        if not entries or "chat" not in state.served:
-            return
-        entry = entries[0]  # a configured upstream ranks first for its roles
-        rung = UpstreamRung(
-            entry.url,
-            entry.key(settings.upstream_key),
-            role="chat",
-            profile=self.profile,
-            monitor=state.monitor,
-            slots=max(settings.slots, 4),
-            queue_size=settings.queue_size,
-            queue_timeout_s=settings.queue_timeout_s,
-            model=entry.model,
-        )
-        state.upstreams["chat"] = rung
-        await rung.start()
-        if not rung.in_use:
-            log.warning("chat: upstream %s: %s; serving locally", rung.state.url,
-                        rung.state.last_error)  # fmt: skip
+        for entry in settings.upstream_entries():
+            for role in entry.roles:
+                if role not in state.served:
+                    log.warning("%s: upstream %s ignored: the role is off here", role, entry.url)
+                    continue
+                rung = UpstreamRung(
+                    entry.url,
+                    entry.key(settings.upstream_key),
+                    role=role,
+                    profile=self.profile.for_role(role),
+                    monitor=state.monitor,
+                    slots=max(settings.slots, 4),
+                    queue_size=settings.queue_size,
+                    queue_timeout_s=settings.queue_timeout_s,
+                    model=entry.model,
+                )
+                state.upstreams.setdefault(role, []).append(rung)
+        await asyncio.gather(*(rung.start() for rung in state.upstream_rungs()))
+        for rung in state.upstream_rungs():
+            if not rung.in_use:
+                log.warning("%s: upstream %s: %s; serving locally", rung.role, rung.state.url,
+                            rung.state.last_error)  # fmt: skip
 
     async def _drop_role(self, role: Role, why: str) -> None:
         """A role whose own worker cannot run: chat's model serves it, and /status says why."""

@@ -28,6 +28,7 @@ from pydantic_settings import (
 
 from assistantd.errors import ConfigError
 from assistantd.planning.catalog import DEFAULT_CATALOG
+from assistantd.vocab import Role
 
 # Neither Ollama (11434), LM Studio (1234) nor llama-server (8080).
 DEFAULT_PORT = 8377
@@ -54,7 +55,10 @@ class UpstreamEntry(BaseModel):
 
     url: str
     api_key_env: str | None = None  # the variable holding its key (default ASSISTANT_UPSTREAM_KEY)
-    roles: list[Literal["chat"]] = ["chat"]  # embeddings and autocomplete stay local for now
+    # Chat by default. Embeddings only when asked: vectors from the upstream's model and from
+    # the local fallback do not mix in one index. Autocomplete only when asked: its latency
+    # budget is tight for a network hop.
+    roles: list[Role] = ["chat"]
     model: str | None = None
 
     @field_validator("url")
@@ -242,6 +246,10 @@ class Settings(BaseSettings):
         """--upstream URLs first, then the [[upstreams]] tables."""
         given = [UpstreamEntry(url=u, model=self.upstream_model) for u in self.upstream]
         return given + list(self.upstreams)
+
+    def upstream_roles(self) -> set[Role]:
+        """Roles an upstream serves first: their local models are planned as fallbacks."""
+        return {role for entry in self.upstream_entries() for role in entry.roles}
 
     @field_validator("upstream")
     @classmethod

@@ -127,6 +127,8 @@ def test_upstreams_from_flags_the_environment_and_config_tables(
     [entry] = load_settings(["--config", str(config)]).upstream_entries()
     assert (entry.model, entry.key(None)) == ("qwen3-coder", "from-the-environment")
     config.write_text('[[upstreams]]\nurl = "https://box:8377/v1"\nroles = ["embeddings"]\n')
+    assert load_settings(["--config", str(config)]).upstream_roles() == {"embeddings"}
+    config.write_text('[[upstreams]]\nurl = "https://box:8377/v1"\nroles = ["images"]\n')
     with pytest.raises(ConfigError, match="roles"):
         load_settings(["--config", str(config)])
     with pytest.raises(ConfigError, match="ending in /v1"):

@@ -17,8 +17,13 @@ import httpx
 import openai
 import pytest
 
-from tests.support.daemons import Daemon, launch, wait_for
+from assistantd.cli.views import roles_table
+from assistantd.planning.catalog import load_catalog
+from assistantd.planning.planner import make_plan, profile_budget
+from assistantd.planning.roles import make_role_plans
+from tests.support.daemons import Daemon, launch, run_ctl, wait_for
 from tests.support.ladder import profile_text
+from tests.test_expert_choice import PROFILE, nvidia
 
 TEAM_KEY = "team-key-0123456789"
 
@@ -238,3 +243,60 @@ def test_a_slow_team_server_sends_chat_local_within_the_window(
     shift = upstream_of(laptop)["shifts"][0]
     assert "misses the targets" in shift["reason"] and "< 20 tok/s" in shift["reason"], shift
     assert ask(laptop) and laptop.status()["requests_failed"] == 0
+
+
+def test_upstreams_in_order_per_role_with_embeddings_sent_upstream(
+    start_daemon, models, tmp_path: Path
+) -> None:
+    """Two [[upstreams]]: the first unreachable, the second a team server serving chat and
+    embeddings. Chat and vectors come from the team server; with it gone, from the laptop."""
+    team = start_daemon(models["smollm2"], ASSISTANT_API_KEY=TEAM_KEY)
+    gone = BrokenUpstream("500")
+    gone_url = gone.v1
+    gone.server_close()  # nothing listens there now: connection refused
+    config = tmp_path / "laptop.toml"
+    config.write_text(
+        f'[[upstreams]]\nurl = "{gone_url}"\n\n'
+        f'[[upstreams]]\nurl = "{team.v1}"\napi_key_env = "TEAM_BOX_KEY"\n'
+        'roles = ["chat", "embeddings"]\n'
+    )
+    laptop = start_daemon(models["gemma270m"], ASSISTANT_CONFIG=str(config), TEAM_BOX_KEY=TEAM_KEY)
+
+    def rungs(status: dict[str, Any]) -> list[tuple[str, str | None]]:
+        return [(u["role"], u["serving"]) for u in status["upstreams"]]
+
+    wait_for(laptop, lambda s: rungs(s)[1:] == [("chat", "chat"), ("embeddings", "embeddings")], 60)
+    first, chat_rung, embed_rung = laptop.status()["upstreams"]
+    assert not first["healthy"] and first["serving"] is None
+    assert chat_rung["about"]["server"] == "assistantd"  # read from the team server's /status
+    assert embed_rung["model"] == "assistantd-embed"  # the role id an assistantd lists
+    before = served_by_team(team)
+    assert ask(laptop)
+    api = openai.OpenAI(base_url=laptop.v1, api_key="x", max_retries=0, timeout=60)
+    remote = api.embeddings.create(model="assistantd-embed", input=["def f(): pass", "x"])
+    assert served_by_team(team) == before + 2 and len(remote.data) == 2
+    shown = run_ctl("--url", laptop.url, "status").stdout
+    assert "for embeddings: serving embeddings" in shown and "(chat=" in shown
+    team.proc.send_signal(signal.SIGKILL)
+    local = api.embeddings.create(model="assistantd-embed", input=["def f(): pass"])
+    assert len(local.data[0].embedding) == 640  # Gemma 270M's own vectors: answered here
+    assert ask(laptop) and laptop.status()["requests_failed"] == 0
+
+
+def test_with_chat_upstream_autocomplete_gets_the_machine_and_chat_falls_back_in_the_rest() -> None:
+    """The shipped catalog and profile on a 4 GB card: without an upstream, chat's choice
+    squeezes autocomplete to a 2-bit quant; with chat served upstream first, autocomplete gets
+    its best model for the whole machine and the local chat fallback fits beside it."""
+    machine, catalog = nvidia("GTX 1650", 4, ram=8), load_catalog()
+    alone = make_plan(catalog, PROFILE.for_role("autocomplete"), machine, None, n_slots=2,
+                      role="autocomplete", budget=profile_budget(PROFILE, machine))  # fmt: skip
+    local = make_role_plans(catalog, PROFILE, machine, n_slots=2)
+    remote = make_role_plans(catalog, PROFILE, machine, n_slots=2, upstream_roles=["chat"])
+    assert alone.chosen is not None
+    assert local.roles["autocomplete"].chosen.key != alone.chosen.key  # squeezed by chat
+    auto, chat = remote.roles["autocomplete"], remote.roles["chat"]
+    assert auto.chosen.key == alone.chosen.key and "upstream serves chat" in auto.reason
+    assert chat.chosen is not None and "local fallback" in chat.reason
+    assert remote.estimated_bytes <= remote.budget.ram_bytes + remote.budget.vram_bytes
+    assert remote.to_json()["upstream_roles"] == ["chat"]
+    assert "chat         an upstream first" in roles_table(remote)

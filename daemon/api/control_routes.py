@@ -147,7 +147,7 @@ async def status(state: State) -> StatusReport:
         devices=machine_devices(state.machine),
         **state.stats.snapshot(),
     )
-    report.upstreams = [rung.to_json() for rung in state.upstreams.values()]
+    report.upstreams = [rung.to_json() for rung in state.upstream_rungs()]
     for key in report.keys:
         key["in_flight"] = state.share.in_flight[key["name"]]
     if chat is None:

@@ -10,14 +10,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from assistantd.api import openapi, shapes
+from assistantd.api.admission import Admission
 from assistantd.api.deps import State
 from assistantd.api.fim_prompt import split_fim
-from assistantd.api.proxy import Generation, outcome_of
+from assistantd.api.proxy import Generation, Rung, outcome_of
 from assistantd.api.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from assistantd.api.streaming import collect, guarded, opened, read_body, sse_response
 from assistantd.control.served import Served
 from assistantd.control.state import DaemonState
 from assistantd.control.stats import RequestRecord
+from assistantd.errors import UpstreamUnavailable
 from assistantd.vocab import GenerationKind, Outcome
 
 Shape = Callable[[list[dict[str, Any]], dict[str, Any], str], dict[str, Any]]
@@ -112,19 +114,41 @@ async def completions(request: Request, state: State) -> Response:
 
 @router.post("/embeddings", openapi_extra=openapi.body(EmbeddingRequest))
 async def embeddings(request: Request, state: State) -> JSONResponse:
-    settings = state.settings
-    body = await read_body(request, EmbeddingRequest, settings.max_body_bytes)
+    body = await read_body(request, EmbeddingRequest, state.settings.max_body_bytes)
     served = state.route(body.model, "embeddings")
+    for rung in state.upstreams.get("embeddings", []):
+        if rung.in_use:
+            try:
+                result = await _embed(state, rung.admission, rung, rung.label, body.inputs)
+            except UpstreamUnavailable as exc:
+                rung.failed(exc.message)  # the next rung (the local worker last) answers
+                continue
+            return _vectors(result, served.model_id, body.encoding_format)
+    result = await _embed(state, served.admission, served.supervisor, served.model_id, body.inputs)
+    return _vectors(result, served.model_id, body.encoding_format)
+
+
+def _vectors(result: dict[str, Any], model_id: str, encoding: str) -> JSONResponse:
+    return JSONResponse(
+        shapes.embeddings(result["data"], result["prompt_tokens"], model_id, encoding)
+    )
+
+
+async def _embed(
+    state: DaemonState, admission: Admission, rung: Rung, label: str, inputs: Any
+) -> dict[str, Any]:
+    """Vectors from one rung (a local worker or an upstream), recorded under its label."""
     started = time.perf_counter()
     outcome: Outcome = "error"
     lease = None
     admitted = False
     try:
-        await served.admission.acquire()
+        await admission.acquire()
         admitted = True
-        lease = await served.supervisor.lease(settings.queue_timeout_s)
-        result = await lease.client.embed(body.inputs)
+        lease = await rung.lease(state.settings.queue_timeout_s)
+        result: dict[str, Any] = await lease.client.embed(inputs)
         outcome = "ok"
+        return result
     except Exception as exc:
         outcome = outcome_of(exc)
         raise
@@ -132,17 +156,12 @@ async def embeddings(request: Request, state: State) -> JSONResponse:
         if lease is not None:
             lease.release()
         if admitted:
-            served.admission.release()
+            admission.release()
         state.record(
             RequestRecord(
                 endpoint="embeddings",
                 outcome=outcome,
                 queue_ms=round((time.perf_counter() - started) * 1000, 2),
-                model=served.model_id,
+                model=label,
             )
         )
-    return JSONResponse(
-        shapes.embeddings(
-            result["data"], result["prompt_tokens"], served.model_id, body.encoding_format
-        )
-    )

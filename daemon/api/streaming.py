@@ -17,10 +17,11 @@ from assistantd.api import shapes
 from assistantd.api.admission import Admission
 from assistantd.api.keys import request_key
 from assistantd.api.proxy import Generation, Rung
+from assistantd.api.upstream_client import UPSTREAM_KINDS
 from assistantd.control.served import Served
 from assistantd.control.state import DaemonState
 from assistantd.errors import AssistantError, InvalidRequest, PayloadTooLarge, UpstreamUnavailable
-from assistantd.vocab import GenerationKind, Outcome
+from assistantd.vocab import GenerationKind, Outcome, Role
 from assistantd.worker.protocol import priority_of
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -80,9 +81,10 @@ async def opened(
     kind: GenerationKind,
     params: dict[str, Any],
 ) -> Generation:
-    """A generation admitted to the worker's queue and started on it; for a role with an
-    upstream in use, started there, and retried once on the local worker when the upstream
-    fails before its first byte."""
+    """A generation admitted to the worker's queue and started on it. The request's role
+    (autocomplete for what the queue ranks first, else chat) may have upstreams in use: it is
+    started on the first, and on the next rung (the local worker last) when one fails before
+    its first byte."""
 
     def generation(admission: Admission, rung: Rung, **hooks: Any) -> Generation:
         return Generation(
@@ -96,14 +98,17 @@ async def opened(
             **hooks,
         )
 
-    upstream = state.upstreams.get(served.role)
-    if upstream is not None and upstream.in_use and priority_of(kind, params) == 1:
-        remote = generation(upstream.admission, upstream, on_failure=upstream.failed)
-        try:
-            await remote.open(kind, params)
-            return remote
-        except UpstreamUnavailable as exc:
-            upstream.failed(exc.message)
+    role: Role = "autocomplete" if priority_of(kind, params) == 0 else "chat"
+    if kind in UPSTREAM_KINDS:  # llama.cpp's /infill has no OpenAI-compatible twin to send
+        for rung in state.upstreams.get(role, []):
+            if not rung.in_use:
+                continue
+            remote = generation(rung.admission, rung, on_failure=rung.failed)
+            try:
+                await remote.open(kind, params)
+                return remote
+            except UpstreamUnavailable as exc:
+                rung.failed(exc.message)  # the next rung (the local worker last) answers
     gen = generation(served.admission, served.supervisor, on_decode_speed=served.observe_speed)
     with state.cores.first_token(served):  # other CPU workers yield to autocomplete
         await gen.open(kind, params)  # a refusal is recorded by the generation itself

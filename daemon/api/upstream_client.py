@@ -20,6 +20,7 @@ import httpx
 from assistantd.errors import UpstreamUnavailable, WorkerFailed
 from assistantd.vocab import GenerationKind
 
+UPSTREAM_KINDS = ("chat", "completion")  # generations an OpenAI-compatible server takes
 FIRST_BYTE_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 3.0
 # What the daemon's normalised parameters may carry to an OpenAI-compatible server.
@@ -53,10 +54,55 @@ class UpstreamClient:
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             raise UpstreamUnavailable(f"{self.base_url}/models: {_why(exc)}") from None
 
+    async def about(self) -> dict[str, Any]:
+        """What kind of server it is and what it serves, where it says: an assistantd's
+        /status (its roles' models), else llama-server's /props (model file, context)."""
+        root = self.base_url.removesuffix("/v1")
+        for path in ("/status", "/props"):
+            try:
+                response = await self._http.get(root + path, timeout=CONNECT_TIMEOUT_S)
+                body = response.json() if response.status_code == 200 else None
+            except (httpx.HTTPError, ValueError):
+                body = None
+            if not isinstance(body, dict):
+                continue
+            if path == "/status" and isinstance(body.get("roles"), dict):
+                roles = {r: (v or {}).get("model") for r, v in body["roles"].items()}
+                return {"server": "assistantd", "roles": roles}
+            if path == "/props":
+                settings = body.get("default_generation_settings") or {}
+                model_path = str(body.get("model_path") or settings.get("model") or "")
+                return {
+                    "server": "llama-server" if body.get("model_path") else "llama.cpp-compatible",
+                    "model_file": model_path.rsplit("/", 1)[-1] or None,
+                    "n_ctx": settings.get("n_ctx"),
+                }
+        return {"server": "openai-compatible"}
+
+    async def embed(self, inputs: list[str] | list[list[int]]) -> dict[str, Any]:
+        """Vectors from the upstream, in the worker's shape: data (vectors), prompt_tokens.
+        Anything short of that is `UpstreamUnavailable`: nothing reached the client yet."""
+        try:
+            response = await self._http.post(
+                "/embeddings", json={"model": self.model, "input": inputs}
+            )
+            response.raise_for_status()
+            body = response.json()
+            items = sorted(body["data"], key=lambda item: item["index"])
+            vectors = [[float(x) for x in item["embedding"]] for item in items]
+            tokens = int((body.get("usage") or {}).get("prompt_tokens") or 0)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            raise UpstreamUnavailable(f"{self.base_url}/embeddings: {_why(exc)}") from None
+        if len(vectors) != len(inputs):
+            raise UpstreamUnavailable(
+                f"{self.base_url}/embeddings: {len(vectors)} vectors for {len(inputs)} inputs"
+            )
+        return {"data": vectors, "prompt_tokens": tokens}
+
     async def open_generation(
         self, request_id: str, kind: GenerationKind, params: dict[str, Any]
     ) -> UpstreamStream:
-        if kind not in ("chat", "completion"):
+        if kind not in UPSTREAM_KINDS:
             raise UpstreamUnavailable(f"{kind} is not sent upstream")
         path = "/chat/completions" if kind == "chat" else "/completions"
         body = {k: params[k] for k in PASSED if params.get(k) is not None}

@@ -129,7 +129,12 @@ def _plan_for(machine_file: Path | None, profile_name: str | None = None) -> Rol
     machine = Machine.load(machine_file) if machine_file else probe(rpc=settings.rpc)
     speeds = MeasuredSpeeds(settings.state_dir / SPEEDS_FILE)
     return make_role_plans(
-        load_catalog(settings.catalog), profile, machine, speeds, n_slots=settings.slots
+        load_catalog(settings.catalog),
+        profile,
+        machine,
+        speeds,
+        n_slots=settings.slots,
+        upstream_roles=settings.upstream_roles(),
     )
 
 

@@ -53,7 +53,17 @@ def status_text(status: StatusReport) -> str:
     for up in status.upstreams:
         serving = f"serving {up['serving']}" if up["serving"] else "standby (local serves)"
         health = "healthy" if up["healthy"] else f"down: {up['last_error']}"
-        lines.append(f"upstream   {up['url']} ({up['label']}): {serving}; {health}")
+        lines.append(
+            f"upstream   {up['url']} ({up['label']}) for {up['role']}: {serving}; {health}"
+        )
+        about = up.get("about") or {}
+        served = ", ".join(f"{r}={m}" for r, m in (about.get("roles") or {}).items() if m)
+        lines.append(
+            f"{'':11}{about.get('server', 'server not read yet')}"
+            + (f" ({served})" if served else "")
+            + (f", {about['model_file']}" if about.get("model_file") else "")
+            + f"; models: {', '.join(up['models'][:6]) or 'none listed'}"
+        )
         lines.append(f"{'':11}{latency_text(up['latency'])}")
         if up["shifts"]:
             lines.append(f"{'':11}last shift {shift_text(up['shifts'][0])}")
@@ -209,6 +219,8 @@ def roles_table(result: RolesPlan) -> str:
     ]
     lines += [f"note: {n}" for n in machine.device_notes]
     lines.append("roles:")
+    for role in result.upstream_roles:
+        lines.append(f"  {role:13}an upstream first (assistantctl status names it); local:")
     for role, choice in result.roles.items():
         if choice.chosen is None or choice.served_by is None:
             lines.append(f"  {role:13}— {choice.reason}")

@@ -52,8 +52,11 @@ class DaemonState:
     on_finished: list[Callable[[RequestRecord], None]] = field(default_factory=list)
     created: int = field(default_factory=lambda: int(time.time()))
     machine: Machine | None = None  # as probed at start: backend and devices for /status
-    # role → the team server serving it first (its local worker is the fallback)
-    upstreams: dict[Role, UpstreamRung] = field(default_factory=dict)
+    # role → the team servers serving it, first first (its local worker is the last rung)
+    upstreams: dict[Role, list[UpstreamRung]] = field(default_factory=dict)
+
+    def upstream_rungs(self) -> list[UpstreamRung]:
+        return [rung for rungs in self.upstreams.values() for rung in rungs]
 
     def __post_init__(self) -> None:
         self.cores = CoreShare(lambda: self.workers, enabled=self.settings.share_cores)

@@ -59,10 +59,31 @@ class UpstreamState:
     last_error: str | None = None
     last_check: float | None = None
     probe: dict[str, float] | None = None  # last measured probe: ttft_ms, decode_tok_s
+    about: dict[str, Any] = field(default_factory=dict)  # its kind, its roles' models or file
+
+
+# Words in a model id that say which role it is for (an assistantd lists assistantd-<role>).
+ROLE_WORDS: dict[str, tuple[str, ...]] = {
+    "chat": ("chat", "instruct"),
+    "autocomplete": ("autocomplete", "fim", "coder"),
+    "embeddings": ("embed",),
+}
+
+
+def pick_model(models: list[str], role: str, wanted: str | None) -> str | None:
+    """The model asked for when listed; else the first whose id names the role; else the first."""
+    if wanted and wanted in models:
+        return wanted
+    for word in ROLE_WORDS.get(role, ()):
+        for model in models:
+            if word in model.lower():
+                return model
+    return models[0] if models else None
 
 
 class UpstreamRung:
-    """One upstream serving one role (chat), with the local worker as its fallback."""
+    """One upstream serving one role, ahead of the role's local worker (and of any upstream
+    listed after it)."""
 
     def __init__(
         self,
@@ -82,6 +103,7 @@ class UpstreamRung:
         self.monitor = monitor
         self._key = api_key
         self.state = UpstreamState(url=url.rstrip("/"), model=model)
+        self._wanted = model
         self.client = UpstreamClient(url, api_key, model or "")
         self.admission = Admission(slots, queue_size, queue_timeout_s)
         self.events: list[ShiftEvent] = []
@@ -106,6 +128,7 @@ class UpstreamRung:
         """First contact: its models; it serves the role at once if it answers."""
         await self.check()
         if self.state.healthy:
+            self.state.about = await self.client.about()
             self._shift(True, f"upstream {self.state.url} answers: serving {self.role} there")
         self._task = asyncio.create_task(self._watch(), name=f"upstream-{self.role}")
 
@@ -125,9 +148,8 @@ class UpstreamRung:
         finally:
             self.state.last_check = time.time()
         self.state.models = models
-        if not self.state.model or self.state.model not in models:
-            self.state.model = models[0] if models else None
-            self.client.model = self.state.model or ""
+        self.state.model = pick_model(models, self.role, self._wanted)
+        self.client.model = self.state.model or ""
         self.state.healthy = bool(models)
         return self.state.healthy
 
@@ -178,7 +200,17 @@ class UpstreamRung:
 
     async def _probe(self) -> tuple[bool, str]:
         """A short measured answer: its time to first token and decode speed against the
-        targets, with the hysteresis margin a shift up needs."""
+        targets, with the hysteresis margin a shift up needs. Embeddings: one vector back."""
+        if self.role == "embeddings":
+            started = time.perf_counter()
+            try:
+                await self.client.embed(["def probe(): pass"])
+            except UpstreamUnavailable as exc:
+                self.state.last_error = exc.message
+                return False, ""
+            took_ms = (time.perf_counter() - started) * 1000
+            self.state.probe = {"ttft_ms": round(took_ms, 1)}
+            return True, f"probe: a vector in {took_ms:.0f} ms"
         params = {"prompt": "1, 2, 3, 4,", "max_tokens": PROBE_TOKENS, "temperature": 0}
         try:
             stream = await self.client.open_generation(uuid.uuid4().hex, "completion", params)

@@ -109,7 +109,10 @@ def provision(
     status.notes.extend(machine.device_notes)
     status.set("planning")
     models = load_catalog(settings.catalog)
-    result = make_role_plans(models, profile, machine, speeds, n_slots=settings.slots)
+    remote = settings.upstream_roles()
+    result = make_role_plans(
+        models, profile, machine, speeds, n_slots=settings.slots, upstream_roles=remote
+    )
     catalog = {m.id: m for m in models}
     # Exact before download: re-plan with the short-listed files' own headers and sizes.
     shortlist = result.chat.ladder[:3] + [
@@ -121,7 +124,9 @@ def provision(
     if refined:
         catalog.update(refined)
         models = list(catalog.values())
-        result = make_role_plans(models, profile, machine, speeds, n_slots=settings.slots)
+        result = make_role_plans(
+            models, profile, machine, speeds, n_slots=settings.slots, upstream_roles=remote
+        )
     status.plan = result.to_json()
     status.notes.extend(result.budget.notes)
     chosen: dict[Role, Chosen] = {}

@@ -11,11 +11,15 @@ targets; embeddings come last. The rule, so a person can predict it:
    A rung that leaves chat only the offline starter does not count.
 4. No pair fits: a chat model with FIM tokens serves both; else autocomplete is off, with why.
 5. Embeddings take a model of their own from what is left, else the chat model serves them.
+
+With an upstream serving chat (a team's server ranks first), autocomplete comes first instead:
+its best FIM model with the whole machine, and the local chat model, now only the fallback, is
+planned in what is left (by rule 4 when nothing fits beside it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +74,7 @@ class RolesPlan:
     chat: Plan  # the chat role's plan with the whole budget: `chosen` in the JSON
     roles: dict[Role, RoleChoice]
     notes: list[str] = field(default_factory=list)
+    upstream_roles: list[Role] = field(default_factory=list)  # served first by a team server
 
     @property
     def workers(self) -> list[RoleChoice]:
@@ -86,6 +91,7 @@ class RolesPlan:
         data["chosen"] = chat.chosen.to_json() if chat.chosen else None
         data["roles"] = {role: choice.to_json() for role, choice in self.roles.items()}
         data["estimated_bytes_all_roles"] = self.estimated_bytes
+        data["upstream_roles"] = self.upstream_roles
         data["notes"] = [*data["notes"], *self.notes]
         return data
 
@@ -97,8 +103,10 @@ def make_role_plans(
     speeds: MeasuredSpeeds | None = None,
     *,
     n_slots: int,
+    upstream_roles: Collection[Role] = (),
 ) -> RolesPlan:
-    """A model per role, jointly within one budget (module docstring: the rule)."""
+    """A model per role, jointly within one budget (module docstring: the rule).
+    `upstream_roles`: roles an upstream serves first, so their local model is the fallback."""
     budget = profile_budget(profile, machine)
     fim = {m.id for m in catalog if m.fim}
     starters = {m.id for m in catalog if m.starter}
@@ -127,10 +135,16 @@ def make_role_plans(
             reason="the best chat model that fits" if chat else "no model fits the budget",
         )
     }
-    roles["autocomplete"] = _autocomplete(profile, roles["chat"], plan_for, budget, starters)
+    remote_first = "chat" in upstream_roles and profile.role_enabled("autocomplete")
+    first = _autocomplete_first(profile, roles["chat"], plan_for, budget) if remote_first else None
+    roles["autocomplete"] = first or _autocomplete(
+        profile, roles["chat"], plan_for, budget, starters
+    )
+    chat_now = roles["chat"].chosen  # autocomplete's choice may have moved chat's
+    roles["chat"].fim = bool(chat_now and chat_now.model in fim)
     used = [c.chosen for c in roles.values() if c.own_worker and c.chosen]
     roles["embeddings"] = _embeddings(profile, roles["chat"].chosen, plan_for, budget, used)
-    result = RolesPlan(budget, chat_alone, roles)
+    result = RolesPlan(budget, chat_alone, roles, upstream_roles=sorted(upstream_roles))
     for choice in roles.values():
         if choice.served_by != choice.role:
             result.notes.append(f"{choice.role}: {choice.reason}")
@@ -207,6 +221,31 @@ def _autocomplete(
             if alone.ladder
             else "off: no model with FIM tokens fits the budget"
         ),
+    )
+
+
+def _autocomplete_first(
+    profile: Profile, chat_choice: RoleChoice, plan_for: PlanFor, budget: Budget
+) -> RoleChoice | None:
+    """Chat is served upstream first: autocomplete takes its best FIM model with the whole
+    machine and the local chat fallback is planned in what is left. None when no chat model
+    fits beside it (the usual rule decides then)."""
+    alone = plan_for("autocomplete", budget)
+    rung = alone.chosen
+    if rung is None:
+        return None
+    rest = plan_for("chat", without(budget, rung))
+    if rest.chosen is None:
+        return None
+    chat_choice.chosen, chat_choice.plan = rest.chosen, rest
+    chat_choice.reason = (
+        f"the local fallback for the upstream chat server, in what autocomplete's "
+        f"{rung.label} leaves ({gib(rung.estimated_bytes)})"
+    )
+    why = "the best FIM model for the whole machine: an upstream serves chat first"
+    slots = profile.role_slots("autocomplete", 1)
+    return RoleChoice(
+        "autocomplete", rung, alone, slots, fim=True, served_by="autocomplete", reason=why
     )
 
 
