@@ -134,6 +134,7 @@ class Lifecycle:
                     await self._drop_role(served.role, f"its worker failed to start: {error}")
             for role, served in state.served.items():
                 state.monitor.set_model(role, served.model_id)
+            state.keep_autocomplete_slots()
             for index, control in enumerate(state.controls.values()):
                 control.start(watch_profile=index == 0)
             await self._start_upstreams()

@@ -50,9 +50,12 @@ def _p(values: list[float], q: int) -> float:
 
 
 class Server:
-    def __init__(self, name: str, cmd: list[str], url: str) -> None:
+    def __init__(
+        self, name: str, cmd: list[str], url: str, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.name, self.url = name, url
         env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
+        env |= extra_env or {}
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -66,12 +69,12 @@ class Server:
             self.proc.kill()
 
 
-def assistantd(model: Path) -> Server:
+def assistantd(model: Path, extra_env: dict[str, str] | None = None) -> Server:
     port = _free_port()
     cmd = [str(Path(sys.executable).with_name("assistantd")), "--model", str(model),
            "--port", str(port), "--threads", str(THREADS), "--n-ctx", str(N_CTX),
            "--slots", str(SLOTS), "--log-level", "warning"]  # fmt: skip
-    return Server("assistantd", cmd, f"http://127.0.0.1:{port}")
+    return Server("assistantd", cmd, f"http://127.0.0.1:{port}", extra_env)
 
 
 def llama_server(binary: Path, model: Path) -> Server:
@@ -81,8 +84,12 @@ def llama_server(binary: Path, model: Path) -> Server:
     return Server("llama-server", cmd, f"http://127.0.0.1:{port}")
 
 
-def _stream(url: str, path: str, body: dict) -> Iterator[tuple[float, str]]:
-    with httpx.stream("POST", url + path, json={**body, "stream": True}, timeout=600) as resp:
+def _stream(
+    url: str, path: str, body: dict, headers: dict[str, str] | None = None
+) -> Iterator[tuple[float, str]]:
+    with httpx.stream(
+        "POST", url + path, json={**body, "stream": True}, headers=headers, timeout=600
+    ) as resp:
         resp.raise_for_status()
         for line in resp.iter_lines():
             if line.startswith("data: {"):
@@ -93,7 +100,9 @@ def _stream(url: str, path: str, body: dict) -> Iterator[tuple[float, str]]:
                     yield time.perf_counter(), text
 
 
-def autocomplete_ttft(url: str, n: int, typed: Iterator[str]) -> list[float]:
+def autocomplete_ttft(
+    url: str, n: int, typed: Iterator[str], headers: dict[str, str] | None = None
+) -> list[float]:
     """n requests as Continue sends them, one per typing pause, each a longer prefix."""
     out = []
     for _ in range(n):
@@ -101,7 +110,7 @@ def autocomplete_ttft(url: str, n: int, typed: Iterator[str]) -> list[float]:
         prompt = f"<|fim_prefix|>{prefix}<|fim_suffix|>\n\nprint(helper_1(2))\n<|fim_middle|>"
         body = {"prompt": prompt, "max_tokens": 24, "temperature": 0.01, "stop": STOPS}
         start = time.perf_counter()
-        for at, _ in _stream(url, "/v1/completions", body):
+        for at, _ in _stream(url, "/v1/completions", body, headers):
             out.append((at - start) * 1000)
             break
         time.sleep(0.3)  # the next pause

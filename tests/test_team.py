@@ -72,6 +72,28 @@ def test_a_worker_queue_takes_from_the_keys_in_turn() -> None:
     assert asyncio.run(run())[:2] == ["alice", "bob"]
 
 
+def test_chat_never_takes_the_slot_kept_for_autocomplete() -> None:
+    """Three slots, one kept: a third chat waits, autocomplete starts at once."""
+
+    async def run() -> tuple[int, int]:
+        admission = Admission(slots=3, max_waiting=100, timeout_s=10)
+        admission.reserve = 1
+        await admission.acquire(1, "alice")
+        await admission.acquire(1, "alice")
+        third = asyncio.create_task(admission.acquire(1, "alice"))
+        await asyncio.sleep(0)
+        assert not third.done()  # the kept slot is free, but not for chat
+        await asyncio.wait_for(admission.acquire(0, "bob"), 1)  # autocomplete: at once
+        admission.release(0)
+        await asyncio.sleep(0)
+        assert not third.done()
+        admission.release(1)  # a chat slot frees: the waiting chat takes it
+        await asyncio.wait_for(third, 1)
+        return admission.active, admission.active_chat
+
+    assert asyncio.run(run()) == (2, 2)
+
+
 @pytest.fixture
 def team(start_daemon, models, tmp_path: Path):
     keys = tmp_path / "keys"

@@ -1,7 +1,11 @@
 """Generation requests take a slot of the worker; when all are busy they wait, bounded, with
 autocomplete admitted ahead of waiting chat answers, then the API keys in turn (then arrival
 order): each waiter gets a tag one past its key's last, or past the last one admitted, so a key
-with twenty queued requests and a key with one alternate (start-time fair queuing)."""
+with twenty queued requests and a key with one alternate (start-time fair queuing).
+
+A worker that serves autocomplete keeps one slot for it (`reserve`): chat answers take the
+others, so a flood of chat (one person's agent loop, or four streams at once) never leaves an
+autocomplete request waiting for a whole answer to end."""
 
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ class Admission:
     def __init__(self, slots: int, max_waiting: int, timeout_s: float) -> None:
         self.capacity = slots
         self.active = 0
+        self.active_chat = 0  # priority-1 turns held
+        self.reserve = 0  # slots only autocomplete (priority 0) may take
         self._max_waiting = max_waiting
         self._timeout_s = timeout_s
         self._waiters: list[tuple[int, int, int, asyncio.Future[None]]] = []
@@ -32,8 +38,8 @@ class Admission:
     async def acquire(self, priority: int = 1, key: str | None = None) -> None:
         """A turn; `priority` 0 (autocomplete) goes ahead of 1 (chat) in the queue, and the
         keys take turns within a priority."""
-        if self.active < self.capacity and not self._waiters:
-            self.active += 1
+        if self._fits(priority) and not any(w[0] <= priority for w in self._waiters):
+            self._take(priority)
             return
         if len(self._waiters) >= self._max_waiting:
             raise QueueFull(
@@ -50,7 +56,7 @@ class Admission:
             await asyncio.wait_for(asyncio.shield(turn), self._timeout_s)
         except BaseException as exc:
             if turn.done() and not turn.cancelled():
-                self.release()  # granted just as we gave up: pass it on
+                self.release(priority)  # granted just as we gave up: pass it on
             else:
                 turn.cancel()
                 self._waiters.remove(entry)
@@ -63,12 +69,22 @@ class Admission:
                 ) from None
             raise
 
-    def release(self) -> None:
-        """Hand the turn to the first waiter, or free it."""
-        while self._waiters:
-            _, tag, _, turn = heapq.heappop(self._waiters)
+    def _fits(self, priority: int) -> bool:
+        if self.active >= self.capacity:
+            return False
+        return priority == 0 or self.active_chat < self.capacity - self.reserve
+
+    def _take(self, priority: int) -> None:
+        self.active += 1
+        self.active_chat += priority != 0
+
+    def release(self, priority: int = 1) -> None:
+        """Give a turn back, then hand turns to the first waiters that may take one."""
+        self.active -= 1
+        self.active_chat -= priority != 0
+        while self._waiters and self._fits(self._waiters[0][0]):
+            waiter_priority, tag, _, turn = heapq.heappop(self._waiters)
             if not turn.done():
                 self._virtual = max(self._virtual, tag)
+                self._take(waiter_priority)
                 turn.set_result(None)
-                return
-        self.active -= 1

@@ -74,6 +74,7 @@ class Generation:
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self._on_failure = on_failure
+        self._priority = 1
         self._on_decode_speed = on_decode_speed
         self._key = key
         self._share = share
@@ -101,7 +102,8 @@ class Generation:
             if self._share is not None:
                 self._share.enter(self._key)  # over its share: 429, before any queue
                 self._shared = True
-            await self._admission.acquire(priority_of(kind, params), self._key)
+            self._priority = priority_of(kind, params)
+            await self._admission.acquire(self._priority, self._key)
             self._holding = True
             self._lease = await self._supervisor.lease(self._wait_timeout_s)
             self._started_at = time.perf_counter()
@@ -139,7 +141,7 @@ class Generation:
             return
         self._closed = True
         if self._holding:
-            self._admission.release()
+            self._admission.release(self._priority)
         if self._shared and self._share is not None:
             self._share.leave(self._key)
         run_in_background(self._finish(outcome))

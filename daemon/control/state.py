@@ -55,6 +55,13 @@ class DaemonState:
     # role → the team servers serving it, first first (its local worker is the last rung)
     upstreams: dict[Role, list[UpstreamRung]] = field(default_factory=dict)
 
+    def keep_autocomplete_slots(self) -> None:
+        """A chat worker that also serves autocomplete keeps one of its slots for it."""
+        serving = self.served.get("autocomplete") or self.served.get("chat")
+        for served in self.workers:
+            shared = served is serving and served.role != "autocomplete"
+            served.admission.reserve = 1 if shared and served.admission.capacity >= 2 else 0
+
     def upstream_rungs(self) -> list[UpstreamRung]:
         return [rung for rungs in self.upstreams.values() for rung in rungs]
 
