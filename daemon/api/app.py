@@ -1,4 +1,5 @@
-"""The front door: assembles the routers (OpenAI, llama.cpp, control) behind the guard.
+"""The front door: assembles the routers (OpenAI, Anthropic, llama.cpp, control) behind the
+guard.
 
 Cheap endpoints (/v1/models, /health, /status) never touch the generation queue, so they answer
 while a long generation runs.
@@ -8,7 +9,14 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from assistantd.api import control_routes, errors, llamacpp_routes, openai_routes, openapi
+from assistantd.api import (
+    anthropic_routes,
+    control_routes,
+    errors,
+    llamacpp_routes,
+    openai_routes,
+    openapi,
+)
 from assistantd.api.security import Guard
 from assistantd.control.state import DaemonState
 
@@ -27,6 +35,7 @@ def create_app(state: DaemonState) -> FastAPI:
     errors.install(app)
     openapi.install(app)
     app.include_router(openai_routes.router)
+    app.include_router(anthropic_routes.router)
     app.include_router(llamacpp_routes.router)
     app.include_router(control_routes.router)
     return app

@@ -61,6 +61,19 @@ async def _generation(
     return JSONResponse(shape(chunks, gen.end, model_id))
 
 
+def chat_params(served: Served, body: ChatRequest) -> dict[str, Any]:
+    """A chat request as the worker reads it; every API's chat door (OpenAI, Anthropic,
+    Ollama) builds a ChatRequest and comes through here."""
+    served.check_n(body.n)
+    return {
+        "messages": [m.for_template() for m in body.messages],
+        "max_tokens": served.check_limit(body.token_limit),
+        "n": body.n,
+        **body.sampling(),
+        **body.constraints(),
+    }
+
+
 @router.get("/models")
 async def list_models(state: State) -> dict[str, Any]:
     return shapes.models_list(state.listed_ids(), state.created)
@@ -77,14 +90,7 @@ async def retrieve_model(model_id: str, state: State) -> dict[str, Any]:
 async def chat_completions(request: Request, state: State) -> Response:
     body = await read_body(request, ChatRequest, state.settings.max_body_bytes)
     served = state.route(body.model, "chat")
-    served.check_n(body.n)
-    params = {
-        "messages": [m.for_template() for m in body.messages],
-        "max_tokens": served.check_limit(body.token_limit),
-        "n": body.n,
-        **body.sampling(),
-        **body.constraints(),
-    }
+    params = chat_params(served, body)
     return await _generation(
         state, served, request, "chat", "chat", params, body, shapes.chat_completion
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -137,16 +137,24 @@ async def collect(request: Request, gen: Generation, model_id: str) -> list[dict
         gen.close("error")  # no-op unless something above raised
 
 
-async def guarded(gen: Generation, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """One place for a streamed answer's ending: an error becomes a data line, a client
-    that left counts as cancelled, and the generation is closed exactly once."""
+def _openai_error(exc: AssistantError) -> bytes:
+    return shapes.sse(exc.to_body())
+
+
+async def guarded(
+    gen: Generation,
+    pieces: AsyncIterator[bytes],
+    error_event: Callable[[AssistantError], bytes] = _openai_error,
+) -> AsyncIterator[bytes]:
+    """One place for a streamed answer's ending: an error becomes an event in the API's own
+    shape, a client that left counts as cancelled, and the generation is closed exactly once."""
     outcome: Outcome = "error"
     try:
         async for piece in pieces:
             yield piece
         outcome = "ok"
     except AssistantError as exc:
-        yield shapes.sse(exc.to_body())
+        yield error_event(exc)
     except BaseException:
         outcome = "cancelled"
         raise

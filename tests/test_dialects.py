@@ -1,0 +1,88 @@
+"""Other APIs at the same door, driven by their official clients as users do: Anthropic's
+Messages API with the `anthropic` SDK (what Claude Code speaks). SmolLM2 with a tool-capable
+template serves, through the same chat path as /v1/chat/completions."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import pytest
+
+from tests.support.daemons import Daemon
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def claude(daemon: Daemon) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=daemon.url, api_key="unused", max_retries=0, timeout=60)
+
+
+def test_anthropic_create_stream_and_count_tokens(smol_tools: Daemon) -> None:
+    api = claude(smol_tools)
+    served = smol_tools.status()["roles"]["chat"]["model"]
+    answer = api.messages.create(
+        model="claude-sonnet-4-5", max_tokens=12, system="Answer briefly.", messages=ASK,
+        extra_body={"temperature": 0},  # the SDK no longer sends sampling parameters itself
+    )  # fmt: skip
+    assert answer.model == served  # a Claude model name reaches the chat role
+    assert answer.stop_reason in ("end_turn", "max_tokens") and answer.usage.output_tokens > 0
+    assert answer.content and answer.content[0].type == "text" and answer.content[0].text
+    counted = api.messages.count_tokens(model="x", system="Answer briefly.", messages=ASK)
+    assert counted.input_tokens == answer.usage.input_tokens > 0  # the same template's tokens
+    with api.messages.stream(model="x", max_tokens=12, messages=ASK) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text and final.content[0].text == text and final.usage.output_tokens > 0
+    assert final.stop_reason in ("end_turn", "max_tokens")
+
+
+def test_anthropic_tool_round_trip(smol_tools: Daemon) -> None:
+    api = claude(smol_tools)
+    first = api.messages.create(
+        model="x", max_tokens=64, messages=ASK, tools=[WEATHER],
+        tool_choice={"type": "tool", "name": "get_weather"},
+    )  # fmt: skip
+    assert first.stop_reason == "tool_use"
+    [call] = [b for b in first.content if b.type == "tool_use"]
+    assert call.name == "get_weather" and isinstance(call.input["city"], str)
+    result = {"type": "tool_result", "tool_use_id": call.id, "content": "Sunny, 21 C"}
+    follow = [*ASK, {"role": "assistant", "content": first.content},
+              {"role": "user", "content": [result]}]  # fmt: skip
+    with api.messages.stream(model="x", max_tokens=16, messages=follow, tools=[WEATHER]) as s:
+        final = s.get_final_message()
+    assert final.stop_reason in ("end_turn", "max_tokens", "tool_use")
+    streamed = api.messages.create(
+        model="x", max_tokens=64, messages=ASK, tools=[WEATHER], stream=True,
+        tool_choice={"type": "any"},
+    )  # fmt: skip
+    kinds = [event.type for event in streamed]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    assert "content_block_start" in kinds and "message_delta" in kinds
+
+
+def test_anthropic_errors_in_its_own_shape(smol_tools: Daemon) -> None:
+    api = claude(smol_tools)
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": ""}}
+    with pytest.raises(anthropic.BadRequestError, match="text only") as caught:
+        api.messages.create(
+            model="x", max_tokens=8, messages=[{"role": "user", "content": [image]}]
+        )
+    assert caught.value.body["type"] == "error"
+    assert caught.value.body["error"]["type"] == "invalid_request_error"
+    missing = httpx.post(smol_tools.url + "/v1/messages", json={"messages": ASK})
+    assert missing.status_code == 400 and "max_tokens" in missing.json()["error"]["message"]
+    foreign = httpx.post(
+        smol_tools.url + "/v1/messages",
+        json={"max_tokens": 4, "messages": ASK},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert foreign.status_code == 403  # the same guard as every other route
