@@ -1,11 +1,16 @@
 """Other APIs at the same door, driven by their official clients as users do: Anthropic's
-Messages API with the `anthropic` SDK (what Claude Code speaks). SmolLM2 with a tool-capable
-template serves, through the same chat path as /v1/chat/completions."""
+Messages API with the `anthropic` SDK (what Claude Code speaks) and Ollama's API with the
+`ollama` client (what Copilot Chat, Zed and Open WebUI speak). SmolLM2 with a tool-capable
+template serves, through the same chat path as /v1/chat/completions; its FIM copy serves
+Ollama's suffix."""
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import httpx
+import ollama
 import pytest
 
 from tests.support.daemons import Daemon
@@ -86,3 +91,52 @@ def test_anthropic_errors_in_its_own_shape(smol_tools: Daemon) -> None:
         headers={"Origin": "https://evil.example"},
     )
     assert foreign.status_code == 403  # the same guard as every other route
+
+
+def test_ollama_list_show_chat_generate_embed_and_ps(smol_tools: Daemon) -> None:
+    api = ollama.Client(host=smol_tools.url, timeout=60)
+    served = smol_tools.status()["roles"]["chat"]["model"]
+    names = [m.model for m in api.list().models]
+    assert served in names and "assistantd-chat" in names
+    listed = next(m for m in api.list().models if m.model == served)
+    assert listed.details.family == "llama" and listed.details.quantization_level == "Q4_1"
+    shown = api.show(served)
+    assert "completion" in shown.capabilities and "tools" in shown.capabilities
+    assert shown.modelinfo["llama.context_length"] == 8192
+    said = api.chat(model=served, messages=ASK, options={"num_predict": 8, "temperature": 0})
+    assert said.message.role == "assistant" and said.message.content and said.done
+    assert said.eval_count and said.prompt_eval_count and said.done_reason in ("stop", "length")
+    parts = list(api.chat(model="assistantd-chat", messages=ASK, stream=True,
+                          options={"num_predict": 8}))  # fmt: skip
+    assert parts[-1].done and "".join(p.message.content for p in parts[:-1])
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    shaped = api.generate(model=served, prompt="Name a city in France.", format=schema,
+                          options={"num_predict": 40, "temperature": 0})  # fmt: skip
+    assert isinstance(json.loads(shaped.response)["city"], str)  # the answer follows the schema
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
+              "parameters": WEATHER["input_schema"]}}]  # fmt: skip
+    called = api.chat(model=served, messages=ASK, tools=tools, options={"num_predict": 64})
+    for call in called.message.tool_calls or []:  # a small model may answer in words instead
+        assert call.function.name == "get_weather" and isinstance(call.function.arguments, dict)
+    vectors = api.embed(model=served, input=["def f(): pass", "x"])
+    assert len(vectors.embeddings) == 2 and len(vectors.embeddings[0]) == 576
+    assert [m.model for m in api.ps().models] == [served]
+    with pytest.raises(ollama.ResponseError, match="assistantctl use"):
+        api.pull("llama3")
+    with pytest.raises(ollama.ResponseError) as missing:
+        api.chat(model="nope", messages=ASK)
+    assert missing.value.status_code == 404
+
+
+def test_ollama_generate_with_suffix_fills_in_the_middle(smol_fim: Daemon) -> None:
+    """The same fill-in-the-middle answer as /v1/completions with a suffix gives."""
+    api = ollama.Client(host=smol_fim.url, timeout=60)
+    prefix, suffix = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"
+    middle = api.generate(model="assistantd-autocomplete", prompt=prefix, suffix=suffix,
+                          options={"num_predict": 8, "temperature": 0})  # fmt: skip
+    same = httpx.post(smol_fim.v1 + "/completions", timeout=60, json={
+        "model": "assistantd-autocomplete", "prompt": prefix, "suffix": suffix, "max_tokens": 8,
+        "temperature": 0}).json()  # fmt: skip
+    assert middle.done and middle.response == same["choices"][0]["text"]
+    assert middle.prompt_eval_count == same["usage"]["prompt_tokens"]
+    assert "insert" in api.show("assistantd-autocomplete").capabilities

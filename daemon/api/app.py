@@ -1,5 +1,5 @@
-"""The front door: assembles the routers (OpenAI, Anthropic, llama.cpp, control) behind the
-guard.
+"""The front door: assembles the routers (OpenAI, Anthropic, Ollama, llama.cpp, control)
+behind the guard.
 
 Cheap endpoints (/v1/models, /health, /status) never touch the generation queue, so they answer
 while a long generation runs.
@@ -14,6 +14,7 @@ from assistantd.api import (
     control_routes,
     errors,
     llamacpp_routes,
+    ollama_routes,
     openai_routes,
     openapi,
 )
@@ -36,6 +37,7 @@ def create_app(state: DaemonState) -> FastAPI:
     openapi.install(app)
     app.include_router(openai_routes.router)
     app.include_router(anthropic_routes.router)
+    app.include_router(ollama_routes.router)
     app.include_router(llamacpp_routes.router)
     app.include_router(control_routes.router)
     return app

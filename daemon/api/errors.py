@@ -1,4 +1,5 @@
-"""The one place errors become HTTP: status, OpenAI-shaped body, Retry-After, Allow."""
+"""The one place errors become HTTP: status, a body in the shape of the API asked (OpenAI's,
+Anthropic's or Ollama's), Retry-After, Allow."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from assistantd.errors import AssistantError, Unavailable
 
 log = logging.getLogger("assistantd.api")
 ANTHROPIC_PATHS = ("/v1/messages",)
+OLLAMA_PATHS = ("/api/",)
 
 
 def error_response(
@@ -25,6 +27,8 @@ def error_response(
     body = error.to_body()
     if path.startswith(ANTHROPIC_PATHS):
         body = anthropic_shapes.error_body(error.status, error.message)
+    elif path.startswith(OLLAMA_PATHS):
+        body = {"error": error.message}  # Ollama's clients read this one field
     return JSONResponse(body, status_code=error.status, headers=headers)
 
 

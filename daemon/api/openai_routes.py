@@ -74,6 +74,20 @@ def chat_params(served: Served, body: ChatRequest) -> dict[str, Any]:
     }
 
 
+def completion_params(
+    served: Served, body: CompletionRequest, prompt: str, suffix: str | None
+) -> dict[str, Any]:
+    """A completion (fill-in-the-middle when `suffix` is given) as the worker reads it."""
+    served.check_n(body.n)
+    return {
+        "prompt": prompt,
+        "suffix": suffix,
+        "max_tokens": served.check_limit(body.token_limit),
+        "n": body.n,
+        **body.sampling(),
+    }
+
+
 @router.get("/models")
 async def list_models(state: State) -> dict[str, Any]:
     return shapes.models_list(state.listed_ids(), state.created)
@@ -105,14 +119,7 @@ async def completions(request: Request, state: State) -> Response:
     served = state.route(body.model, "chat" if suffix is None and not raw_fim else "autocomplete")
     if raw_fim and served.fim:
         prompt, suffix = raw_fim  # rendered with the serving model's own FIM tokens
-    served.check_n(body.n)
-    params = {
-        "prompt": prompt,
-        "suffix": suffix,
-        "max_tokens": served.check_limit(body.token_limit),
-        "n": body.n,
-        **body.sampling(),
-    }
+    params = completion_params(served, body, prompt, suffix)
     return await _generation(
         state, served, request, "completions", "completion", params, body, shapes.text_completion
     )
@@ -122,16 +129,20 @@ async def completions(request: Request, state: State) -> Response:
 async def embeddings(request: Request, state: State) -> JSONResponse:
     body = await read_body(request, EmbeddingRequest, state.settings.max_body_bytes)
     served = state.route(body.model, "embeddings")
+    result = await embed(state, served, body.inputs)
+    return _vectors(result, served.model_id, body.encoding_format)
+
+
+async def embed(state: DaemonState, served: Served, inputs: Any) -> dict[str, Any]:
+    """Vectors for the embeddings role: from its upstreams in order while they answer, then
+    from `served`, the local worker; every API's embeddings door comes through here."""
     for rung in state.upstreams.get("embeddings", []):
         if rung.in_use:
             try:
-                result = await _embed(state, rung.admission, rung, rung.label, body.inputs)
+                return await _embed(state, rung.admission, rung, rung.label, inputs)
             except UpstreamUnavailable as exc:
                 rung.failed(exc.message)  # the next rung (the local worker last) answers
-                continue
-            return _vectors(result, served.model_id, body.encoding_format)
-    result = await _embed(state, served.admission, served.supervisor, served.model_id, body.inputs)
-    return _vectors(result, served.model_id, body.encoding_format)
+    return await _embed(state, served.admission, served.supervisor, served.model_id, inputs)
 
 
 def _vectors(result: dict[str, Any], model_id: str, encoding: str) -> JSONResponse:
