@@ -84,6 +84,14 @@ class FimUnsupported(InvalidRequest):
     code = "fim_unsupported"
 
 
+class NotFound(AssistantError):
+    """Something the client asks for by id does not exist here."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
 class ModelNotFound(AssistantError):
     status = 404
     type = "invalid_request_error"

@@ -1,6 +1,7 @@
 """Other APIs at the same door, driven by their official clients as users do: Anthropic's
 Messages API with the `anthropic` SDK (what Claude Code speaks) and Ollama's API with the
-`ollama` client (what Copilot Chat, Zed and Open WebUI speak). SmolLM2 with a tool-capable
+`ollama` client (what Copilot Chat, Zed and Open WebUI speak), OpenAI's Responses API with
+the `openai` SDK (what Codex CLI speaks). SmolLM2 with a tool-capable
 template serves, through the same chat path as /v1/chat/completions; its FIM copy serves
 Ollama's suffix."""
 
@@ -11,6 +12,7 @@ import json
 import anthropic
 import httpx
 import ollama
+import openai
 import pytest
 
 from tests.support.daemons import Daemon
@@ -140,3 +142,35 @@ def test_ollama_generate_with_suffix_fills_in_the_middle(smol_fim: Daemon) -> No
     assert middle.done and middle.response == same["choices"][0]["text"]
     assert middle.prompt_eval_count == same["usage"]["prompt_tokens"]
     assert "insert" in api.show("assistantd-autocomplete").capabilities
+
+
+def test_openai_responses_create_stream_and_a_function_call(smol_tools: Daemon) -> None:
+    api = openai.OpenAI(base_url=smol_tools.v1, api_key="unused", max_retries=0, timeout=60)
+    answer = api.responses.create(
+        model="assistantd-chat", instructions="Answer briefly.", input="What is 2 + 2?",
+        max_output_tokens=12, temperature=0, store=False,
+    )  # fmt: skip
+    assert answer.output_text and answer.usage.output_tokens > 0
+    assert answer.status in ("completed", "incomplete")
+    with api.responses.stream(model="assistantd-chat", input="Say hi", max_output_tokens=8,
+                              temperature=0) as stream:  # fmt: skip
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert deltas and final.output_text == "".join(deltas)
+    tool = {"type": "function", "name": "get_weather", "description": "The weather in a city",
+            "parameters": WEATHER["input_schema"]}  # fmt: skip
+    called = api.responses.create(
+        model="assistantd-chat", input=ASK, tools=[tool],
+        tool_choice={"type": "function", "name": "get_weather"}, max_output_tokens=64,
+    )  # fmt: skip
+    [call] = [item for item in called.output if item.type == "function_call"]
+    assert call.name == "get_weather" and isinstance(json.loads(call.arguments)["city"], str)
+    asked = {"type": "function_call", "call_id": call.call_id, "name": call.name,
+             "arguments": call.arguments}  # fmt: skip
+    output = {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny"}
+    follow = [*ASK, asked, output]
+    assert api.responses.create(model="assistantd-chat", input=follow, max_output_tokens=8)
+    with pytest.raises(openai.BadRequestError, match="not stored"):
+        api.responses.create(model="assistantd-chat", input="x", previous_response_id="resp_1")
+    with pytest.raises(openai.NotFoundError, match="stateless"):
+        api.responses.retrieve("resp_1")

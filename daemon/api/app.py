@@ -1,5 +1,5 @@
-"""The front door: assembles the routers (OpenAI, Anthropic, Ollama, llama.cpp, control)
-behind the guard.
+"""The front door: assembles the routers (OpenAI chat and Responses, Anthropic, Ollama,
+llama.cpp, control) behind the guard.
 
 Cheap endpoints (/v1/models, /health, /status) never touch the generation queue, so they answer
 while a long generation runs.
@@ -17,6 +17,7 @@ from assistantd.api import (
     ollama_routes,
     openai_routes,
     openapi,
+    responses_routes,
 )
 from assistantd.api.security import Guard
 from assistantd.control.state import DaemonState
@@ -37,6 +38,7 @@ def create_app(state: DaemonState) -> FastAPI:
     openapi.install(app)
     app.include_router(openai_routes.router)
     app.include_router(anthropic_routes.router)
+    app.include_router(responses_routes.router)
     app.include_router(ollama_routes.router)
     app.include_router(llamacpp_routes.router)
     app.include_router(control_routes.router)
