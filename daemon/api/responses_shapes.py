@@ -116,8 +116,8 @@ def to_chat(body: ResponsesRequest) -> dict[str, Any]:
     """The OpenAI chat body that asks the same."""
     if body.previous_response_id:
         raise InvalidRequest(
-            "previous_response_id: responses are not stored here (stateless); send the whole conversation "
-            "in input (and store: false)",
+            "previous_response_id: responses are not stored here (stateless); send the whole "
+            "conversation in input (and store: false)",
             param="previous_response_id",
         )
     chat: dict[str, Any] = {"messages": _messages(body)}
