@@ -70,6 +70,7 @@ def test_an_api_key_is_required_when_set(start_daemon, models) -> None:
     assert httpx.get(daemon.v1 + "/models").status_code == 401
     wrong = httpx.get(daemon.v1 + "/models", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+    assert wrong.json()["error"]["type"] == "authentication_error"  # as llama-server and OpenAI
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=daemon.v1, api_key="nope", max_retries=0).models.list()
     models_ = openai.OpenAI(base_url=daemon.v1, api_key="s3cret-key").models.list()

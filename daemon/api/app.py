@@ -42,4 +42,10 @@ def create_app(state: DaemonState) -> FastAPI:
     app.include_router(ollama_routes.router)
     app.include_router(llamacpp_routes.router)
     app.include_router(control_routes.router)
+    # llama-server answers its OpenAI routes without /v1 too; scripts written for it use them.
+    app.add_api_route("/chat/completions", openai_routes.chat_completions, methods=["POST"],
+                      include_in_schema=False)  # fmt: skip
+    app.add_api_route(
+        "/models", openai_routes.list_models, methods=["GET"], include_in_schema=False
+    )
     return app

@@ -1,17 +1,29 @@
-"""llama.cpp-server-compatible routes: `/infill`, as llama.vscode and llama.vim call it."""
+"""llama.cpp-server-compatible routes: `/infill`, as llama.vscode and llama.vim call it, and
+llama-server's own `/completion`, `/tokenize`, `/detokenize` and `/apply-template` (what
+Continue's llama.cpp provider, Tabby-style clients and scripts for llama-server call)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import asdict
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import Field
 
 from assistantd.api import openapi, shapes
 from assistantd.api.deps import State
 from assistantd.api.proxy import Generation
-from assistantd.api.schemas import InfillRequest
+from assistantd.api.schemas import (
+    MAX_TEXT,
+    InfillRequest,
+    Message,
+    Probability,
+    StopList,
+    Temperature,
+    _Body,
+)
 from assistantd.api.streaming import (
     ClosingStreamingResponse,
     collect,
@@ -19,7 +31,9 @@ from assistantd.api.streaming import (
     opened,
     read_body,
 )
-from assistantd.worker.protocol import Sampling
+from assistantd.control.state import DaemonState
+from assistantd.errors import InvalidRequest
+from assistantd.worker.protocol import SAMPLING_KEYS, Sampling
 
 router = APIRouter()
 
@@ -97,8 +111,132 @@ async def infill(request: Request, state: State) -> Response:
 async def props(state: State) -> dict[str, Any]:
     """llama-server's /props, as llama.vscode reads it (the context size before agent work)."""
     served = state.for_role("chat")
+    info = served.supervisor.worker_info
+    settings = {"n_ctx": served.n_ctx, "model": served.model_id, **asdict(Sampling())}
     return {
-        "default_generation_settings": {"n_ctx": served.n_ctx, "model": served.model_id},
+        "default_generation_settings": {**settings, "params": settings},
         "total_slots": served.slots,
         "model_alias": served.model_id,
+        "model_path": info.get("model_path", ""),
+        "chat_template": info.get("chat_template", ""),
+        "modalities": {"vision": False, "audio": False},
+        "build_info": "assistantd",
     }
+
+
+# -- llama-server's native routes: /completion, /tokenize, /detokenize, /apply-template --------
+
+PromptPart = str | Annotated[int, Field(ge=0)]
+
+
+class NativeCompletion(_Body):
+    """llama-server's /completion: a prompt as text, token ids or a mix (a list of such
+    prompts answers with a list), n_predict, and its sampling names."""
+
+    prompt: str | list[PromptPart] | list[str | list[PromptPart]] = Field(max_length=1024)
+    n_predict: int = Field(-1, ge=-1)
+    stream: bool = False
+    temperature: Temperature | None = None
+    top_k: int | None = Field(None, ge=0, le=1000)
+    top_p: Probability | None = None
+    min_p: Probability | None = None
+    stop: StopList | None = None
+    seed: int | None = None
+    repeat_penalty: float | None = Field(None, ge=0, le=10)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float | bool] | list[list[Any]] | None = None
+    response_fields: list[Annotated[str, Field(max_length=256)]] | None = Field(None, max_length=64)
+    cache_prompt: bool = True
+    id_slot: int | None = None
+
+
+async def _text_op(state: DaemonState, body: dict[str, Any]) -> dict[str, Any]:
+    served = state.for_role("chat")
+    lease = await served.supervisor.lease(state.settings.queue_timeout_s)
+    try:
+        answer: dict[str, Any] = await lease.client.text(body)
+        return answer
+    finally:
+        lease.release()
+
+
+async def _prompt_text(state: DaemonState, prompt: str | list[Any]) -> str:
+    """A prompt given as text, token ids or a mix, as text in the served model's vocabulary."""
+    if isinstance(prompt, str):
+        return prompt
+    parts = []
+    for part in prompt:
+        if isinstance(part, str):
+            parts.append(part)
+        else:
+            parts.append((await _text_op(state, {"op": "detokenize", "tokens": [part]}))["content"])
+    return "".join(parts)
+
+
+@router.post("/completion")
+@router.post("/completions", include_in_schema=False)
+async def completion(request: Request, state: State) -> Response:
+    body = await read_body(request, NativeCompletion, state.settings.max_body_bytes)
+    served = state.for_role("chat")
+    many = isinstance(body.prompt, list) and any(isinstance(p, list) for p in body.prompt)
+    if many or (isinstance(body.prompt, list) and all(isinstance(p, str) for p in body.prompt)
+                and len(body.prompt) > 1):  # fmt: skip
+        raise InvalidRequest("prompt: send one prompt per request here", param="prompt")
+    prompt = await _prompt_text(state, body.prompt if not isinstance(body.prompt, list)
+                                or not body.prompt or not isinstance(body.prompt[0], list)
+                                else body.prompt[0])  # fmt: skip
+    params = body.model_dump(include=set(SAMPLING_KEYS) | {"logit_bias"}, exclude_none=True)
+    params |= {"prompt": prompt, "n": 1}
+    params["max_tokens"] = served.check_limit(
+        None if body.n_predict < 0 else body.n_predict, "n_predict"
+    )
+    settings = {"n_ctx": served.n_ctx, "n_predict": body.n_predict, "seed": body.seed or -1}
+    gen = await opened(state, served, "completion", "completion", params)
+    model_id = served.model_id
+    if body.stream:
+        return ClosingStreamingResponse(
+            guarded(gen, _infill_stream(gen, model_id, settings)), media_type="text/event-stream"
+        )
+    chunks = await collect(request, gen, model_id)
+    if chunks is None:
+        return Response(status_code=499)
+    result = shapes.infill_results(chunks, gen.end, model_id, settings, streamed=False)[0]
+    result["prompt"] = prompt
+    if body.response_fields is not None:
+        result = shapes.pick_fields(result, body.response_fields)
+    return JSONResponse(result)
+
+
+class TokenizeBody(_Body):
+    content: str = Field("", max_length=MAX_TEXT)
+    add_special: bool = False
+    parse_special: bool = True
+    with_pieces: bool = False
+
+
+class DetokenizeBody(_Body):
+    tokens: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list, max_length=1_000_000)
+
+
+class TemplateBody(_Body):
+    messages: list[Message] = Field(min_length=1, max_length=4096)
+
+
+@router.post("/tokenize")
+async def tokenize(request: Request, state: State) -> dict[str, Any]:
+    body = await read_body(request, TokenizeBody, state.settings.max_body_bytes)
+    return await _text_op(state, {"op": "tokenize", **body.model_dump()})
+
+
+@router.post("/detokenize")
+async def detokenize(request: Request, state: State) -> dict[str, Any]:
+    body = await read_body(request, DetokenizeBody, state.settings.max_body_bytes)
+    return await _text_op(state, {"op": "detokenize", "tokens": body.tokens})
+
+
+@router.post("/apply-template")
+async def apply_template(request: Request, state: State) -> dict[str, Any]:
+    body = await read_body(request, TemplateBody, state.settings.max_body_bytes)
+    messages = [m.for_template() for m in body.messages]
+    return await _text_op(state, {"op": "apply_template", "messages": messages})

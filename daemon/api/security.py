@@ -130,7 +130,7 @@ async def _deny(send: Send, status: int, message: str, code: str = "forbidden") 
         {
             "error": {
                 "message": message,
-                "type": "invalid_request_error",
+                "type": "authentication_error" if status == 401 else "invalid_request_error",
                 "param": None,
                 "code": code,
             }
@@ -157,7 +157,7 @@ async def _preflight(send: Send, origin: str) -> None:
             "headers": [
                 (b"access-control-allow-origin", origin.encode()),
                 (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
-                (b"access-control-allow-headers", b"authorization, content-type"),
+                (b"access-control-allow-headers", b"authorization, content-type, x-api-key"),
                 (b"access-control-max-age", b"600"),
                 (b"vary", b"Origin"),
             ],

@@ -84,6 +84,17 @@ class WorkerClient:
             raise ReportedError(body)
         return body
 
+    async def text(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Tokenize, detokenize or render a chat template in the worker's own vocabulary."""
+        try:
+            response = await self._http.post("/text", json=body)
+        except httpx.TransportError:
+            raise WorkerFailed(_DIED) from None
+        answer = response.json()
+        if answer.get("type") == "error":
+            raise ReportedError(answer)
+        return answer
+
 
 class WorkerStream:
     """One generation's events. `abort` stops decoding in the worker and drops the stream."""

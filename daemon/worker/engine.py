@@ -168,6 +168,28 @@ class Engine:
             if close is not None:
                 close()
 
+    # --- text: llama-server's /tokenize, /detokenize, /apply-template -----------------------
+
+    def text(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Tokens of a text, text of tokens, or a chat rendered by the model's template."""
+        op = body.get("op")
+        if op == "tokenize":
+            ids = self.llm.tokenize(
+                str(body.get("content", "")).encode("utf-8"),
+                add_bos=bool(body.get("add_special")) and self.prompts.add_bos,
+                special=bool(body.get("parse_special", True)),
+            )
+            if not body.get("with_pieces"):
+                return {"tokens": ids}
+            return {"tokens": [{"id": i, "piece": _piece(self.llm, i)} for i in ids]}
+        if op == "detokenize":
+            ids = [int(t) for t in body.get("tokens") or []]
+            return {"content": self.prompts.detokenize_ids(ids) if ids else ""}
+        if op == "apply_template":
+            prompt, _ = self.prompts.render(body.get("messages") or [], body.get("tools"))
+            return {"prompt": prompt}
+        raise InvalidRequest(f"unknown text operation '{op}'")
+
     # --- embeddings ---------------------------------------------------------------------
 
     def embed(self, inputs: list[str] | list[list[int]]) -> tuple[list[list[float]], int]:
@@ -198,6 +220,15 @@ class Engine:
         )
 
 
+def _piece(llm: Llama, token: int) -> str | list[int]:
+    """A token's text, or its bytes when they are not valid UTF-8 alone (as llama-server)."""
+    raw = llm.detokenize([token], special=True)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return list(raw)
+
+
 def _as_list(stop: str | list[str] | None) -> list[str]:
     if stop is None:
         return []
@@ -208,4 +239,18 @@ def _sampling(params: dict[str, Any], grammar: str | None) -> Sampling:
     """The request's sampling, with llama.cpp's defaults for what it leaves out."""
     keys = [k for k in SAMPLING_KEYS if k not in ("max_tokens", "stop")]
     values = {k: params[k] for k in keys if params.get(k) is not None}
-    return Sampling(**values, grammar=grammar)
+    return Sampling(**values, grammar=grammar, logit_bias=_logit_bias(params.get("logit_bias")))
+
+
+def _logit_bias(given: Any) -> list[tuple[int, float]] | None:
+    """OpenAI's {"id": bias} or llama.cpp's [[id, bias]] (false: never this token)."""
+    if not given:
+        return None
+    pairs = given.items() if isinstance(given, dict) else given
+    try:
+        return [(int(t), -1e30 if b is False else float(b)) for t, b in pairs]
+    except (TypeError, ValueError):
+        raise InvalidRequest(
+            'logit_bias: give token ids with biases, {"15043": -1.0} or [[15043, -1.0]]',
+            param="logit_bias",
+        ) from None

@@ -63,6 +63,14 @@ class Prompts:
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
     ) -> tuple[list[int], list[str]]:
         """Render the GGUF's own chat template in jinja2's sandbox, then tokenize it."""
+        prompt, stops = self.render(messages, tools)
+        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        return tokens, stops
+
+    def render(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> tuple[str, list[str]]:
+        """The chat template's text (what llama-server's /apply-template answers) and stops."""
         try:
             rendered = self._formatter(messages=cast(Any, messages), tools=cast(Any, tools))
         except jinja2.exceptions.SecurityError as exc:
@@ -76,10 +84,9 @@ class Prompts:
         prompt = rendered.prompt
         if self.template is None and self.add_bos:
             prompt = self.llm._model.token_get_text(self.llm.token_bos()) + prompt
-        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         stop = rendered.stop
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        return tokens, stops + ([] if self.template else ["<|im_end|>"])
+        return prompt, stops + ([] if self.template else ["<|im_end|>"])
 
     def completion(self, prompt: str, suffix: str | None) -> list[int]:
         if suffix is None:

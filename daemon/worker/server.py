@@ -127,6 +127,12 @@ class Handler(BaseHTTPRequestHandler):
                 gen.stop.set()
                 gen.done.wait(10.0)
             self._reply({"cancelled": gen is not None, "end": gen.end if gen else None})
+        elif self.path == "/text":
+            try:
+                self._reply(state.engine.text(self._json_body()))
+            except Exception as exc:
+                event = _error_event(exc)
+                self._reply(dict(event), int(event["status"]))
         elif self.path == "/embed":
             try:
                 vectors, count = state.engine.embed(self._json_body()["input"])
