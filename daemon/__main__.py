@@ -10,6 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psutil
+
 from assistantd.api.security import check_bind, check_tls
 from assistantd.control.state import keys_of
 from assistantd.errors import AssistantError, ConfigError
@@ -20,7 +22,7 @@ from assistantd.settings import Settings, load_settings
 log = logging.getLogger("assistantd")
 
 
-def check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int, flag: str = "--port") -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -29,10 +31,23 @@ def check_port_free(host: str, port: int) -> None:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(
-                    f"port {port} on {host} is already in use (is assistantd already running? "
-                    f"try `assistantctl status`); choose another with --port"
+                    f"port {port} on {host} is already in use by {_listener(port)} (is "
+                    f"assistantd already running? try `assistantctl status`); stop it or "
+                    f"choose another with {flag}"
                 ) from None
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _listener(port: int) -> str:
+    """The process listening on `port`, where the OS lets us see it (Ollama, usually)."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            listening = conn.status == psutil.CONN_LISTEN and conn.laddr
+            if listening and conn.laddr.port == port and conn.pid:
+                return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
+    except (psutil.Error, OSError):
+        pass
+    return "another program"
 
 
 async def serve(settings: Settings, profile: Profile) -> int:
@@ -50,9 +65,13 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         if settings.model is not None:
             check_model_file(settings.model)
-        check_bind(settings.host, keys_of(settings).required)  # a broken keys file stops here
+        required = keys_of(settings).required  # a broken keys file stops here
+        for host, _ in settings.listen_addresses():
+            check_bind(host, required)
         check_tls(settings)
         check_port_free(settings.host, settings.port)
+        for host, port in settings.listen_addresses()[1:]:
+            check_port_free(host, port, "--ollama-listen")
         profile = active_profile(settings)
     except AssistantError as exc:
         print(f"assistantd: {exc.message}", file=sys.stderr)

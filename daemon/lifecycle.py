@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,14 @@ def check_model_file(path: Path) -> Path:
         raise ModelFileError(f"model file {path} does not exist: check the path given to --model")
     read_local(path)  # sanity-checks the header before llama.cpp ever opens the file
     return path.resolve()
+
+
+def _listening(host: str, port: int) -> socket.socket:
+    """A bound socket for uvicorn: the API's port, and Ollama's when asked to stand in."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
 
 
 class _Server(uvicorn.Server):
@@ -106,7 +115,9 @@ class Lifecycle:
             ssl_keyfile=self.settings.ssl_keyfile,
         )
         self._server = _Server(config)
-        await self._server.serve()
+        await self._server.serve(
+            sockets=[_listening(h, p) for h, p in self.settings.listen_addresses()]
+        )
         return self.exit_code
 
     @contextlib.asynccontextmanager

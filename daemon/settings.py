@@ -167,6 +167,11 @@ class Settings(BaseSettings):
     vram_budget: ByteSize | None = Field(
         None, description="Use exactly this much VRAM for the model (overrides the measurement)."
     )
+    ollama_listen: str | None = Field(
+        None,
+        description="Also serve on this HOST:PORT (e.g. 127.0.0.1:11434, Ollama's own) for "
+        "tools that assume Ollama's address; the same API, models and keys.",
+    )
     rpc: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="llama.cpp RPC servers whose devices the plan may use, HOST:PORT "
@@ -258,6 +263,23 @@ class Settings(BaseSettings):
             if not url.startswith(("http://", "https://")) or not url.rstrip("/").endswith("/v1"):
                 raise ValueError(f"'{url}' is not an http(s) base URL ending in /v1")
         return [u.rstrip("/") for u in value]
+
+    @field_validator("ollama_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"'{value}' is not HOST:PORT (e.g. 127.0.0.1:11434)")
+        return value
+
+    def listen_addresses(self) -> list[tuple[str, int]]:
+        """Where the API is served: --host/--port, then --ollama-listen."""
+        found = [(self.host, self.port)]
+        if self.ollama_listen:
+            host, _, port = self.ollama_listen.rpartition(":")
+            found.append((host.strip("[]"), int(port)))
+        return found
 
     @field_validator("rpc")
     @classmethod

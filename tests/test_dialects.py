@@ -8,6 +8,9 @@ Ollama's suffix."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import anthropic
 import httpx
@@ -15,7 +18,7 @@ import ollama
 import openai
 import pytest
 
-from tests.support.daemons import Daemon
+from tests.support.daemons import Daemon, free_port
 
 WEATHER = {
     "name": "get_weather",
@@ -208,3 +211,22 @@ def test_llama_server_native_routes(smol_tools: Daemon) -> None:
     assert httpx.get(url + "/models").json()["data"]
     props = httpx.get(url + "/props").json()
     assert props["model_path"].endswith(".gguf") and props["total_slots"] >= 1
+
+
+def test_ollama_listen_serves_the_same_api_on_a_second_address(start_daemon, models) -> None:
+    """--ollama-listen: Ollama's address too (a free port stands in for 11434 here); a taken
+    one is refused at start, naming who holds it."""
+    port = free_port()
+    daemon = start_daemon(models["smollm2"], ASSISTANT_OLLAMA_LISTEN=f"127.0.0.1:{port}")
+    api = ollama.Client(host=f"http://127.0.0.1:{port}", timeout=60)
+    assert daemon.status()["roles"]["chat"]["model"] in [m.model for m in api.list().models]
+    taken = run_daemon("--model", str(models["smollm2"]), "--port", str(free_port()),
+                           "--ollama-listen", f"127.0.0.1:{port}")  # fmt: skip
+    assert taken.returncode == 2 and f"port {port} on 127.0.0.1 is already in use" in taken.stderr
+    assert "--ollama-listen" in taken.stderr and "python" in taken.stderr  # the holder, named
+
+
+def run_daemon(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
+    return subprocess.run([sys.executable, "-m", "assistantd", *args], capture_output=True,
+                          text=True, timeout=60, env=env)  # fmt: skip
