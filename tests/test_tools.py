@@ -114,18 +114,25 @@ def test_tool_history_renders_through_the_template(smol_tools: Daemon) -> None:
     assert reply.usage.prompt_tokens > 100  # the tools and the tool result were rendered
 
 
-def test_a_model_without_tool_support(smol: Daemon) -> None:
+def test_a_model_without_tool_support_calls_tools_in_the_generic_format(smol: Daemon) -> None:
+    """SmolLM2's own template has no tools: they are described in the system message (as
+    llama-server's generic format does) and a forced call is constrained to valid JSON."""
     api = client(smol)
-    with pytest.raises(openai.BadRequestError) as caught:
-        api.chat.completions.create(
-            model=model_of(smol), messages=ASK, tools=[WEATHER], tool_choice="required"
-        )
-    assert caught.value.body["param"] == "tool_choice"
-    assert "tool" in caught.value.message
+    forced = api.chat.completions.create(
+        model=model_of(smol), messages=ASK, tools=[WEATHER], tool_choice="required",
+        max_tokens=64,
+    )  # fmt: skip
+    [call] = forced.choices[0].message.tool_calls
+    assert forced.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+    assert isinstance(json.loads(call.function.arguments)["city"], str)
+    assert forced.usage.prompt_tokens > 60  # the tool's description went into the prompt
+    result = {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21}'}
+    history = [*ASK, forced.choices[0].message.model_dump(exclude_none=True), result]
     plain = api.chat.completions.create(
-        model=model_of(smol), messages=ASK, tools=[WEATHER], max_tokens=8
+        model=model_of(smol), messages=history, tools=[WEATHER], max_tokens=8
     )
-    assert plain.choices[0].message.content is not None
+    choice = plain.choices[0]
+    assert choice.message.content is not None or choice.message.tool_calls
 
 
 def test_json_object_output_parses(smol: Daemon) -> None:

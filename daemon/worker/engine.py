@@ -104,19 +104,15 @@ class Engine:
         if kind == "chat":
             tools = params.get("tools") or None
             choice = params.get("tool_choice")
+            messages = params["messages"]
             if tools and choice != "none":
                 forced = choice == "required" or isinstance(choice, dict)
-                if self.tool_family is None and forced:
-                    raise InvalidRequest(
-                        f"model '{self.model_id}' has a chat template without tool support, so "
-                        "it cannot be made to call a tool; serve a tool-capable model (Qwen2.5/3"
-                        ", Llama 3.1+, Mistral, gpt-oss) or use tool_choice 'auto'",
-                        param="tool_choice",
-                    )
-                family = "generic" if forced else self.tool_family
+                family = "generic" if forced or self.tool_family is None else self.tool_family
                 grammar = constraints.forced_tool_grammar(tools, choice) if forced else None
+                if self.tool_family is None:  # no tools in the template: llama-server's generic
+                    messages = tool_calls.generic_messages(messages, tools)
             prompt, template_stops = self.prompts.chat(
-                params["messages"], tools if self.tool_family else None
+                messages, tools if self.tool_family else None
             )
             stops += template_stops
             grammar = grammar or constraints.response_grammar(params.get("response_format"))

@@ -137,3 +137,47 @@ def may_open(text: str, family: Family) -> bool:
     if not head:
         return True
     return any(o.startswith(head) or head.startswith(o) for o in OPENERS[family])
+
+
+GENERIC_NOTE = (
+    "You can call these tools. To call one, answer with only a JSON object "
+    '{{"name": <the tool\'s name>, "arguments": <an object of its parameters>}}.\nTools:\n{spec}'
+)
+
+
+def generic_messages(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """For a chat template without tool support (llama-server's generic format): the tools
+    described in the system message, earlier calls written as the JSON they were asked in,
+    tool results as user turns."""
+    spec = json.dumps([t["function"] for t in tools], indent=1)
+    note = GENERIC_NOTE.format(spec=spec)
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if message.get("tool_calls"):
+            calls = [
+                json.dumps({"name": c["function"]["name"], "arguments": _arguments(c)})
+                for c in message["tool_calls"]
+            ]
+            said = [message["content"]] if message.get("content") else []
+            out.append({"role": "assistant", "content": "\n".join(said + calls)})
+        elif message.get("role") == "tool":
+            out.append({"role": "user", "content": f"Tool result: {message.get('content', '')}"})
+        else:
+            out.append(message)
+    if out and out[0].get("role") == "system":
+        out[0] = {**out[0], "content": f"{out[0].get('content', '')}\n\n{note}"}
+    else:
+        out.insert(0, {"role": "system", "content": note})
+    return out
+
+
+def _arguments(call: dict[str, Any]) -> Any:
+    arguments = call["function"].get("arguments")
+    if isinstance(arguments, str):
+        try:
+            return json.loads(arguments)
+        except ValueError:
+            return arguments
+    return arguments
