@@ -230,3 +230,37 @@ def run_daemon(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
     return subprocess.run([sys.executable, "-m", "assistantd", *args], capture_output=True,
                           text=True, timeout=60, env=env)  # fmt: skip
+
+
+def test_logprobs_in_every_shape(smol_tools: Daemon) -> None:
+    """Chat (logprobs + top_logprobs), completions (logprobs=k) and llama-server's n_probs:
+    the chosen token's log-probability and its most likely alternatives, as each API shapes
+    them, streamed or whole."""
+    api = openai.OpenAI(base_url=smol_tools.v1, api_key="unused", max_retries=0, timeout=60)
+    chat = api.chat.completions.create(
+        model="assistantd-chat", messages=ASK, max_tokens=5, temperature=0, logprobs=True,
+        top_logprobs=3,
+    )  # fmt: skip
+    entries = chat.choices[0].logprobs.content
+    assert "".join(e.token for e in entries) == chat.choices[0].message.content
+    for entry in entries:  # greedy: the chosen token is the most likely one
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
+        assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob, abs=1e-4)
+        assert entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob
+    streamed = api.chat.completions.create(
+        model="assistantd-chat", messages=ASK, max_tokens=5, temperature=0, logprobs=True,
+        stream=True,
+    )  # fmt: skip
+    tokens = [e.token for c in streamed if c.choices and c.choices[0].logprobs
+              for e in c.choices[0].logprobs.content]  # fmt: skip
+    assert tokens == [e.token for e in entries]
+    text = api.completions.create(
+        model="assistantd-chat", prompt="1, 2, 3,", max_tokens=4, temperature=0, logprobs=2
+    ).choices[0]
+    assert "".join(text.logprobs.tokens) == text.text and len(text.logprobs.top_logprobs) == 4
+    assert text.logprobs.text_offset[0] == 0 and all(p <= 0 for p in text.logprobs.token_logprobs)
+    native = httpx.post(smol_tools.url + "/completion", timeout=60, json={
+        "prompt": "1, 2, 3,", "n_predict": 4, "temperature": 0, "n_probs": 2}).json()  # fmt: skip
+    probabilities = native["completion_probabilities"]
+    assert [p["token"] for p in probabilities] == text.logprobs.tokens
+    assert all(len(p["top_logprobs"]) == 2 and isinstance(p["id"], int) for p in probabilities)

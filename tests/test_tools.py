@@ -171,7 +171,7 @@ def test_invalid_requests_name_the_problem(smol: Daemon) -> None:
     api = client(smol)
     cases = [
         ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "schema"),
-        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 2}, "logprobs"),
         ({"tool_choice": {"type": "function", "function": {"name": "nope"}},
           "tools": [WEATHER]}, "nope"),
     ]  # fmt: skip

@@ -147,6 +147,7 @@ class NativeCompletion(_Body):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, float | bool] | list[list[Any]] | None = None
     response_fields: list[Annotated[str, Field(max_length=256)]] | None = Field(None, max_length=64)
+    n_probs: int = Field(0, ge=0, le=100, description="Each token's probability and n others.")
     cache_prompt: bool = True
     id_slot: int | None = None
 
@@ -188,6 +189,8 @@ async def completion(request: Request, state: State) -> Response:
                                 else body.prompt[0])  # fmt: skip
     params = body.model_dump(include=set(SAMPLING_KEYS) | {"logit_bias"}, exclude_none=True)
     params |= {"prompt": prompt, "n": 1}
+    if body.n_probs > 0:
+        params["logprobs"] = body.n_probs
     params["max_tokens"] = served.check_limit(
         None if body.n_predict < 0 else body.n_predict, "n_predict"
     )

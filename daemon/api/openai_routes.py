@@ -85,6 +85,7 @@ def completion_params(
         "max_tokens": served.check_limit(body.token_limit),
         "n": body.n,
         **body.sampling(),
+        **({"logprobs": body.logprobs} if body.logprobs is not None else {}),
     }
 
 

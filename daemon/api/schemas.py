@@ -15,7 +15,6 @@ from assistantd.vocab import Role
 from assistantd.worker.protocol import SAMPLING_KEYS
 
 MAX_STOPS = 16
-NO_LOGPROBS = "logprobs are not supported by assistantd yet; leave logprobs and top_logprobs out"
 MAX_TEXT = 4 * 1024 * 1024
 
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
@@ -192,8 +191,8 @@ class ChatRequest(_Sampling):
 
     @model_validator(mode="after")
     def _supported(self) -> ChatRequest:
-        if self.logprobs or self.top_logprobs:
-            raise ValueError(NO_LOGPROBS)
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
         if isinstance(self.tool_choice, NamedToolChoice):
             names = [t.function.name for t in self.tools or []]
             if self.tool_choice.function.name not in names:
@@ -213,8 +212,8 @@ class ChatRequest(_Sampling):
         return limit
 
     def constraints(self) -> dict[str, Any]:
-        """Tools, tool_choice and response_format as the worker reads them."""
-        out: dict[str, Any] = {}
+        """Tools, tool_choice, response_format and logprobs as the worker reads them."""
+        out: dict[str, Any] = {"logprobs": self.top_logprobs or 0} if self.logprobs else {}
         if self.tools:
             out["tools"] = [t.model_dump(exclude_none=True) for t in self.tools]
             choice = self.tool_choice
@@ -232,13 +231,6 @@ class CompletionRequest(_Sampling):
     max_tokens: int | None = Field(16, ge=1)
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=5)
-
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: int | None) -> int | None:
-        if value:
-            raise ValueError(NO_LOGPROBS)
-        return value
 
     @field_validator("prompt")
     @classmethod

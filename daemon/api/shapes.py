@@ -43,6 +43,18 @@ def _by_choice(chunks: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return [groups[i] for i in sorted(groups)] or [[]]
 
 
+def _logprobs_of(chunks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One choice's logprobs, joined from its chunks (None when none were asked for)."""
+    parts = [c["choices"][0]["logprobs"] for c in chunks if c["choices"][0].get("logprobs")]
+    if not parts:
+        return None
+    joined: dict[str, Any] = {}
+    for part in parts:
+        for key, values in part.items():
+            joined.setdefault(key, []).extend(values)
+    return joined
+
+
 def _tool_calls_of(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     calls = []
     for chunk in chunks:
@@ -78,7 +90,7 @@ def chat_completion(
             {
                 "index": index,
                 "message": message,
-                "logprobs": None,
+                "logprobs": _logprobs_of(group),
                 "finish_reason": _finish(group, end),
             }
         )
@@ -105,7 +117,7 @@ def text_completion(
             {
                 "index": index,
                 "text": "".join(map(_text_of, group)),
-                "logprobs": None,
+                "logprobs": _logprobs_of(group),
                 "finish_reason": _finish(group, end),
             }
             for index, group in enumerate(_by_choice(chunks))
@@ -116,7 +128,10 @@ def text_completion(
 
 def infill_piece(chunk: dict[str, Any]) -> dict[str, Any]:
     choice = chunk["choices"][0]
-    return {"index": choice.get("index", 0), "content": _text_of(chunk), "stop": False}
+    piece = {"index": choice.get("index", 0), "content": _text_of(chunk), "stop": False}
+    if choice.get("logprobs"):
+        piece["completion_probabilities"] = choice["logprobs"].get("content", [])
+    return piece
 
 
 def infill_results(
@@ -157,6 +172,9 @@ def infill_results(
                 "timings": timings,
             }
         )
+        probabilities = (_logprobs_of(group) or {}).get("content")
+        if probabilities is not None and not streamed:
+            results[-1]["completion_probabilities"] = probabilities
     return results
 
 

@@ -89,6 +89,8 @@ class Answer:
         self.created = int(time.time())
         self._watch = [ToolWatch(family, forced=forced_call) if family else None for _ in range(n)]
         self._opened = [False] * n
+        self._logprobs: list[list[dict[str, Any]]] = [[] for _ in range(n)]  # not yet sent
+        self._offset = [0] * n  # characters of the answer before the next token
 
     def _chunk(self, index: int, text: str, finish: str | None, **delta: Any) -> ChunkEvent:
         if self.chat:
@@ -104,7 +106,7 @@ class Answer:
         else:
             choice = {"index": index, "text": text}
             obj = "text_completion"
-        choice.update({"logprobs": None, "finish_reason": finish})
+        choice.update({"logprobs": self._take_logprobs(index), "finish_reason": finish})
         data = {
             "id": self.id,
             "object": obj,
@@ -114,11 +116,43 @@ class Answer:
         }
         return {"type": "chunk", "data": data}
 
+    def _take_logprobs(self, index: int) -> dict[str, Any] | None:
+        """The entries of the tokens since the last chunk: `content` (chat's shape, kept for
+        completions too, with ids) and, for completions, OpenAI's legacy lists."""
+        taken, self._logprobs[index] = self._logprobs[index], []
+        if not taken:
+            return None
+        content = [
+            {
+                **e,
+                "top_logprobs": [
+                    {k: v for k, v in t.items() if k != "id"} for t in e["top_logprobs"]
+                ],
+            }  # fmt: skip
+            for e in taken
+        ]
+        if self.chat:
+            return {"content": [{k: v for k, v in e.items() if k != "id"} for e in content]}
+        return {
+            "tokens": [e["token"] for e in taken],
+            "token_logprobs": [e["logprob"] for e in taken],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in taken],
+            "text_offset": [self._advance(index, e["token"]) for e in taken],
+            "content": taken,
+        }
+
+    def _advance(self, index: int, token: str) -> int:
+        at = self._offset[index]
+        self._offset[index] += len(token)
+        return at
+
     def events(self, slot_events: Iterator[dict[str, Any]]) -> Iterator[Event]:
         ends: list[dict[str, Any]] = []
         for event in slot_events:
             index = int(event.get("index", 0))
             if event["type"] == "token":
+                if "logprob" in event:
+                    self._logprobs[index].append(event["logprob"])
                 text = event["text"]
                 watch = self._watch[index]
                 if watch is not None:

@@ -133,6 +133,7 @@ class Engine:
             n=n,
             t_max_predict_ms=params.get("t_max_predict_ms"),
             cancelled=cancel,
+            logprobs=params.get("logprobs"),
         )
         answer = Answer(
             chat=kind == "chat",

@@ -34,6 +34,7 @@ class SlotRequest:
     n: int = 1
     t_max_predict_ms: float | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
+    logprobs: int | None = None  # None: off; k: each token's logprob and its k alternatives
 
 
 IDLE, PREFILL, GEN, WAITCOPY = 0, 1, 2, 3

@@ -30,6 +30,7 @@ from llama_cpp import Llama
 
 from assistantd.worker.detok import Pieces, TextStream
 from assistantd.worker.hold import HOLD_POLL_S, HoldFlag
+from assistantd.worker.logprobs import LogProbs
 from assistantd.worker.sampling import Sampling, build_chain
 from assistantd.worker.slot_state import (
     DONE,
@@ -79,6 +80,7 @@ class SlotEngine:
             b.n_seq_id[i] = 1
         self._seq_ptrs = [b.seq_id[i] for i in range(n_batch)]  # ctypes builds one per access
         self._pieces = Pieces(self._vocab)
+        self._logprobs = LogProbs(self._ctx, self._vocab, self._pieces)
         self._slots = [Slot(i) for i in range(n_slots)]
         self._heap: list = []
         self._seq = itertools.count()
@@ -306,7 +308,7 @@ class SlotEngine:
         for s in used:
             if s.state == GEN:
                 s.cache.append(s.last_tok)
-                self._on_token(s, sample(s.chain, ctx, s.i_batch), now)
+                self._on_token(s, sample(s.chain, ctx, s.i_batch), now, s.i_batch)
             elif s.state == PREFILL:
                 job = s.job
                 s.cache.extend(job.req.prompt[s.pf_pos - s.pf_take : s.pf_pos])
@@ -322,9 +324,9 @@ class SlotEngine:
                     if job.req.max_tokens is not None and job.req.max_tokens <= 0:
                         self._finish(o, "length", "limit", False)
                     else:
-                        self._on_token(o, sample(o.chain, ctx, s.i_batch), now)
+                        self._on_token(o, sample(o.chain, ctx, s.i_batch), now, s.i_batch)
 
-    def _on_token(self, s: Slot, t: int, now: float):
+    def _on_token(self, s: Slot, t: int, now: float, at: int):
         job = s.job
         req = job.req
         if L.llama_vocab_is_eog(self._vocab, t):
@@ -334,8 +336,11 @@ class SlotEngine:
         piece = self._pieces.of(t)
         st = s.stream
         text = st.push(piece)
+        ev = {"type": "token", "index": s.idx, "token": t}
+        if req.logprobs is not None:  # only when asked: reads the whole vocabulary's logits
+            ev["logprob"] = self._logprobs.entry(at, t, req.logprobs)
         if st.stopped:
-            job.q.put({"type": "token", "index": s.idx, "text": text, "token": t})
+            job.q.put({**ev, "text": text})
             self._finish(s, "stop", "word", False)
             return
         end = None
@@ -353,11 +358,10 @@ class SlotEngine:
         ):
             end = ("length", "limit")
         if end is not None:
-            text += st.flush()
-            job.q.put({"type": "token", "index": s.idx, "text": text, "token": t})
+            job.q.put({**ev, "text": text + st.flush()})
             self._finish(s, end[0], end[1], False)
             return
-        job.q.put({"type": "token", "index": s.idx, "text": text, "token": t})
+        job.q.put({**ev, "text": text})
         s.last_tok = t
 
     def _finish(self, s: Slot, reason: str, stype: str, flush: bool):
