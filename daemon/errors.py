@@ -70,6 +70,7 @@ class InvalidRequest(AssistantError):
 
 
 class ContextOverflow(InvalidRequest):
+    type = "exceed_context_size_error"  # llama-server's type; the code is OpenAI's
     code = "context_length_exceeded"
 
 

@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     n_gpu_layers: int = Field(
         -1, ge=-1, description="Layers to offload to the GPU (-1 = all; ignored by CPU builds)."
     )
+    any_model_name: bool = Field(
+        False,
+        description="Serve a request naming a model that is not served here (a script's "
+        "gpt-3.5-turbo) by the endpoint's role, as llama-server does, instead of a 404.",
+    )
     share_cores: bool = Field(
         True,
         description="On a CPU, other workers pause while an autocomplete prompt is evaluated, "

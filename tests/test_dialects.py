@@ -183,33 +183,34 @@ def test_llama_server_native_routes(smol_tools: Daemon) -> None:
     """/tokenize, /detokenize, /apply-template, /completion (text, token ids, streamed,
     logit_bias) and the OpenAI routes without /v1, as scripts written for llama-server call."""
     url = smol_tools.url
-    ids = httpx.post(url + "/tokenize", json={"content": "Hello world"}).json()["tokens"]
+    http = httpx.Client(timeout=60)  # a slow machine: a call may wait for a busy worker
+    ids = http.post(url + "/tokenize", json={"content": "Hello world"}).json()["tokens"]
     assert ids and all(isinstance(i, int) for i in ids)
-    pieces = httpx.post(url + "/tokenize", json={"content": "Hello world", "with_pieces": True})
+    pieces = http.post(url + "/tokenize", json={"content": "Hello world", "with_pieces": True})
     assert "".join(p["piece"] for p in pieces.json()["tokens"]) == "Hello world"
-    assert httpx.post(url + "/detokenize", json={"tokens": ids}).json()["content"] == "Hello world"
-    rendered = httpx.post(url + "/apply-template", json={"messages": ASK}).json()["prompt"]
+    assert http.post(url + "/detokenize", json={"tokens": ids}).json()["content"] == "Hello world"
+    rendered = http.post(url + "/apply-template", json={"messages": ASK}).json()["prompt"]
     assert "<|im_start|>user\nWhat is the weather in Paris?" in rendered
     ask = {"prompt": "1, 2, 3, 4,", "n_predict": 6, "temperature": 0}
-    text = httpx.post(url + "/completion", json=ask, timeout=60).json()
+    text = http.post(url + "/completion", json=ask, timeout=60).json()
     assert text["stop"] and text["content"] and 0 < text["tokens_predicted"] <= 6
     assert text["timings"]["predicted_n"] == text["tokens_predicted"]
-    prompt_ids = httpx.post(url + "/tokenize", json={"content": ask["prompt"]}).json()["tokens"]
-    same = httpx.post(url + "/completion", json={**ask, "prompt": prompt_ids}, timeout=60).json()
+    prompt_ids = http.post(url + "/tokenize", json={"content": ask["prompt"]}).json()["tokens"]
+    same = http.post(url + "/completion", json={**ask, "prompt": prompt_ids}, timeout=60).json()
     assert same["content"] == text["content"]  # the prompt as token ids
-    with httpx.stream("POST", url + "/completion", json={**ask, "stream": True}) as streamed:
+    with http.stream("POST", url + "/completion", json={**ask, "stream": True}) as streamed:
         events = [
             json.loads(line[5:]) for line in streamed.iter_lines() if line.startswith("data:")
         ]
     assert "".join(e["content"] for e in events) == text["content"] and events[-1]["stop"]
-    first = httpx.post(url + "/tokenize", json={"content": text["content"]}).json()["tokens"][0]
+    first = http.post(url + "/tokenize", json={"content": text["content"]}).json()["tokens"][0]
     banned = {**ask, "n_predict": 1, "logit_bias": [[first, False]]}
-    other = httpx.post(url + "/completion", json=banned, timeout=60).json()["content"]
+    other = http.post(url + "/completion", json=banned, timeout=60).json()["content"]
     assert not text["content"].startswith(other)  # that token can no longer come first
-    chat = httpx.post(url + "/chat/completions", json={"messages": ASK, "max_tokens": 4})
+    chat = http.post(url + "/chat/completions", json={"messages": ASK, "max_tokens": 4})
     assert chat.json()["choices"][0]["message"]["role"] == "assistant"
-    assert httpx.get(url + "/models").json()["data"]
-    props = httpx.get(url + "/props").json()
+    assert http.get(url + "/models").json()["data"]
+    props = http.get(url + "/props").json()
     assert props["model_path"].endswith(".gguf") and props["total_slots"] >= 1
 
 

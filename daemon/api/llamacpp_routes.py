@@ -243,3 +243,15 @@ async def apply_template(request: Request, state: State) -> dict[str, Any]:
     body = await read_body(request, TemplateBody, state.settings.max_body_bytes)
     messages = [m.for_template() for m in body.messages]
     return await _text_op(state, {"op": "apply_template", "messages": messages})
+
+
+@router.get("/slots")
+async def slots(state: State) -> list[dict[str, Any]]:
+    """llama-server's /slots, as far as the daemon knows them: each slot of the chat worker,
+    busy or idle (what it decodes is the worker's own business)."""
+    served = state.for_role("chat")
+    busy = served.admission.active
+    return [
+        {"id": i, "id_task": -1, "n_ctx": served.n_ctx, "is_processing": i < busy}
+        for i in range(served.slots)
+    ]

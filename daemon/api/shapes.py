@@ -99,6 +99,7 @@ def chat_completion(
         "object": "chat.completion",
         "created": first["created"],
         "model": model_id,
+        "system_fingerprint": first.get("system_fingerprint"),
         "choices": choices,
         "usage": end.get("usage"),
     }

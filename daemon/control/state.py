@@ -127,6 +127,8 @@ class DaemonState:
         for served in self.workers:
             if requested in served.served_ids:
                 return served
+        if self.settings.any_model_name:
+            return self.for_role(role)
         raise ModelNotFound(requested, ", ".join(self.listed_ids()))
 
     def listed_ids(self) -> list[str]:

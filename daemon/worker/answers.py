@@ -69,6 +69,9 @@ def _opener_at(text: str, family: Family, at_start: bool) -> tuple[int | None, b
     return best
 
 
+FINGERPRINT = "fp_assistantd"  # OpenAI's field: which build answered (clients log it)
+
+
 class Answer:
     """Shapes one request's slot events. `chat` makes chat.completion.chunk deltas."""
 
@@ -98,7 +101,7 @@ class Answer:
             if not self._opened[index]:
                 body["role"] = "assistant"
                 self._opened[index] = True
-            if text or not delta:
+            if text:  # a chunk that says nothing has no content (the role, a finish)
                 body["content"] = text
             body.update(delta)
             choice: dict[str, Any] = {"index": index, "delta": body}
@@ -112,6 +115,7 @@ class Answer:
             "object": obj,
             "created": self.created,
             "model": self.model_id,
+            "system_fingerprint": FINGERPRINT,
             "choices": [choice],
         }
         return {"type": "chunk", "data": data}
