@@ -15,7 +15,9 @@ runs offline. The suite comes from the installed llama-cpp-python's sdist (vendo
     .venv/bin/python -m scripts.llama_suite serve --port 8080 --hf-repo x/y   # the wrapper itself
 
 Prints a markdown table (test file | passed | failed | errors | skipped); the pytest log and the
-junit xml stay in the temp dir it prints.
+junit xml stay in the temp dir it prints; exits 1 when any test failed. The default files take
+about 13 minutes on 2 cores. The wrapper sets ASSISTANT_ANY_MODEL_NAME (llama-server answers
+any "model" name) and keeps assistantd's state under ~/.cache/assistantd/llama-suite/.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import importlib.util
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -52,6 +55,8 @@ DISTS = {"prometheus_client": "prometheus-client", "huggingface_hub": "huggingfa
 MODEL_FLAGS = {"-m", "--model", "-mu", "--model-url", "-hf", "-hfr", "--hf-repo", "-hff",
                "--hf-file"}  # fmt: skip
 FIM_HINTS = ("infill", "fim", "coder")
+# Where a checkout may already hold the sdist or its extracted tree (first places to look).
+LOOK_FIRST = (Path("/tmp/lcp"), Path("/tmp/lcp-src"))
 ENV_MODEL, ENV_FIM = "LLAMA_SUITE_MODEL", "LLAMA_SUITE_FIM_MODEL"
 Counts = dict[str, list[int]]  # file -> [passed, failed, errors, skipped]
 
@@ -138,7 +143,8 @@ def assistantd_argv(args: list[str]) -> tuple[list[str], dict[str, str], list[st
     env: dict[str, str] = {}
     direct = {"--host": "--host", "--port": "--port", "--threads": "--threads", "-t": "--threads",
               "--alias": "--model-id", "-a": "--model-id"}  # fmt: skip
-    handled = set(direct) | MODEL_FLAGS | {"--ctx-size", "-c", "--parallel", "-np", "--api-key"}
+    handled = set(direct) | MODEL_FLAGS | {"--ctx-size", "-c", "--parallel", "-np", "--api-key",
+                                           "--kv-unified", "-kvu"}  # fmt: skip
     for flag, target in direct.items():
         if flags.get(flag) is not None:
             out += [target, str(flags[flag])]
@@ -146,8 +152,9 @@ def assistantd_argv(args: list[str]) -> tuple[list[str], dict[str, str], list[st
     ctx = flags.get("--ctx-size") or flags.get("-c")
     if parallel is not None:
         out += ["--slots", parallel]
-    if ctx is not None:
-        out += ["--n-ctx", str(max(256, int(ctx) // max(1, int(parallel or 1))))]
+    if ctx is not None:  # llama-server's ctx is shared by the slots, unless one pool is unified
+        share = 1 if "--kv-unified" in flags or "-kvu" in flags else int(parallel or 1)
+        out += ["--n-ctx", str(max(256, int(ctx) // max(1, share)))]
     if flags.get("--api-key"):
         env["ASSISTANT_API_KEY"] = str(flags["--api-key"])
     ignored = [f for f in flags if f not in handled]
@@ -161,7 +168,9 @@ def serve(args: list[str]) -> None:
         print(f"llama_suite: ignoring llama-server flags: {' '.join(ignored)}", file=sys.stderr)
     state = CACHE / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
-    env.update(extra, ASSISTANT_LOG_LEVEL="warning", ASSISTANT_STATE_DIR=str(state / "state"),
+    # llama-server answers any "model" name with its one model; assistantd does so when asked.
+    env.update(extra, ASSISTANT_ANY_MODEL_NAME="true", ASSISTANT_LOG_LEVEL="warning",
+               ASSISTANT_STATE_DIR=str(state / "state"),
                ASSISTANT_CONFIG_DIR=str(state / "config"))  # fmt: skip
     cmd = [sys.executable, "-m", "assistantd", *argv]
     print(f"llama_suite: {shlex.join(cmd)}", file=sys.stderr, flush=True)
@@ -192,25 +201,32 @@ def write_wrapper(folder: Path, name: str, mode: list[str]) -> Path:
 
 
 def find_suite(explicit: Path | None) -> Path:
-    """The suite dir: given, /tmp/lcp, the cache, else extracted from the sdist (downloaded)."""
+    """The suite dir: given, under LOOK_FIRST or the cache, else extracted from the sdist
+    (found there, or pip-downloaded into the cache)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
     version = importlib.metadata.version("llama-cpp-python")
     stem = f"llama_cpp_python-{version}"
-    for base in ([explicit] if explicit else []) + [Path("/tmp/lcp") / stem / SUITE_SUBDIR,
-                                                    CACHE / stem / SUITE_SUBDIR]:  # fmt: skip
+    bases = [explicit] if explicit else []
+    for base in [*bases, *(d / stem / SUITE_SUBDIR for d in (*LOOK_FIRST, CACHE))]:
         if (base / "utils.py").exists():
             return base
-    tarball = next((p for p in (Path("/tmp/lcp-src") / f"{stem}.tar.gz", CACHE / f"{stem}.tar.gz")
-                    if p.exists()), None)  # fmt: skip
-    if tarball is None:
-        CACHE.mkdir(parents=True, exist_ok=True)
+    names = (f"{stem}.tar.gz", f"llama-cpp-python-{version}.tar.gz")
+    found = [d / n for d in (*LOOK_FIRST, CACHE) for n in names if (d / n).exists()]
+    if not found:
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", ":all:",
                         "--no-deps", "--dest", str(CACHE), f"llama-cpp-python=={version}"],
                        check=True)  # fmt: skip
-        tarball = CACHE / f"{stem}.tar.gz"
-    wanted = (f"{stem}/{SUITE_SUBDIR}/", f"{stem}/{TEMPLATES_SUBDIR}/")
-    with tarfile.open(tarball) as archive:
-        members = [m for m in archive.getmembers() if m.name.startswith(wanted)]
-        archive.extractall(CACHE, members=members, filter="data")
+        found = [CACHE / n for n in names if (CACHE / n).exists()]
+    target = CACHE / stem / "vendor"
+    with tarfile.open(found[0]) as archive, tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+        members = archive.getmembers()
+        top = members[0].name.split("/")[0]
+        wanted = (f"{top}/{SUITE_SUBDIR}/", f"{top}/{TEMPLATES_SUBDIR}/")
+        chosen = [m for m in members if m.name.startswith(wanted)]
+        archive.extractall(tmp, members=chosen, filter="data")
+        shutil.rmtree(target, ignore_errors=True)  # a stale, partial copy
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(Path(tmp) / top / "vendor", target)
     return CACHE / stem / SUITE_SUBDIR
 
 

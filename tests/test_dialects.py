@@ -248,6 +248,11 @@ def test_logprobs_in_every_shape(smol_tools: Daemon) -> None:
         assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
         assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob, abs=1e-4)
         assert entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob
+    banned = api.chat.completions.create(
+        model="assistantd-chat", messages=ASK, max_tokens=1, temperature=0,
+        logit_bias={str(_id(smol_tools, entries[0].token)): -100},
+    )  # fmt: skip
+    assert banned.choices[0].message.content != entries[0].token  # logit_bias reaches chat
     streamed = api.chat.completions.create(
         model="assistantd-chat", messages=ASK, max_tokens=5, temperature=0, logprobs=True,
         stream=True,
@@ -265,3 +270,11 @@ def test_logprobs_in_every_shape(smol_tools: Daemon) -> None:
     probabilities = native["completion_probabilities"]
     assert [p["token"] for p in probabilities] == text.logprobs.tokens
     assert all(len(p["top_logprobs"]) == 2 and isinstance(p["id"], int) for p in probabilities)
+
+
+def _id(daemon: Daemon, piece: str) -> int:
+    """The id of a one-token piece, from the daemon's own /tokenize."""
+    [token] = httpx.post(daemon.url + "/tokenize", json={"content": piece}, timeout=60).json()[
+        "tokens"
+    ]
+    return int(token)

@@ -44,11 +44,15 @@ class _Sampling(_Body):
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     n: int = Field(1, ge=1, le=16, description="Choices; each takes a slot of the worker.")
+    logit_bias: dict[str, float] | None = Field(
+        None, max_length=1024, description="Token id → bias added to its logit (-100 bans it)."
+    )
 
     def sampling(self) -> dict[str, Any]:
         """The sampling keys this body sets (max_tokens is checked apart, by the caller)."""
         keys = [k for k in SAMPLING_KEYS if k != "max_tokens" and k in type(self).model_fields]
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        found = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        return found | ({"logit_bias": self.logit_bias} if self.logit_bias else {})
 
 
 class TextPart(_Body):

@@ -69,7 +69,7 @@ def _opener_at(text: str, family: Family, at_start: bool) -> tuple[int | None, b
     return best
 
 
-FINGERPRINT = "fp_assistantd"  # OpenAI's field: which build answered (clients log it)
+FINGERPRINT = "b0-assistantd"  # which build answered (llama-server's form: b<build>-<commit>)
 
 
 class Answer:
