@@ -10,28 +10,29 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
 
 from assistantd.api import anthropic_shapes as shapes
 from assistantd.api.deps import State
 from assistantd.api.openai_routes import chat_params
 from assistantd.api.schemas import ChatRequest
 from assistantd.api.shapes import chat_completion
-from assistantd.api.streaming import collect, guarded, opened, read_body, sse_response
+from assistantd.api.streaming import (
+    collect,
+    guarded,
+    opened,
+    read_body,
+    sse_response,
+    validated,
+)
 from assistantd.control.served import Served
 from assistantd.control.state import DaemonState
-from assistantd.errors import AssistantError, InvalidRequest, ModelNotFound
+from assistantd.errors import AssistantError, ModelNotFound
 
 router = APIRouter(prefix="/v1")
 
 
 def _chat(body: shapes.MessagesRequest | shapes.CountRequest) -> ChatRequest:
-    try:
-        return ChatRequest.model_validate(shapes.to_chat(body))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        raise InvalidRequest(f"{where}: {err['msg']}", param=where) from None
+    return validated(ChatRequest, shapes.to_chat(body))
 
 
 def _served(state: DaemonState, model: str | None) -> Served:

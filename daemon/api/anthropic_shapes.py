@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from assistantd.api.shapes import arguments_of
 from assistantd.errors import InvalidRequest
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
@@ -176,13 +177,9 @@ def _stop(end: dict[str, Any], finish: str | None) -> tuple[str, None]:
 
 def _blocks(calls: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for call in calls:
-        function = call.get("function") or {}
-        try:
-            arguments = json.loads(function.get("arguments") or "{}")
-        except ValueError:
-            arguments = {}
-        yield {"type": "tool_use", "id": call.get("id") or _id("toolu"),
-               "name": function.get("name", ""), "input": arguments}  # fmt: skip
+        name = (call.get("function") or {}).get("name", "")
+        yield {"type": "tool_use", "id": call.get("id") or _id("toolu"), "name": name,
+               "input": arguments_of(call)}  # fmt: skip
 
 
 def message(openai: dict[str, Any], end: dict[str, Any], model_id: str) -> dict[str, Any]:

@@ -19,9 +19,7 @@ from assistantd.api.schemas import (
     MAX_TEXT,
     InfillRequest,
     Message,
-    Probability,
-    StopList,
-    Temperature,
+    NativeCompletion,
     _Body,
 )
 from assistantd.api.streaming import (
@@ -126,31 +124,6 @@ async def props(state: State) -> dict[str, Any]:
 
 # -- llama-server's native routes: /completion, /tokenize, /detokenize, /apply-template --------
 
-PromptPart = str | Annotated[int, Field(ge=0)]
-
-
-class NativeCompletion(_Body):
-    """llama-server's /completion: a prompt as text, token ids or a mix (a list of such
-    prompts answers with a list), n_predict, and its sampling names."""
-
-    prompt: str | list[PromptPart] | list[str | list[PromptPart]] = Field(max_length=1024)
-    n_predict: int = Field(-1, ge=-1)
-    stream: bool = False
-    temperature: Temperature | None = None
-    top_k: int | None = Field(None, ge=0, le=1000)
-    top_p: Probability | None = None
-    min_p: Probability | None = None
-    stop: StopList | None = None
-    seed: int | None = None
-    repeat_penalty: float | None = Field(None, ge=0, le=10)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float | bool] | list[list[Any]] | None = None
-    response_fields: list[Annotated[str, Field(max_length=256)]] | None = Field(None, max_length=64)
-    n_probs: int = Field(0, ge=0, le=100, description="Each token's probability and n others.")
-    cache_prompt: bool = True
-    id_slot: int | None = None
-
 
 async def _text_op(state: DaemonState, body: dict[str, Any]) -> dict[str, Any]:
     served = state.for_role("chat")
@@ -163,15 +136,21 @@ async def _text_op(state: DaemonState, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _prompt_text(state: DaemonState, prompt: str | list[Any]) -> str:
-    """A prompt given as text, token ids or a mix, as text in the served model's vocabulary."""
+    """A prompt given as text, token ids or a mix, as text in the served model's vocabulary
+    (each run of token ids detokenized at once, so a character split across ids survives)."""
     if isinstance(prompt, str):
         return prompt
-    parts = []
-    for part in prompt:
-        if isinstance(part, str):
-            parts.append(part)
-        else:
-            parts.append((await _text_op(state, {"op": "detokenize", "tokens": [part]}))["content"])
+    parts: list[str] = []
+    ids: list[int] = []
+    for part in [*prompt, ""]:  # the empty text at the end flushes the last run of ids
+        if isinstance(part, int):
+            ids.append(part)
+            continue
+        if ids:
+            answer = await _text_op(state, {"op": "detokenize", "tokens": ids})
+            parts.append(answer["content"])
+            ids = []
+        parts.append(part)
     return "".join(parts)
 
 
@@ -180,20 +159,19 @@ async def _prompt_text(state: DaemonState, prompt: str | list[Any]) -> str:
 async def completion(request: Request, state: State) -> Response:
     body = await read_body(request, NativeCompletion, state.settings.max_body_bytes)
     served = state.for_role("chat")
-    many = isinstance(body.prompt, list) and any(isinstance(p, list) for p in body.prompt)
-    if many or (isinstance(body.prompt, list) and all(isinstance(p, str) for p in body.prompt)
-                and len(body.prompt) > 1):  # fmt: skip
+    given = body.prompt
+    several = isinstance(given, list) and (
+        any(isinstance(p, list) for p in given)
+        or (len(given) > 1 and all(isinstance(p, str) for p in given))
+    )
+    if several:
         raise InvalidRequest("prompt: send one prompt per request here", param="prompt")
-    prompt = await _prompt_text(state, body.prompt if not isinstance(body.prompt, list)
-                                or not body.prompt or not isinstance(body.prompt[0], list)
-                                else body.prompt[0])  # fmt: skip
+    prompt = await _prompt_text(state, given)
     params = body.model_dump(include=set(SAMPLING_KEYS) | {"logit_bias"}, exclude_none=True)
     params |= {"prompt": prompt, "n": 1}
     if body.n_probs > 0:
         params["logprobs"] = body.n_probs
-    params["max_tokens"] = served.check_limit(
-        None if body.n_predict < 0 else body.n_predict, "n_predict"
-    )
+    params["max_tokens"] = served.check_limit(body.token_limit, "n_predict")
     settings = {"n_ctx": served.n_ctx, "n_predict": body.n_predict, "seed": body.seed or -1}
     gen = await opened(state, served, "completion", "completion", params)
     model_id = served.model_id

@@ -11,31 +11,26 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
 
 from assistantd.api import ollama_shapes as shapes
 from assistantd.api.deps import State
 from assistantd.api.openai_routes import chat_params, completion_params, embed
 from assistantd.api.proxy import Generation
 from assistantd.api.schemas import ChatRequest, CompletionRequest
-from assistantd.api.streaming import ClosingStreamingResponse, collect, guarded, opened, read_body
+from assistantd.api.streaming import (
+    ClosingStreamingResponse,
+    collect,
+    guarded,
+    opened,
+    read_body,
+    validated,
+)
 from assistantd.control.served import Served
 from assistantd.control.state import DaemonState
 from assistantd.errors import AssistantError, InvalidRequest
 from assistantd.vocab import ROLE_IDS
 
 router = APIRouter(prefix="/api")
-
-
-def _validated(model: type[ChatRequest] | type[CompletionRequest], data: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(data)
-    except (ValidationError, ValueError) as exc:
-        if isinstance(exc, ValidationError):
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "body"
-            raise InvalidRequest(f"{where}: {err['msg']}", param=where) from None
-        raise InvalidRequest(str(exc)) from None
 
 
 def _served(state: DaemonState, name: str, role: Any = "chat") -> Served:
@@ -123,7 +118,7 @@ async def chat(request: Request, state: State) -> Response:
         wanted = shapes.chat_body(body)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    params = chat_params(served, _validated(ChatRequest, wanted))
+    params = chat_params(served, validated(ChatRequest, wanted))
     started = time.perf_counter()
     gen = await opened(state, served, "ollama_chat", "chat", params)
     return await _answer(request, gen, body.model, body, started, as_message=True)
@@ -143,7 +138,7 @@ async def generate(request: Request, state: State) -> Response:
     started = time.perf_counter()
     sampling = shapes.sampling(body.options) | shapes.response_format(body.format)
     if body.suffix is not None or body.raw:
-        request_body = _validated(CompletionRequest, {"prompt": body.prompt, **sampling})
+        request_body = validated(CompletionRequest, {"prompt": body.prompt, **sampling})
         request_body.max_tokens = sampling.get("max_tokens")  # Ollama's default: no limit
         params = completion_params(served, request_body, body.prompt, body.suffix)
         gen = await opened(state, served, "ollama_generate", "completion", params)
@@ -151,7 +146,7 @@ async def generate(request: Request, state: State) -> Response:
     messages = ([{"role": "system", "content": body.system}] if body.system else []) + [
         {"role": "user", "content": body.prompt}
     ]
-    params = chat_params(served, _validated(ChatRequest, {"messages": messages, **sampling}))
+    params = chat_params(served, validated(ChatRequest, {"messages": messages, **sampling}))
     gen = await opened(state, served, "ollama_generate", "chat", params)
     return await _answer(request, gen, body.model, body, started, as_message=False)
 

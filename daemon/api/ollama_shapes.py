@@ -17,6 +17,7 @@ from typing import Any
 import gguf
 from pydantic import BaseModel, ConfigDict, Field
 
+from assistantd.api.shapes import arguments_of
 from assistantd.planning.gguf_header import read_local
 
 VERSION = "0.14.0"  # the Ollama API version these routes follow
@@ -149,15 +150,11 @@ def done_reason(end: dict[str, Any]) -> str:
 
 def tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """OpenAI tool calls (arguments as a JSON string) as Ollama's (arguments as an object)."""
-    out = []
-    for call in calls:
-        function = call.get("function") or {}
-        try:
-            arguments = json.loads(function.get("arguments") or "{}")
-        except ValueError:
-            arguments = {}
-        out.append({"function": {"name": function.get("name", ""), "arguments": arguments}})
-    return out
+    return [
+        {"function": {"name": (c.get("function") or {}).get("name", ""),
+                      "arguments": arguments_of(c)}}
+        for c in calls
+    ]  # fmt: skip
 
 
 def line(model: str, **fields: Any) -> bytes:

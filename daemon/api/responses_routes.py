@@ -9,15 +9,21 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
 
 from assistantd.api import responses_shapes as shapes
 from assistantd.api.deps import State
 from assistantd.api.openai_routes import chat_params
 from assistantd.api.schemas import ChatRequest
 from assistantd.api.shapes import chat_completion
-from assistantd.api.streaming import collect, guarded, opened, read_body, sse_response
-from assistantd.errors import AssistantError, InvalidRequest, NotFound
+from assistantd.api.streaming import (
+    collect,
+    guarded,
+    opened,
+    read_body,
+    sse_response,
+    validated,
+)
+from assistantd.errors import AssistantError, NotFound
 
 router = APIRouter(prefix="/v1")
 
@@ -31,12 +37,7 @@ def _error_event(exc: AssistantError) -> bytes:
 async def responses(request: Request, state: State) -> Response:
     body = await read_body(request, shapes.ResponsesRequest, state.settings.max_body_bytes)
     served = state.route(body.model, "chat")
-    try:
-        chat = ChatRequest.model_validate(shapes.to_chat(body))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        raise InvalidRequest(f"{where}: {err['msg']}", param=where) from None
+    chat = validated(ChatRequest, shapes.to_chat(body))
     gen = await opened(state, served, "responses", "chat", chat_params(served, chat))
     built = shapes.Builder(body, served.model_id)
     if body.stream:

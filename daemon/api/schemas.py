@@ -263,14 +263,9 @@ class ExtraChunk(_Body):
     text: str = Field("", max_length=MAX_TEXT)
 
 
-class InfillRequest(_Body):
-    """llama.cpp server's /infill, as llama.vscode and llama.vim send it."""
+class _LlamaCppBody(_Body):
+    """The names llama-server's own routes (/infill, /completion) share."""
 
-    model: str | None = Field(None, max_length=256)
-    input_prefix: str = Field("", max_length=MAX_TEXT)
-    input_suffix: str = Field("", max_length=MAX_TEXT)
-    input_extra: list[ExtraChunk] = Field(default_factory=list, max_length=1024)
-    prompt: str = Field("", max_length=MAX_TEXT)
     n_predict: int = Field(-1, ge=-1)
     stream: bool = False
     temperature: Temperature | None = None
@@ -279,17 +274,10 @@ class InfillRequest(_Body):
     min_p: Probability | None = None
     stop: StopList | None = None
     seed: int | None = None
-    t_max_predict_ms: int | None = Field(
-        None, ge=0, le=3_600_000, description="From the first generated token; ends at a newline."
-    )
-    t_max_prompt_ms: int | None = Field(None, ge=0, le=3_600_000)
-    n_cmpl: int = Field(1, ge=1, le=16, description="Alternative completions (an array answer).")
     response_fields: list[Annotated[str, Field(max_length=256)]] | None = Field(
         None, max_length=64, description='Only these fields; "a/b" names a nested one.'
     )
     cache_prompt: bool = True
-    n_indent: int | None = Field(None, ge=0)
-    samplers: list[str] | None = Field(None, max_length=32)
     id_slot: int | None = None
 
     @property
@@ -297,6 +285,38 @@ class InfillRequest(_Body):
         """None: until a stop or the context end; 0 (llama.vscode's warm-up): cache the
         prompt, say nothing."""
         return None if self.n_predict < 0 else self.n_predict
+
+
+class InfillRequest(_LlamaCppBody):
+    """llama.cpp server's /infill, as llama.vscode and llama.vim send it."""
+
+    model: str | None = Field(None, max_length=256)
+    input_prefix: str = Field("", max_length=MAX_TEXT)
+    input_suffix: str = Field("", max_length=MAX_TEXT)
+    input_extra: list[ExtraChunk] = Field(default_factory=list, max_length=1024)
+    prompt: str = Field("", max_length=MAX_TEXT)
+    t_max_predict_ms: int | None = Field(
+        None, ge=0, le=3_600_000, description="From the first generated token; ends at a newline."
+    )
+    t_max_prompt_ms: int | None = Field(None, ge=0, le=3_600_000)
+    n_cmpl: int = Field(1, ge=1, le=16, description="Alternative completions (an array answer).")
+    n_indent: int | None = Field(None, ge=0)
+    samplers: list[str] | None = Field(None, max_length=32)
+
+
+PromptPart = str | Annotated[int, Field(ge=0)]
+
+
+class NativeCompletion(_LlamaCppBody):
+    """llama-server's /completion: one prompt as text, token ids or a mix, and its sampling
+    names."""
+
+    prompt: str | list[PromptPart] | list[str | list[PromptPart]] = Field(max_length=1024)
+    repeat_penalty: float | None = Field(None, ge=0, le=10)
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    logit_bias: dict[str, float | bool] | list[list[Any]] | None = None
+    n_probs: int = Field(0, ge=0, le=100, description="Each token's probability and n others.")
 
 
 TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=1_000_000)]

@@ -55,6 +55,14 @@ def _logprobs_of(chunks: list[dict[str, Any]]) -> dict[str, Any] | None:
     return joined
 
 
+def arguments_of(call: dict[str, Any]) -> Any:
+    """An OpenAI tool call's arguments (a JSON string) as the object other APIs send."""
+    try:
+        return json.loads((call.get("function") or {}).get("arguments") or "{}")
+    except ValueError:
+        return {}
+
+
 def _tool_calls_of(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     calls = []
     for chunk in chunks:

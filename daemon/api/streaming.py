@@ -43,6 +43,12 @@ async def read_body(request: Request, model: type[Body], limit: int) -> Body:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object")
+    return validated(model, data)
+
+
+def validated(model: type[Body], data: dict[str, Any]) -> Body:
+    """`data` as `model`, or a 400 naming the first field that is wrong (also for a body one
+    API's door translated into another's request)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -75,22 +75,19 @@ class WorkerClient:
         return WorkerStream(self, request_id, response)
 
     async def embed(self, inputs: list[str] | list[list[int]]) -> dict[str, Any]:
-        try:
-            response = await self._http.post("/embed", json={"input": inputs})
-        except httpx.TransportError:
-            raise WorkerFailed(_DIED) from None
-        body = response.json()
-        if body.get("type") == "error":
-            raise ReportedError(body)
-        return body
+        return await self._call("/embed", {"input": inputs})
 
     async def text(self, body: dict[str, Any]) -> dict[str, Any]:
         """Tokenize, detokenize or render a chat template in the worker's own vocabulary."""
+        return await self._call("/text", body)
+
+    async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One JSON request and its answer; an error the worker reports is raised."""
         try:
-            response = await self._http.post("/text", json=body)
+            response = await self._http.post(path, json=body)
         except httpx.TransportError:
             raise WorkerFailed(_DIED) from None
-        answer = response.json()
+        answer: dict[str, Any] = response.json()
         if answer.get("type") == "error":
             raise ReportedError(answer)
         return answer

@@ -336,11 +336,11 @@ class SlotEngine:
         piece = self._pieces.of(t)
         st = s.stream
         text = st.push(piece)
-        ev = {"type": "token", "index": s.idx, "token": t}
+        ev = {"type": "token", "index": s.idx, "text": text, "token": t}
         if req.logprobs is not None:  # only when asked: reads the whole vocabulary's logits
             ev["logprob"] = self._logprobs.entry(at, t, req.logprobs)
         if st.stopped:
-            job.q.put({**ev, "text": text})
+            job.q.put(ev)
             self._finish(s, "stop", "word", False)
             return
         end = None
@@ -358,10 +358,11 @@ class SlotEngine:
         ):
             end = ("length", "limit")
         if end is not None:
-            job.q.put({**ev, "text": text + st.flush()})
+            ev["text"] = text + st.flush()
+            job.q.put(ev)
             self._finish(s, end[0], end[1], False)
             return
-        job.q.put({**ev, "text": text})
+        job.q.put(ev)
         s.last_tok = t
 
     def _finish(self, s: Slot, reason: str, stype: str, flush: bool):
