@@ -18,6 +18,7 @@ class AssistantError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.details: dict[str, int] = {}  # numbers a client reads (llama-server's n_ctx)
 
     def to_body(self) -> dict[str, object]:
         return {
@@ -26,6 +27,7 @@ class AssistantError(Exception):
                 "type": self.type,
                 "param": self.param,
                 "code": self.code,
+                **self.details,
             }
         }
 
@@ -73,6 +75,10 @@ class ContextOverflow(InvalidRequest):
     type = "exceed_context_size_error"  # llama-server's type; the code is OpenAI's
     code = "context_length_exceeded"
 
+    def __init__(self, message: str, *, param: str | None, n_prompt_tokens: int, n_ctx: int):
+        super().__init__(message, param=param)
+        self.details = {"n_prompt_tokens": n_prompt_tokens, "n_ctx": n_ctx}
+
 
 class ShiftRefused(InvalidRequest):
     """A manual `use` that cannot be honoured (unknown model, does not fit)."""
@@ -91,6 +97,14 @@ class NotFound(AssistantError):
     status = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class TurnedOff(AssistantError):
+    """An endpoint the settings turned off (llama-server answers these 501)."""
+
+    status = 501
+    type = "not_supported_error"
+    code = "turned_off"
 
 
 class ModelNotFound(AssistantError):
@@ -168,6 +182,7 @@ class ReportedError(AssistantError):
         self.type = str(event.get("error_type", "server_error"))
         self.code = event.get("code")  # type: ignore[assignment]
         self.param = event.get("param")  # type: ignore[assignment]
+        self.details = dict(event.get("details") or {})  # type: ignore[call-overload]
 
 
 class GGUFError(ModelFileError):

@@ -115,6 +115,9 @@ class Settings(BaseSettings):
         description="Serve a request naming a model that is not served here (a script's "
         "gpt-3.5-turbo) by the endpoint's role, as llama-server does, instead of a 404.",
     )
+    slots_endpoint: bool = Field(
+        True, description="Answer llama-server's GET /slots (off: 501, as llama-server --no-slots)."
+    )
     share_cores: bool = Field(
         True,
         description="On a CPU, other workers pause while an autocomplete prompt is evaluated, "
@@ -222,7 +225,10 @@ class Settings(BaseSettings):
     )
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Browser origins allowed to call the API, besides vscode-webview://.",
+        description=(
+            "Browser origins allowed to call the API, besides vscode-webview://; "
+            "`localhost` allows every loopback page and `*` every page."
+        ),
     )
     config_dir: Path = Field(
         default_factory=lambda: (

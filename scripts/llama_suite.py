@@ -144,7 +144,8 @@ def assistantd_argv(args: list[str]) -> tuple[list[str], dict[str, str], list[st
     direct = {"--host": "--host", "--port": "--port", "--threads": "--threads", "-t": "--threads",
               "--alias": "--model-id", "-a": "--model-id"}  # fmt: skip
     handled = set(direct) | MODEL_FLAGS | {"--ctx-size", "-c", "--parallel", "-np", "--api-key",
-                                           "--kv-unified", "-kvu"}  # fmt: skip
+                                           "--kv-unified", "-kvu", "--cors-origins", "--tools",
+                                           "--no-slots"}  # fmt: skip
     for flag, target in direct.items():
         if flags.get(flag) is not None:
             out += [target, str(flags[flag])]
@@ -157,6 +158,12 @@ def assistantd_argv(args: list[str]) -> tuple[list[str], dict[str, str], list[st
         out += ["--n-ctx", str(max(256, int(ctx) // max(1, share)))]
     if flags.get("--api-key"):
         env["ASSISTANT_API_KEY"] = str(flags["--api-key"])
+    # llama-server allows every origin unless told (localhost when its tools are on);
+    # assistantd allows none unless told, so the wrapper tells it what llama-server would do.
+    default_origins = "localhost" if flags.get("--tools") else "*"
+    env["ASSISTANT_ALLOWED_ORIGINS"] = str(flags.get("--cors-origins") or default_origins)
+    if "--no-slots" in flags:
+        env["ASSISTANT_SLOTS_ENDPOINT"] = "false"
     ignored = [f for f in flags if f not in handled]
     return out, env, ignored
 

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from assistantd.api import anthropic_shapes as shapes
 from assistantd.api.deps import State
-from assistantd.api.openai_routes import chat_params
+from assistantd.api.openai_routes import chat_params, prompt_tokens
 from assistantd.api.schemas import ChatRequest
 from assistantd.api.shapes import chat_completion
 from assistantd.api.streaming import (
@@ -71,13 +71,10 @@ async def messages(request: Request, state: State) -> Response:
 
 @router.post("/messages/count_tokens")
 async def count_tokens(request: Request, state: State) -> JSONResponse:
-    """Counted by the serving model's own template and tokenizer: a generation of no tokens
-    (its prompt stays cached for the request that usually follows)."""
+    """Counted by the serving model's own template and tokenizer."""
     body = await read_body(request, shapes.CountRequest, state.settings.max_body_bytes)
     served = _served(state, body.model)
-    params = {**chat_params(served, _chat(body)), "max_tokens": 0}
-    gen = await opened(state, served, "count_tokens", "chat", params)
-    got = await collect(request, gen, served.model_id)
-    if got is None:
+    count = await prompt_tokens(request, state, served, chat_params(served, _chat(body)))
+    if count is None:
         return JSONResponse({}, status_code=499)
-    return JSONResponse({"input_tokens": int(gen.end["usage"]["prompt_tokens"])})
+    return JSONResponse({"input_tokens": count})

@@ -45,6 +45,8 @@ def create_app(state: DaemonState) -> FastAPI:
     # llama-server answers its OpenAI routes without /v1 too; scripts written for it use them.
     app.add_api_route("/chat/completions", openai_routes.chat_completions, methods=["POST"],
                       include_in_schema=False)  # fmt: skip
+    app.add_api_route("/chat/completions/input_tokens", openai_routes.chat_input_tokens,
+                      methods=["POST"], include_in_schema=False)  # fmt: skip
     app.add_api_route(
         "/models", openai_routes.list_models, methods=["GET"], include_in_schema=False
     )

@@ -4,6 +4,7 @@ Continue's llama.cpp provider, Tabby-style clients and scripts for llama-server 
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -21,6 +22,7 @@ from assistantd.api.schemas import (
     Message,
     NativeCompletion,
     _Body,
+    grammar_keys,
 )
 from assistantd.api.streaming import (
     ClosingStreamingResponse,
@@ -30,7 +32,7 @@ from assistantd.api.streaming import (
     read_body,
 )
 from assistantd.control.state import DaemonState
-from assistantd.errors import InvalidRequest
+from assistantd.errors import InvalidRequest, TurnedOff
 from assistantd.worker.protocol import SAMPLING_KEYS, Sampling
 
 router = APIRouter()
@@ -54,9 +56,12 @@ async def _infill_stream(
     gen: Generation, model_id: str, settings: dict[str, Any]
 ) -> AsyncIterator[bytes]:
     chunks: list[dict[str, Any]] = []
+    post = bool(settings.get("post_sampling_probs"))
     async for event in gen.events():
         chunks.append(event["data"])
-        yield shapes.sse(shapes.infill_piece(event["data"]))
+        piece = shapes.infill_piece(event["data"], post)
+        if piece is not None:
+            yield shapes.sse(piece)
     for result in shapes.infill_results(chunks, gen.end, model_id, settings, streamed=True):
         yield shapes.sse(result)
 
@@ -136,43 +141,43 @@ async def _text_op(state: DaemonState, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _prompt_text(state: DaemonState, prompt: str | list[Any]) -> str:
-    """A prompt given as text, token ids or a mix, as text in the served model's vocabulary
-    (each run of token ids detokenized at once, so a character split across ids survives)."""
+    """A prompt given as text, token ids or a mix, as text in the served model's vocabulary."""
     if isinstance(prompt, str):
         return prompt
-    parts: list[str] = []
-    ids: list[int] = []
-    for part in [*prompt, ""]:  # the empty text at the end flushes the last run of ids
-        if isinstance(part, int):
-            ids.append(part)
-            continue
-        if ids:
-            answer = await _text_op(state, {"op": "detokenize", "tokens": ids})
-            parts.append(answer["content"])
-            ids = []
-        parts.append(part)
-    return "".join(parts)
+    answer = await _text_op(state, {"op": "text_of", "prompt": prompt})
+    return str(answer["content"])
 
 
 @router.post("/completion")
 @router.post("/completions", include_in_schema=False)
 async def completion(request: Request, state: State) -> Response:
+    """One prompt, or several (token ids, texts, `{"prompt_string"}` objects) answered as a
+    list in order, as llama-server does."""
     body = await read_body(request, NativeCompletion, state.settings.max_body_bytes)
+    prompts = body.prompts()
+    if len(prompts) > 1 and body.stream:
+        raise InvalidRequest("stream one prompt per request; send several without stream")
+    if len(prompts) == 1:
+        return await _complete(request, state, body, prompts[0])
+    answers = [await _complete(request, state, body, p) for p in prompts]
+    if any(not isinstance(a, JSONResponse) for a in answers):
+        return Response(status_code=499)
+    return JSONResponse([json.loads(bytes(a.body)) for a in answers])
+
+
+async def _complete(
+    request: Request, state: State, body: NativeCompletion, given: str | list[Any]
+) -> Response:
     served = state.for_role("chat")
-    given = body.prompt
-    several = isinstance(given, list) and (
-        any(isinstance(p, list) for p in given)
-        or (len(given) > 1 and all(isinstance(p, str) for p in given))
-    )
-    if several:
-        raise InvalidRequest("prompt: send one prompt per request here", param="prompt")
     prompt = await _prompt_text(state, given)
     params = body.model_dump(include=set(SAMPLING_KEYS) | {"logit_bias"}, exclude_none=True)
-    params |= {"prompt": prompt, "n": 1}
+    params |= grammar_keys(body) | {"prompt": prompt, "n": 1}
     if body.n_probs > 0:
         params["logprobs"] = body.n_probs
     params["max_tokens"] = served.check_limit(body.token_limit, "n_predict")
     settings = {"n_ctx": served.n_ctx, "n_predict": body.n_predict, "seed": body.seed or -1}
+    if body.post_sampling_probs:
+        settings["post_sampling_probs"] = True
     gen = await opened(state, served, "completion", "completion", params)
     model_id = served.model_id
     if body.stream:
@@ -184,7 +189,7 @@ async def completion(request: Request, state: State) -> Response:
         return Response(status_code=499)
     result = shapes.infill_results(chunks, gen.end, model_id, settings, streamed=False)[0]
     result["prompt"] = prompt
-    if body.response_fields is not None:
+    if body.response_fields:  # an empty list asks for everything, as llama-server reads it
         result = shapes.pick_fields(result, body.response_fields)
     return JSONResponse(result)
 
@@ -227,6 +232,8 @@ async def apply_template(request: Request, state: State) -> dict[str, Any]:
 async def slots(state: State) -> list[dict[str, Any]]:
     """llama-server's /slots, as far as the daemon knows them: each slot of the chat worker,
     busy or idle (what it decodes is the worker's own business)."""
+    if not state.settings.slots_endpoint:
+        raise TurnedOff("/slots is turned off here (ASSISTANT_SLOTS_ENDPOINT=false)")
     served = state.for_role("chat")
     busy = served.admission.active
     return [

@@ -111,6 +111,26 @@ async def chat_completions(request: Request, state: State) -> Response:
     )
 
 
+@router.post("/chat/completions/input_tokens", openapi_extra=openapi.body(ChatRequest))
+async def chat_input_tokens(request: Request, state: State) -> JSONResponse:
+    """llama-server's count of a chat's prompt tokens, by the serving model's template."""
+    body = await read_body(request, ChatRequest, state.settings.max_body_bytes)
+    served = state.route(body.model, "chat")
+    count = await prompt_tokens(request, state, served, chat_params(served, body))
+    return JSONResponse({"input_tokens": count}, status_code=200 if count is not None else 499)
+
+
+async def prompt_tokens(
+    request: Request, state: DaemonState, served: Served, params: dict[str, Any]
+) -> int | None:
+    """A chat's prompt tokens, counted by a generation of no tokens (its prompt stays cached
+    for the request that usually follows); None when the client left."""
+    gen = await opened(state, served, "count_tokens", "chat", {**params, "max_tokens": 0})
+    if await collect(request, gen, served.model_id) is None:
+        return None
+    return int(gen.end["usage"]["prompt_tokens"])
+
+
 @router.post("/completions", openapi_extra=openapi.body(CompletionRequest))
 async def completions(request: Request, state: State) -> Response:
     body = await read_body(request, CompletionRequest, state.settings.max_body_bytes)

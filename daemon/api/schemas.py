@@ -16,6 +16,7 @@ from assistantd.worker.protocol import SAMPLING_KEYS
 
 MAX_STOPS = 16
 MAX_TEXT = 4 * 1024 * 1024
+MAX_GRAMMAR = 256 * 1024
 
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -47,12 +48,25 @@ class _Sampling(_Body):
     logit_bias: dict[str, float] | None = Field(
         None, max_length=1024, description="Token id → bias added to its logit (-100 bans it)."
     )
+    grammar: str | None = Field(None, max_length=MAX_GRAMMAR, description="GBNF (llama-server).")
+    json_schema: dict[str, Any] | None = Field(
+        None, description="A JSON schema the answer follows (llama-server's name)."
+    )
 
     def sampling(self) -> dict[str, Any]:
         """The sampling keys this body sets (max_tokens is checked apart, by the caller)."""
         keys = [k for k in SAMPLING_KEYS if k != "max_tokens" and k in type(self).model_fields]
         found = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
-        return found | ({"logit_bias": self.logit_bias} if self.logit_bias else {})
+        return (
+            found
+            | grammar_keys(self)
+            | ({"logit_bias": self.logit_bias} if self.logit_bias else {})
+        )
+
+
+def grammar_keys(body: Any) -> dict[str, Any]:
+    """llama-server's top-level `grammar` and `json_schema`, as the worker reads them."""
+    return {k: getattr(body, k) for k in ("grammar", "json_schema") if getattr(body, k) is not None}
 
 
 class TextPart(_Body):
@@ -259,8 +273,10 @@ class CompletionRequest(_Sampling):
 
 
 class ExtraChunk(_Body):
+    """A context chunk (another file, a clipboard); text is required, as llama-server says."""
+
     filename: str = Field("", max_length=4096)
-    text: str = Field("", max_length=MAX_TEXT)
+    text: str = Field(max_length=MAX_TEXT)
 
 
 class _LlamaCppBody(_Body):
@@ -279,6 +295,8 @@ class _LlamaCppBody(_Body):
     )
     cache_prompt: bool = True
     id_slot: int | None = None
+    grammar: str | None = Field(None, max_length=MAX_GRAMMAR, description="GBNF.")
+    json_schema: dict[str, Any] | None = Field(None, description="A schema the answer follows.")
 
     @property
     def token_limit(self) -> int | None:
@@ -304,60 +322,119 @@ class InfillRequest(_LlamaCppBody):
     samplers: list[str] | None = Field(None, max_length=32)
 
 
-PromptPart = str | Annotated[int, Field(ge=0)]
-
-
 class NativeCompletion(_LlamaCppBody):
-    """llama-server's /completion: one prompt as text, token ids or a mix, and its sampling
-    names."""
+    """llama-server's /completion: a prompt as text, token ids, ids mixed with text or a
+    `{"prompt_string"}` object, or a list of such prompts; and its sampling names."""
 
-    prompt: str | list[PromptPart] | list[str | list[PromptPart]] = Field(max_length=1024)
+    prompt: Any
     repeat_penalty: float | None = Field(None, ge=0, le=10)
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     logit_bias: dict[str, float | bool] | list[list[Any]] | None = None
     n_probs: int = Field(0, ge=0, le=100, description="Each token's probability and n others.")
+    post_sampling_probs: bool = False
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: Any) -> Any:
+        several = isinstance(value, list) and not any(isinstance(v, int) for v in value)
+        if several and all(isinstance(v, str) for v in value) and len(value) == 1:
+            several = False
+        items = value if several else [value]
+        if not items or len(items) > 64:
+            raise ValueError("send between 1 and 64 prompts")
+        checked = [_native_prompt(item) for item in items]
+        return checked if several else checked[0]
+
+    def prompts(self) -> list[str | list[Any]]:
+        """Each prompt asked for: text, or token ids and texts."""
+        several = isinstance(self.prompt, list) and not any(isinstance(v, int) for v in self.prompt)
+        return list(self.prompt) if several else [self.prompt]
 
 
-TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=1_000_000)]
+def _id_or_text(part: Any) -> bool:
+    return isinstance(part, str) or (type(part) is int and part >= 0)
+
+
+def _native_prompt(item: Any) -> str | list[Any]:
+    if isinstance(item, dict):
+        text = item.get("prompt_string")
+        if not isinstance(text, str):
+            raise ValueError("a prompt object needs 'prompt_string' (this model takes no media)")
+        item = text
+    if isinstance(item, str):
+        if len(item) > MAX_TEXT:
+            raise ValueError(f"a prompt is longer than {MAX_TEXT} characters")
+        return item
+    if isinstance(item, list) and 0 < len(item) <= 1_000_000 and all(map(_id_or_text, item)):
+        return item
+    raise ValueError("a prompt is a text, token ids (with texts between), or {'prompt_string'}")
+
+
+EmbeddingInput = str | list[str | int]  # a text, or token ids and texts read as one prompt
 
 
 class EmbeddingRequest(_Body):
-    """Strings, lists of strings, token ids, or lists of token ids (what LangChain's
-    OpenAIEmbeddings sends); token ids are read in the served model's own vocabulary."""
+    """What OpenAI's and llama-server's embeddings take: a text, token ids (LangChain's
+    OpenAIEmbeddings), token ids mixed with text, a `{"prompt_string"}` or `{"content": [text
+    parts]}` object, or a list of those; token ids are read in the served model's vocabulary."""
 
-    input: (
-        str
-        | Annotated[
-            list[Annotated[str, Field(max_length=MAX_TEXT)]], Field(min_length=1, max_length=2048)
-        ]
-        | TokenIds
-        | Annotated[list[TokenIds], Field(min_length=1, max_length=2048)]
-    )
+    input: Any
     model: str | None = Field(None, max_length=256)
     encoding_format: Literal["float", "base64"] = "float"
 
     @field_validator("input")
     @classmethod
-    def _not_empty(cls, value: Any) -> Any:
-        if isinstance(value, str) and len(value) > MAX_TEXT:
-            raise ValueError(f"at most {MAX_TEXT} characters")
-        items = [value] if isinstance(value, str) else value
-        if not items or (items and isinstance(items[0], int)):
-            items = [items]
-        if any(len(item) == 0 for item in items):
-            raise ValueError("an input is empty; send at least one character or token per input")
-        return value
+    def _inputs(cls, value: Any) -> list[EmbeddingInput]:
+        if isinstance(value, list) and any(isinstance(v, int) for v in value):
+            prompts = [_one_prompt(value)]  # ids at the top level: one prompt
+        elif isinstance(value, list):
+            if not value or len(value) > 2048:
+                raise ValueError("send between 1 and 2048 inputs")
+            prompts = [_one_prompt(item) for item in value]
+        else:
+            prompts = [_one_prompt(value)]
+        return prompts
 
     @property
-    def inputs(self) -> list[str] | list[list[int]]:
-        """A list of texts or a list of token-id lists."""
-        value = self.input
-        if isinstance(value, str):
-            return [value]
-        if value and isinstance(value[0], int):
-            return [list(value)]
-        return list(value)  # type: ignore[return-value]
+    def inputs(self) -> list[EmbeddingInput]:
+        """One prompt per vector asked for."""
+        return list(self.input)
+
+
+def _one_prompt(item: Any) -> EmbeddingInput:
+    """One embeddings prompt, checked: text, ids and text, or an object holding text."""
+    if isinstance(item, dict):
+        item = _object_text(item)
+    if isinstance(item, str):
+        if not item:
+            raise ValueError("an input is empty; send at least one character or token per input")
+        if len(item) > MAX_TEXT:
+            raise ValueError(f"an input is longer than {MAX_TEXT} characters")
+        return item
+    if isinstance(item, list) and item and len(item) <= 1_000_000:
+        for part in item:
+            if isinstance(part, bool) or not isinstance(part, int | str):
+                raise ValueError("a prompt list holds token ids (integers) and texts only")
+            if isinstance(part, int) and part < 0:
+                raise ValueError(f"token id {part} is negative")
+        return list(item)
+    raise ValueError(
+        "each input is a text, a list of token ids (or ids and texts), or an object with "
+        "'prompt_string' or 'content' text parts"
+    )
+
+
+def _object_text(item: dict[str, Any]) -> str:
+    if isinstance(item.get("prompt_string"), str):
+        return str(item["prompt_string"])
+    parts = item.get("content")
+    if isinstance(parts, list) and parts:
+        texts = [p.get("text") for p in parts if isinstance(p, dict) and p.get("type") == "text"]
+        if len(texts) == len(parts) and all(isinstance(t, str) for t in texts):
+            return "".join(str(t) for t in texts)
+        raise ValueError("embeddings read text parts only: this model takes no images or audio")
+    raise ValueError("an object input needs 'prompt_string' or 'content' as a list of text parts")
 
 
 class UseRequest(BaseModel):

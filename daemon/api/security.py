@@ -1,11 +1,12 @@
 """Who may talk to the daemon: Host allowlist (DNS rebinding), Origin allowlist (no wildcard
-CORS), and an optional API key. A plain ASGI middleware, so streaming and disconnects pass
-through untouched."""
+CORS unless asked for with `*`; `localhost` allows every loopback page), and an optional API
+key. A plain ASGI middleware, so streaming and disconnects pass through untouched."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -70,7 +71,11 @@ class Guard:
         self._keys = keys
 
     def _origin_allowed(self, origin: str) -> bool:
-        return origin.startswith(WEBVIEW_SCHEME) or origin.rstrip("/") in self._origins
+        if origin.startswith(WEBVIEW_SCHEME) or "*" in self._origins:
+            return True
+        if "localhost" in self._origins and _is_loopback_page(origin):
+            return True
+        return origin.rstrip("/") in self._origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,6 +92,11 @@ class Guard:
             )
             return
         origin = headers.get("origin")
+        if scope["method"] == "OPTIONS" and origin is not None:
+            # A preflight runs nothing: a foreign page gets an answer without CORS headers
+            # (as llama-server), and its browser then refuses to send the request.
+            await _preflight(send, origin if self._origin_allowed(origin) else None)
+            return
         if origin is not None and not self._origin_allowed(origin):
             await _deny(
                 send,
@@ -94,9 +104,6 @@ class Guard:
                 f"Origin '{origin}' is not allowed; add it to "
                 "ASSISTANT_ALLOWED_ORIGINS if a web page really needs this daemon",
             )
-            return
-        if scope["method"] == "OPTIONS" and origin is not None:
-            await _preflight(send, origin)
             return
         if self._keys.required and scope["path"] not in OPEN_PATHS:
             auth = headers.get("authorization", "")
@@ -149,18 +156,29 @@ async def _deny(send: Send, status: int, message: str, code: str = "forbidden") 
     await send({"type": "http.response.body", "body": body})
 
 
-async def _preflight(send: Send, origin: str) -> None:
+def _is_loopback_page(origin: str) -> bool:
+    try:
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and is_loopback(parts.hostname or "")
+    except ValueError:
+        return False
+
+
+async def _preflight(send: Send, origin: str | None) -> None:
+    """200 as llama-server answers; CORS headers only for an allowed origin. The headers are
+    listed, not `*`: browsers never let `*` cover Authorization."""
+    allowed = [
+        (b"access-control-allow-origin", (origin or "").encode()),
+        (b"access-control-allow-credentials", b"true"),
+        (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
+        (b"access-control-allow-headers", b"authorization, content-type, x-api-key"),
+        (b"access-control-max-age", b"600"),
+    ]
     await send(
         {
             "type": "http.response.start",
-            "status": 204,
-            "headers": [
-                (b"access-control-allow-origin", origin.encode()),
-                (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
-                (b"access-control-allow-headers", b"authorization, content-type, x-api-key"),
-                (b"access-control-max-age", b"600"),
-                (b"vary", b"Origin"),
-            ],
+            "status": 200,
+            "headers": [*(allowed if origin is not None else []), (b"vary", b"Origin")],
         }
     )
     await send({"type": "http.response.body", "body": b""})

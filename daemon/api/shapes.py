@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import struct
 from typing import Any
 
@@ -15,7 +16,10 @@ def sse(payload: dict[str, Any]) -> bytes:
 
 
 def restamp(chunk: dict[str, Any], model_id: str) -> dict[str, Any]:
+    """A worker chunk as OpenAI's: the served id, without llama-server's token ids."""
     chunk["model"] = model_id
+    for choice in chunk["choices"]:
+        choice.pop("token_ids", None)
     return chunk
 
 
@@ -122,6 +126,7 @@ def text_completion(
         "object": "text_completion",
         "created": first["created"],
         "model": model_id,
+        "system_fingerprint": first.get("system_fingerprint"),
         "choices": [
             {
                 "index": index,
@@ -135,12 +140,27 @@ def text_completion(
     }
 
 
-def infill_piece(chunk: dict[str, Any]) -> dict[str, Any]:
+def infill_piece(chunk: dict[str, Any], post_sampling: bool = False) -> dict[str, Any] | None:
+    """A streamed llama-server piece, or None for a chunk that says nothing (a finish)."""
     choice = chunk["choices"][0]
-    piece = {"index": choice.get("index", 0), "content": _text_of(chunk), "stop": False}
+    text, ids = _text_of(chunk), choice.get("token_ids") or []
+    if not text and not ids and not choice.get("logprobs"):
+        return None
+    piece = {"index": choice.get("index", 0), "content": text, "tokens": ids, "stop": False}
     if choice.get("logprobs"):
-        piece["completion_probabilities"] = choice["logprobs"].get("content", [])
+        entries = choice["logprobs"].get("content", [])
+        piece["completion_probabilities"] = as_probs(entries) if post_sampling else entries
     return piece
+
+
+def as_probs(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """llama-server's `post_sampling_probs` form: probabilities, not log-probabilities."""
+
+    def prob(entry: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in entry.items() if k not in ("logprob", "top_logprobs")}
+        return out | {"prob": math.exp(entry["logprob"])}
+
+    return [prob(e) | {"top_probs": [prob(t) for t in e.get("top_logprobs", [])]} for e in entries]
 
 
 def infill_results(
@@ -183,7 +203,10 @@ def infill_results(
         )
         probabilities = (_logprobs_of(group) or {}).get("content")
         if probabilities is not None and not streamed:
-            results[-1]["completion_probabilities"] = probabilities
+            post = settings.get("post_sampling_probs")
+            results[-1]["completion_probabilities"] = (
+                as_probs(probabilities) if post else probabilities
+            )
     return results
 
 

@@ -79,7 +79,7 @@ class UpstreamClient:
                 }
         return {"server": "openai-compatible"}
 
-    async def embed(self, inputs: list[str] | list[list[int]]) -> dict[str, Any]:
+    async def embed(self, inputs: list[str | list[int | str]]) -> dict[str, Any]:
         """Vectors from the upstream, in the worker's shape: data (vectors), prompt_tokens.
         Anything short of that is `UpstreamUnavailable`: nothing reached the client yet."""
         try:

@@ -93,23 +93,34 @@ class Answer:
         self._watch = [ToolWatch(family, forced=forced_call) if family else None for _ in range(n)]
         self._opened = [False] * n
         self._logprobs: list[list[dict[str, Any]]] = [[] for _ in range(n)]  # not yet sent
+        self._ids: list[list[int]] = [[] for _ in range(n)]  # token ids not yet sent
         self._offset = [0] * n  # characters of the answer before the next token
 
     def _chunk(self, index: int, text: str, finish: str | None, **delta: Any) -> ChunkEvent:
         if self.chat:
             body: dict[str, Any] = {}
-            if not self._opened[index]:
-                body["role"] = "assistant"
-                self._opened[index] = True
-            if text:  # a chunk that says nothing has no content (the role, a finish)
+            if text:  # a chunk that says nothing has no content (a finish)
                 body["content"] = text
             body.update(delta)
             choice: dict[str, Any] = {"index": index, "delta": body}
             obj = "chat.completion.chunk"
-        else:
-            choice = {"index": index, "text": text}
+        else:  # ids for llama-server's `tokens`; the OpenAI door drops them
+            choice = {"index": index, "text": text, "token_ids": self._ids[index]}
+            self._ids[index] = []
             obj = "text_completion"
         choice.update({"logprobs": self._take_logprobs(index), "finish_reason": finish})
+        return self._wrap(obj, choice)
+
+    def _opening(self, index: int) -> Iterator[ChunkEvent]:
+        """A chat choice's first chunk: its role alone, content null (as OpenAI and
+        llama-server stream it; llama.cpp's tests check it)."""
+        if self.chat and not self._opened[index]:
+            self._opened[index] = True
+            delta = {"role": "assistant", "content": None}
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
+            yield self._wrap("chat.completion.chunk", choice)
+
+    def _wrap(self, obj: str, choice: dict[str, Any]) -> ChunkEvent:
         data = {
             "id": self.id,
             "object": obj,
@@ -157,11 +168,14 @@ class Answer:
             if event["type"] == "token":
                 if "logprob" in event:
                     self._logprobs[index].append(event["logprob"])
+                if event.get("token") is not None:
+                    self._ids[index].append(event["token"])
                 text = event["text"]
                 watch = self._watch[index]
                 if watch is not None:
                     text = watch.feed(text)
                 if text:
+                    yield from self._opening(index)
                     yield self._chunk(index, text, None)
             elif event["type"] == "end":
                 ends.append(event)
@@ -170,6 +184,7 @@ class Answer:
 
     def _close(self, index: int, end: dict[str, Any]) -> Iterator[ChunkEvent]:
         finish = end["finish_reason"]
+        yield from self._opening(index)
         watch = self._watch[index]
         if watch is not None:
             content, calls = watch.finish()

@@ -74,7 +74,7 @@ class WorkerClient:
             raise WorkerFailed(_DIED) from None
         return WorkerStream(self, request_id, response)
 
-    async def embed(self, inputs: list[str] | list[list[int]]) -> dict[str, Any]:
+    async def embed(self, inputs: list[str | list[int | str]]) -> dict[str, Any]:
         return await self._call("/embed", {"input": inputs})
 
     async def text(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -44,6 +44,16 @@ def response_grammar(response_format: dict[str, Any] | None) -> str | None:
     return _gbnf(schema, "response_format.json_schema.schema")
 
 
+def request_grammar(params: dict[str, Any]) -> str | None:
+    """llama-server's top-level `grammar` (GBNF as given) or `json_schema`."""
+    if params.get("grammar"):
+        return str(params["grammar"])
+    schema = params.get("json_schema")
+    if isinstance(schema, dict):
+        return _gbnf(schema, "json_schema")
+    return None
+
+
 def forced_tool_grammar(tools: list[dict[str, Any]], choice: Any) -> str | None:
     """For `required` or a named function: output must be one call, as
     `{"name": ..., "arguments": {...}}` with arguments valid for that tool's schema."""

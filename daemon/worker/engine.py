@@ -122,6 +122,7 @@ class Engine:
             prompt = self.prompts.infill(params)
         else:
             raise InvalidRequest(f"unknown generation kind {kind!r}")
+        grammar = grammar or constraints.request_grammar(params)
         max_tokens = params.get("max_tokens")
         n = int(params.get("n") or 1)
         request = SlotRequest(
@@ -148,10 +149,13 @@ class Engine:
         except SlotsFull:
             raise QueueFull("the model worker's queue is full; retry in a moment") from None
         except PromptTooLong:
+            n_ctx = self.slots.n_ctx_slot
             raise ContextOverflow(
                 f"the prompt has {len(prompt)} tokens, which does not fit this model's "
-                f"context of {self.n_ctx} tokens; shorten it",
+                f"context of {n_ctx} tokens; shorten it",
                 param="messages" if kind == "chat" else "prompt",
+                n_prompt_tokens=len(prompt),
+                n_ctx=n_ctx,
             ) from None
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
@@ -182,6 +186,8 @@ class Engine:
         if op == "detokenize":
             ids = [int(t) for t in body.get("tokens") or []]
             return {"content": self.prompts.detokenize_ids(ids) if ids else ""}
+        if op == "text_of":  # a prompt of token ids and texts, as text
+            return {"content": self.prompts.text_of(body.get("prompt") or "")}
         if op == "apply_template":
             prompt, _ = self.prompts.render(body.get("messages") or [], body.get("tools"))
             return {"prompt": prompt}
@@ -189,17 +195,27 @@ class Engine:
 
     # --- embeddings ---------------------------------------------------------------------
 
-    def embed(self, inputs: list[str] | list[list[int]]) -> tuple[list[list[float]], int]:
-        """Mean-pooled, normalized embeddings from a second context over the same mmapped file."""
-        texts = [
-            item if isinstance(item, str) else self.prompts.detokenize_ids(item) for item in inputs
-        ]
+    def embed(self, inputs: list[str | list[int | str]]) -> tuple[list[list[float]], int]:
+        """Mean-pooled, normalized embeddings from a second context over the same mmapped file;
+        an input longer than that context is refused, not cut (its vector would lie)."""
+        texts = [self.prompts.text_of(item) for item in inputs]
         with self._embed_lock:
             if self._embedder is None:
                 n_ctx = min(self.n_ctx, 2048)
                 with placed(self.placement):
                     self._embedder = self._embedding_model(n_ctx)
-            vectors, count = self._embedder.embed(texts, normalize=True, return_count=True)
+            limit = self._embedder.n_ctx()
+            for i, text in enumerate(texts):
+                n = len(self._embedder.tokenize(text.encode(), special=True))
+                if n > limit:
+                    raise InvalidRequest(
+                        f"input {i} is too large to process: {n} tokens, more than the "
+                        f"embeddings context of {limit}; split it into smaller pieces",
+                        param="input",
+                    )
+            vectors, count = self._embedder.embed(
+                texts, normalize=True, truncate=False, return_count=True
+            )
         return vectors, count
 
     def _embedding_model(self, n_ctx: int) -> Llama:

@@ -137,6 +137,23 @@ class Prompts:
             self.fim.mid,
         ]
 
+    def text_of(self, prompt: str | list[int | str]) -> str:
+        """A prompt given as text, token ids or both, as text (each run of ids at once, so a
+        character split across ids survives)."""
+        if isinstance(prompt, str):
+            return prompt
+        parts: list[str] = []
+        ids: list[int] = []
+        for part in [*prompt, ""]:  # the empty text at the end flushes the last run of ids
+            if isinstance(part, int):
+                ids.append(part)
+                continue
+            if ids:
+                parts.append(self.detokenize_ids(ids))
+                ids = []
+            parts.append(part)
+        return "".join(parts)
+
     def detokenize_ids(self, ids: list[int]) -> str:
         """Token ids of this model's vocabulary as text (for embeddings sent as ids)."""
         n_vocab = self.llm.n_vocab()

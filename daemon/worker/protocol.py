@@ -105,6 +105,7 @@ class ErrorEvent(TypedDict):
     error_type: str
     param: NotRequired[str | None]
     code: NotRequired[str | None]
+    details: NotRequired[dict[str, int]]
 
 
 Event = ChunkEvent | EndEvent | ErrorEvent

@@ -19,7 +19,10 @@ def build_chain(vocab, n_vocab: int, s: Sampling, alt: int = 0):
         if s.grammar:
             g = L.llama_sampler_init_grammar(vocab, s.grammar.encode("utf-8"), b"root")
             if not g:
-                raise ValueError("invalid GBNF grammar (root rule must be named 'root')")
+                raise ValueError(
+                    "grammar: llama.cpp could not parse this GBNF grammar; check that every "
+                    "rule it uses is defined and the start rule is named 'root'"
+                )
             L.llama_sampler_chain_add(ch, g)
         if s.logit_bias:
             items = list(

@@ -46,6 +46,7 @@ def _error_event(exc: BaseException) -> ErrorEvent:
             "error_type": exc.type,
             "param": exc.param,
             "code": exc.code,
+            "details": exc.details,
         }
     traceback.print_exc()
     return {
