@@ -196,8 +196,9 @@ class Engine:
     # --- embeddings ---------------------------------------------------------------------
 
     def embed(self, inputs: list[str | list[int | str]]) -> tuple[list[list[float]], int]:
-        """Mean-pooled, normalized embeddings from a second context over the same mmapped file;
-        an input longer than that context is refused, not cut (its vector would lie)."""
+        """Pooled as the GGUF declares, normalized embeddings from a second context over the
+        same mmapped file; an input longer than that context is refused, not cut (its vector
+        would lie)."""
         texts = [self.prompts.text_of(item) for item in inputs]
         with self._embed_lock:
             if self._embedder is None:
@@ -219,10 +220,18 @@ class Engine:
         return vectors, count
 
     def _embedding_model(self, n_ctx: int) -> Llama:
+        """Pooled as the GGUF declares (an embedding model was trained with its own: mean, CLS
+        or last token); mean for a chat model, which declares none."""
+        meta = self.llm.metadata
+        declared = meta.get(f"{meta.get('general.architecture')}.pooling_type", "")
+        pooling = llama_cpp.LLAMA_POOLING_TYPE_MEAN
+        pooled = (pooling, llama_cpp.LLAMA_POOLING_TYPE_CLS, llama_cpp.LLAMA_POOLING_TYPE_LAST)
+        if declared.isdigit() and int(declared) in pooled:  # not "none" (0) nor "rank" (4)
+            pooling = int(declared)
         return Llama(
             model_path=self.model_path,
             embedding=True,
-            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+            pooling_type=pooling,
             n_ctx=n_ctx,
             n_batch=n_ctx,
             n_ubatch=n_ctx,
