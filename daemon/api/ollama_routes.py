@@ -5,6 +5,7 @@ management that belongs to Ollama's own store answers with what to do here inste
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,6 +29,7 @@ from assistantd.api.streaming import (
 from assistantd.control.served import Served
 from assistantd.control.state import DaemonState
 from assistantd.errors import AssistantError, InvalidRequest
+from assistantd.planning.catalog import load_catalog
 from assistantd.vocab import ROLE_IDS
 
 router = APIRouter(prefix="/api")
@@ -216,6 +218,38 @@ async def version() -> dict[str, str]:
 
 
 @router.post("/pull")
+async def pull(request: Request, state: State) -> JSONResponse:
+    """Ollama's pull names a model; here the catalog's models come as rungs that `assistantctl
+    use` pins (downloading it first), so the answer says which catalog entry and how."""
+    try:
+        name = str((await request.json()).get("model") or "")
+    except (ValueError, AttributeError):
+        name = ""
+    wanted = re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-")
+    catalog = {m.id: m.roles for m in load_catalog(state.settings.catalog)}
+    ids = list(catalog)
+    matches = [i for i in ids if wanted and (i == wanted or i.startswith(wanted))]
+    if not matches and wanted:
+        words = wanted.split("-")
+        matches = [i for i in ids if all(w in i for w in words)]
+    if matches:
+        pins = "; ".join(f"assistantctl use {_role_of(catalog[i])} {i}" for i in matches[:3])
+        raise InvalidRequest(
+            f"'{name}' is in assistantd's catalog as {', '.join(matches[:3])}. assistantd "
+            f"downloads and serves models itself; to pin this one: {pins} (`assistantctl "
+            "use --auto` hands the choice back)"
+        )
+    raise InvalidRequest(
+        f"'{name}' is not in assistantd's catalog; `assistantctl plan` lists the models that "
+        "fit this machine, and `assistantctl use chat MODEL` pins one"
+    )
+
+
+def _role_of(roles: tuple[str, ...]) -> str:
+    return next((r for r in ("autocomplete", "embeddings") if r in roles and "chat" not in roles),
+                "chat")  # fmt: skip
+
+
 @router.post("/create")
 @router.post("/push")
 @router.post("/delete")

@@ -117,3 +117,60 @@ def llama_vscode_settings(base_url: str, *, fim: bool) -> str:
             "answers 400; give autocomplete a code model with FIM tokens (e.g. Qwen2.5-Coder base)."
         )
     return "\n".join(lines)
+
+
+# Tools that speak Ollama's, Anthropic's or OpenAI's Responses API: the settings to paste.
+OTHER_TOOLS = ("copilot", "zed", "jetbrains", "open-webui", "claude-code", "codex")
+
+
+def tool_settings(tool: str, base_url: str, api_key: str | None) -> str:
+    """What `tool` needs to use the daemon at `base_url` (no /v1): every API is served on the
+    daemon's own port, so Ollama-speaking tools get that URL (or --ollama-listen's)."""
+    key = api_key or "assistantd"
+    no_key = (
+        "note: Ollama clients send no API key; with ASSISTANT_API_KEY set they are refused "
+        "(run a loopback daemon without a key for them)"
+        if api_key
+        else ""
+    )
+    texts = {
+        "copilot": [
+            "VS Code Copilot Chat (settings.json), then Manage Models... > Ollama:",
+            f'  "github.copilot.chat.byok.ollamaEndpoint": "{base_url}"',
+            no_key,
+        ],
+        "zed": [
+            "Zed (settings.json): its Ollama provider lists assistantd's models",
+            f'  "language_models": {{ "ollama": {{ "api_url": "{base_url}" }} }}',
+            no_key,
+        ],
+        "jetbrains": [
+            "JetBrains AI Assistant: Settings > Tools > AI Assistant > Models > Third-party AI "
+            "providers: enable Ollama",
+            f"  URL: {base_url}   (Test Connection lists assistantd-chat and the served models)",
+            no_key,
+        ],
+        "open-webui": [
+            "Open WebUI: the Ollama API (host networking, so the container reaches loopback)",
+            "  docker run -d --network=host -v open-webui:/app/backend/data "
+            f"-e OLLAMA_BASE_URL={base_url} ghcr.io/open-webui/open-webui:main",
+            f"  or its OpenAI connection: OPENAI_API_BASE_URL={base_url}/v1 OPENAI_API_KEY={key}",
+            no_key,
+        ],
+        "claude-code": [
+            "Claude Code (Anthropic's Messages API at /v1/messages):",
+            f"  ANTHROPIC_BASE_URL={base_url} ANTHROPIC_AUTH_TOKEN={key} "
+            "ANTHROPIC_MODEL=assistantd-chat ANTHROPIC_SMALL_FAST_MODEL=assistantd-chat claude",
+        ],
+        "codex": [
+            "Codex CLI (~/.codex/config.toml; OpenAI's Responses API at /v1/responses):",
+            '  model = "assistantd-chat"',
+            '  model_provider = "assistantd"',
+            "  [model_providers.assistantd]",
+            '  name = "assistantd"',
+            f'  base_url = "{base_url}/v1"',
+            '  wire_api = "responses"',
+            *(['  env_key = "ASSISTANT_API_KEY"'] if api_key else []),
+        ],
+    }
+    return "\n".join(line for line in texts[tool] if line)

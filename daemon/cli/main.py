@@ -200,6 +200,10 @@ def ggml_devices() -> list[Any]:
 
 def cmd_connect(args: argparse.Namespace) -> int:
     status = _fetch_status(args.url)
+    if args.editor in editors.OTHER_TOOLS:
+        base = status.endpoint.removesuffix("/v1")
+        print(editors.tool_settings(args.editor, base, os.environ.get("ASSISTANT_API_KEY")))
+        return 0
     if status.model is None:
         print(
             f"assistantd is {status.state} and has no model yet; try again when "
@@ -313,7 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("name", help="speed, balanced, quality, your own name, or a .toml path")
     prof.set_defaults(func=cmd_profile)
     connect = commands.add_parser("connect", help="point an editor at the daemon")
-    connect.add_argument("editor", choices=["continue"], help="the editor to wire up")
+    connect.add_argument(
+        "editor",
+        choices=["continue", *editors.OTHER_TOOLS],
+        help="the editor or tool to wire up (continue also prints llama.vscode and llama.vim)",
+    )
     connect.add_argument(
         "--write", action="store_true", help="merge into Continue's config.yaml (a backup is kept)"
     )
