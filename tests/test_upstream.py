@@ -284,14 +284,18 @@ def test_upstreams_in_order_per_role_with_embeddings_sent_upstream(
 
 
 def test_with_chat_upstream_autocomplete_gets_the_machine_and_chat_falls_back_in_the_rest() -> None:
-    """The shipped catalog and profile on a 4 GB card: without an upstream, chat's choice
-    squeezes autocomplete to a 2-bit quant; with chat served upstream first, autocomplete gets
-    its best model for the whole machine and the local chat fallback fits beside it."""
+    """The shipped catalog on a 4 GB card, with a profile where autocomplete claims none of the
+    card from chat (`memory_share = 0`): without an upstream, chat's choice squeezes
+    autocomplete; with chat served upstream first, autocomplete gets its best model for the
+    whole machine and the local chat fallback fits beside it."""
+    auto_section = PROFILE.roles.autocomplete.model_copy(update={"memory_share": 0.0})
+    roles = PROFILE.roles.model_copy(update={"autocomplete": auto_section})
+    profile = PROFILE.model_copy(update={"roles": roles})
     machine, catalog = nvidia("GTX 1650", 4, ram=8), load_catalog()
-    alone = make_plan(catalog, PROFILE.for_role("autocomplete"), machine, None, n_slots=2,
-                      role="autocomplete", budget=profile_budget(PROFILE, machine))  # fmt: skip
-    local = make_role_plans(catalog, PROFILE, machine, n_slots=2)
-    remote = make_role_plans(catalog, PROFILE, machine, n_slots=2, upstream_roles=["chat"])
+    alone = make_plan(catalog, profile.for_role("autocomplete"), machine, None, n_slots=2,
+                      role="autocomplete", budget=profile_budget(profile, machine))  # fmt: skip
+    local = make_role_plans(catalog, profile, machine, n_slots=2)
+    remote = make_role_plans(catalog, profile, machine, n_slots=2, upstream_roles=["chat"])
     assert alone.chosen is not None
     assert local.roles["autocomplete"].chosen.key != alone.chosen.key  # squeezed by chat
     auto, chat = remote.roles["autocomplete"], remote.roles["chat"]

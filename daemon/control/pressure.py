@@ -13,6 +13,7 @@ import psutil
 
 from assistantd.control.monitor import Window
 from assistantd.planning.hardware import refresh_free
+from assistantd.planning.plan_types import ram_left
 from assistantd.planning.profiles import Profile
 
 if TYPE_CHECKING:
@@ -60,7 +61,10 @@ class MemoryWatch:
             ram = int(memory.ram_budget)
         else:
             held = sum(c.worker_rss() for c in controls)
-            ram = psutil.virtual_memory().available + held - int(memory.ram_reserve)
+            now = psutil.virtual_memory()
+            ram = ram_left(
+                now.total, now.available + held, memory.ram_reserve, memory.ram_reserve_share
+            )
         short = max(planned - ram, 0)
         machine = controls[0].machine
         uses_gpu = any(c.current and c.current.vram_bytes for c in controls)

@@ -38,11 +38,15 @@ def compute_budget(
     vram_reserve: int,
     ram_override: int | None = None,
     vram_override: int | None = None,
+    ram_reserve_share: float = 0.0,
 ) -> Budget:
-    """Measured free memory minus what the rest of the machine needs, or the user's override."""
+    """Measured free memory minus what the rest of the machine needs, or the user's override.
+    RAM: profiles.Memory says how the reserve scales with the machine."""
     notes = []
     ram = (
-        ram_override if ram_override is not None else max(machine.available_bytes - ram_reserve, 0)
+        ram_override
+        if ram_override is not None
+        else ram_left(machine.ram_bytes, machine.available_bytes, ram_reserve, ram_reserve_share)
     )
     if ram_override is not None:
         notes.append(f"RAM budget set by override to {gib(ram)}")
@@ -77,6 +81,12 @@ def compute_budget(
     )
 
 
+def ram_left(total: int, available: int, reserve: int, share: float) -> int:
+    """RAM the models may use: what is free now or what the share leaves, whichever is less,
+    minus the reserve."""
+    return max(min(available, int(total * (1 - share))) - reserve, 0)
+
+
 def _scaled(shares: list[DeviceBudget], total: int) -> list[DeviceBudget]:
     """A fixed device budget shared out as the devices' free memory is (evenly if none)."""
     free = sum(d.bytes for d in shares)
@@ -94,7 +104,10 @@ def without(budget: Budget, used: Candidate) -> Budget:
         budget,
         ram_bytes=max(budget.ram_bytes - used.ram_bytes, 0),
         vram_bytes=max(budget.vram_bytes - used.vram_bytes, 0),
-        gpu_working_set_bytes=max(budget.gpu_working_set_bytes - used.vram_bytes, 0),
+        # On Apple the weights the GPU touches are wired in the one pool: RAM is the measure.
+        gpu_working_set_bytes=max(
+            budget.gpu_working_set_bytes - (used.ram_bytes if budget.unified else 0), 0
+        ),
         devices=tuple(
             DeviceBudget(d.name, max(d.bytes - taken.get(d.name, 0), 0)) for d in budget.devices
         ),

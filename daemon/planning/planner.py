@@ -292,6 +292,7 @@ def profile_budget(
     budget = compute_budget(
         machine,
         ram_reserve=memory.ram_reserve,
+        ram_reserve_share=memory.ram_reserve_share,
         vram_reserve=memory.vram_reserve,
         ram_override=memory.ram_budget,
         vram_override=memory.vram_budget,

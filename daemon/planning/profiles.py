@@ -38,7 +38,21 @@ class Targets(_Section):
 
 
 class Memory(_Section):
-    ram_reserve: ByteSize = Field(ByteSize(2 * 1024**3), description="RAM left for other programs.")
+    """RAM budget = min(RAM free now, (1 - ram_reserve_share) x total RAM) - ram_reserve: what
+    the OS, an IDE and a browser hold is counted once, as measured or as the share of the
+    machine they take, whichever is more (they may not be running yet when the plan is made),
+    and ram_reserve stays free on top. 16 GB: at least 6 GB left to them; 64 GB: 18 GB."""
+
+    ram_reserve: ByteSize = Field(
+        ByteSize(2 * 1024**3), description="RAM always left free beyond what other programs hold."
+    )
+    ram_reserve_share: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="Share of total RAM the OS, an IDE and a browser are taken to hold, even "
+        "when less is in use when the plan is made.",
+    )
     vram_reserve: ByteSize = Field(ByteSize(512 * 1024**2), description="VRAM left free per GPU.")
     ram_budget: ByteSize | None = Field(None, description="Use exactly this much RAM.")
     vram_budget: ByteSize | None = Field(None, description="Use exactly this much VRAM.")
@@ -88,6 +102,13 @@ class AutocompleteRole(RoleSection):
     n_ctx: int | None = Field(4096, ge=256, le=1_048_576)
     slots: int | None = Field(2, ge=1, le=16)
     targets: AutocompleteTargets = AutocompleteTargets()
+    memory_share: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Autocomplete's claim: the share of the budget (VRAM; on Apple the Metal "
+        "working set; without a GPU, RAM) a FIM model may take from chat's choice.",
+    )
 
 
 class EmbeddingsRole(RoleSection):

@@ -3,13 +3,34 @@
 Autocomplete is latency-bound and needs FIM tokens; chat wants the best model that meets its
 targets; embeddings come last. The rule, so a person can predict it:
 
-1. Chat's choice with the whole budget is the reference.
-2. If that model is also autocomplete's first choice, it serves both roles (slots of one
+1. Chat's choice with the whole budget is the reference. Small cards: when that model runs
+   mostly from RAM (on the CPU, or split with more of its bytes in RAM than on the card) and
+   misses the profile's TTFT target, chat takes the best-ranked model of 3B parameters or more
+   that runs mostly on the card and meets the TTFT and decode targets, if there is one.
+2. If chat's model is also autocomplete's first choice, it serves both roles (slots of one
    worker, no second copy of the weights).
-3. Otherwise the autocomplete ladder is walked best first; each rung leaves a smaller budget for
-   chat, and the pair whose chat choice ranks highest wins (ties: the better autocomplete rung).
-   A rung that leaves chat only the offline starter does not count.
-4. No pair fits: a chat model with FIM tokens serves both; else autocomplete is off, with why.
+3. Otherwise autocomplete gets the best FIM tier that fits beside chat without costing chat its
+   placement. Tiers, best first: dedicated FIM models (autocomplete is their only role: the
+   Qwen2.5-Coder base models, 7B > 3B > 1.5B > 0.5B as llama.vscode's tiers by VRAM), then chat
+   models with FIM tokens, each by size. A rung counts if it meets autocomplete's TTFT and
+   decode targets (the fastest, when none does), is not a quant too lossy for its size, and
+   with a GPU runs wholly on it. The biggest tier that fits beside chat wins, where it fits
+   a. in what chat's choice leaves: chat keeps its choice; or
+   b. within autocomplete's claim, `[roles.autocomplete] memory_share` of the budget (of the
+      VRAM; on Apple of the Metal working set; without a GPU of the RAM): chat is re-planned
+      in what the FIM model leaves and keeps its place. A chat model wholly on the GPU stays
+      wholly on it (a smaller quant or model if need be); one split across GPU and RAM stays
+      as much on the card (mostly on it stays mostly on it; partly never becomes CPU-only)
+      and gives up no more of the card than the claim: it is not pushed further into RAM for
+      a FIM model bigger than the claim. Without a GPU chat keeps its model.
+   The claim grows with the budget, so the rule is monotone in memory: more VRAM never gives
+   a smaller autocomplete model (swept in tests/test_machine_table.py). With the shipped 0.3:
+   0.5B below ~8 GB of VRAM, 1.5B from 8 GB, 7B from ~30 GB (or where it fits in what chat
+   leaves).
+4. No tier fits: the autocomplete ladder is walked best first, each rung leaving a smaller
+   budget for chat, and the pair whose chat choice ranks highest wins (ties: the better rung;
+   a rung that leaves chat only the offline starter does not count). Then a chat model with
+   FIM tokens serves both; else autocomplete is off, with why.
 5. Embeddings take a model of their own from what is left, else the chat model serves them.
 
 With an upstream serving chat (a team's server ranks first), autocomplete comes first instead:
@@ -23,6 +44,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from assistantd.planning import sharing
 from assistantd.planning.catalog import CatalogModel
 from assistantd.planning.hardware import Machine
 from assistantd.planning.plan_types import Budget, Candidate, Plan, gib, without
@@ -123,7 +145,8 @@ def make_role_plans(
         )
 
     chat_alone = plan_for("chat", budget)
-    chat = chat_alone.chosen
+    chat = sharing.chat_pick(chat_alone, starters)
+    why = "the best chat model that fits" if chat else "no model fits the budget"
     roles: dict[Role, RoleChoice] = {
         "chat": RoleChoice(
             "chat",
@@ -132,13 +155,14 @@ def make_role_plans(
             n_slots,
             fim=bool(chat and chat.model in fim),
             served_by="chat" if chat else None,
-            reason="the best chat model that fits" if chat else "no model fits the budget",
+            reason=(chat and sharing.small_card_reason(chat, chat_alone)) or why,
         )
     }
     remote_first = "chat" in upstream_roles and profile.role_enabled("autocomplete")
     first = _autocomplete_first(profile, roles["chat"], plan_for, budget) if remote_first else None
+    dedicated = {m.id for m in catalog if m.fim and "chat" not in m.roles}
     roles["autocomplete"] = first or _autocomplete(
-        profile, roles["chat"], plan_for, budget, starters
+        profile, roles["chat"], plan_for, budget, starters, dedicated
     )
     chat_now = roles["chat"].chosen  # autocomplete's choice may have moved chat's
     roles["chat"].fim = bool(chat_now and chat_now.model in fim)
@@ -157,6 +181,7 @@ def _autocomplete(
     plan_for: PlanFor,
     budget: Budget,
     starters: set[str],
+    dedicated: set[str],
 ) -> RoleChoice:
     slots = profile.role_slots("autocomplete", 1)
     chat = chat_choice.chosen
@@ -165,7 +190,6 @@ def _autocomplete(
     if chat is None:
         return RoleChoice("autocomplete", None, None, slots, reason="no chat model fits either")
     alone: Plan = plan_for("autocomplete", budget)
-    target = profile.for_role("autocomplete").targets.ttft_p95_ms
     if alone.ladder and alone.ladder[0].key == chat.key:
         return _shared(
             chat_choice,
@@ -173,36 +197,14 @@ def _autocomplete(
             slots,
             f"{chat.label} is also the best autocomplete model that fits: one worker serves both",
         )
-    best: tuple[tuple[int, int], Candidate, Plan] | None = None
-    chat_rank = {
-        c.key: i for i, c in enumerate(chat_choice.plan.ladder if chat_choice.plan else [])
-    }
-    for index, rung in enumerate(alone.ladder[:PAIR_TRIES]):
-        rest: Plan = plan_for("chat", without(budget, rung))
-        pick = rest.chosen
-        if pick is None or (pick.model in starters and chat.model not in starters):
-            continue
-        key = (chat_rank.get(pick.key, len(chat_rank)), index)
-        if best is None or key < best[0]:
-            best = (key, rung, rest)
-        if key[0] == 0:
-            break  # chat keeps its own choice: the best autocomplete rung that allows it
-    if best is not None:
-        _, rung, rest = best
-        picked = rest.chosen
-        assert picked is not None
-        if picked.key != chat.key:
-            chat_choice.chosen, chat_choice.plan = picked, rest
-            chat_choice.reason = (
-                f"the best chat model that fits beside autocomplete's {rung.label} "
-                f"({gib(rung.estimated_bytes)})"
-            )
-        why = f"the best FIM model that fits beside chat's {picked.label}"
-        if not rung.meets_ttft:
-            why += f"; predicted TTFT {rung.predicted_ttft_ms:g} ms > target {target:g} ms"
-        return RoleChoice(
-            "autocomplete", rung, alone, slots, fim=True, served_by="autocomplete", reason=why
-        )
+    tiered = _tiered(profile, chat_choice, plan_for, budget, starters, dedicated)
+    if tiered is not None:
+        rung, why = tiered
+        return _own(profile, rung, alone, slots, why)
+    paired = _paired(chat_choice, plan_for, budget, starters, alone)
+    if paired is not None:
+        rung, why = paired
+        return _own(profile, rung, alone, slots, why)
     if chat_choice.fim:
         return _shared(
             chat_choice,
@@ -222,6 +224,108 @@ def _autocomplete(
             else "off: no model with FIM tokens fits the budget"
         ),
     )
+
+
+def _own(profile: Profile, rung: Candidate, alone: Plan, slots: int, why: str) -> RoleChoice:
+    target = profile.for_role("autocomplete").targets.ttft_p95_ms
+    if not rung.meets_ttft:
+        why += f"; predicted TTFT {rung.predicted_ttft_ms:g} ms > target {target:g} ms"
+    return RoleChoice(
+        "autocomplete", rung, alone, slots, fim=True, served_by="autocomplete", reason=why
+    )
+
+
+def _tiered(
+    profile: Profile,
+    chat_choice: RoleChoice,
+    plan_for: PlanFor,
+    budget: Budget,
+    starters: set[str],
+    dedicated: set[str],
+) -> tuple[Candidate, str] | None:
+    """Rule 3: the best FIM tier beside chat, in what chat leaves or within autocomplete's
+    claim; chat re-planned (keeping its place) in the second case."""
+    chat = chat_choice.chosen
+    assert chat is not None
+    share = profile.roles.autocomplete.memory_share
+    beside = plan_for("autocomplete", without(budget, chat))
+    left = {c.key: c for c in sharing.fim_rungs(beside, budget)}
+    claimed = sharing.fim_rungs(plan_for("autocomplete", sharing.claim(budget, share)), budget)
+    options = {**{c.key: c for c in claimed}, **left}
+    place = sharing.on_card(chat, budget)
+    for rung in sorted(options.values(), key=lambda c: sharing.tier(c, dedicated)):
+        if rung.key in left:
+            return rung, f"the best FIM tier that fits beside chat's {chat.label}"
+        rest = plan_for("chat", without(budget, rung))
+        pick = sharing.chat_pick(
+            rest,
+            starters,
+            at_least=place,
+            allow_starter=chat.model in starters,
+            model=chat.model if _cpu_only(budget) else None,
+        )
+        if pick is None:
+            continue  # chat would lose its place on the card: a smaller tier
+        if _moved(pick, chat):
+            chat_choice.chosen, chat_choice.plan = pick, rest
+            chat_choice.reason = (
+                f"the best chat model that keeps its place beside autocomplete's "
+                f"{rung.label} ({gib(rung.estimated_bytes)}, within autocomplete's "
+                f"{share:.0%} of the budget)"
+            )
+        return rung, f"the best FIM tier within autocomplete's {share:.0%} of the budget"
+    return None
+
+
+def _cpu_only(budget: Budget) -> bool:
+    return not budget.unified and budget.vram_bytes <= 0
+
+
+def _moved(now: Candidate, before: Candidate) -> bool:
+    """Chat's re-planned rung differs from its choice: another model or quant, or the same one
+    placed otherwise (fewer layers or experts on the card)."""
+    return (now.key, now.n_gpu_layers, now.n_cpu_moe) != (
+        before.key,
+        before.n_gpu_layers,
+        before.n_cpu_moe,
+    )
+
+
+def _paired(
+    chat_choice: RoleChoice,
+    plan_for: PlanFor,
+    budget: Budget,
+    starters: set[str],
+    alone: Plan,
+) -> tuple[Candidate, str] | None:
+    """Rule 4: each autocomplete rung, best first, with chat re-planned in what it leaves; the
+    pair whose chat ranks highest (ties: the better rung)."""
+    chat = chat_choice.chosen
+    assert chat is not None
+    best: tuple[tuple[int, int], Candidate, Plan, Candidate] | None = None
+    chat_rank = {
+        c.key: i for i, c in enumerate(chat_choice.plan.ladder if chat_choice.plan else [])
+    }
+    for index, rung in enumerate(alone.ladder[:PAIR_TRIES]):
+        rest: Plan = plan_for("chat", without(budget, rung))
+        pick = sharing.chat_pick(rest, starters)
+        if pick is None or (pick.model in starters and chat.model not in starters):
+            continue
+        key = (chat_rank.get(pick.key, len(chat_rank)), index)
+        if best is None or key < best[0]:
+            best = (key, rung, rest, pick)
+        if key[0] == 0:
+            break  # chat keeps its own choice: the best autocomplete rung that allows it
+    if best is None:
+        return None
+    _, rung, rest, picked = best
+    if _moved(picked, chat):
+        chat_choice.chosen, chat_choice.plan = picked, rest
+        chat_choice.reason = (
+            f"the best chat model that fits beside autocomplete's {rung.label} "
+            f"({gib(rung.estimated_bytes)})"
+        )
+    return rung, f"the best FIM model that fits beside chat's {picked.label}"
 
 
 def _autocomplete_first(
