@@ -15,15 +15,9 @@ from pydantic import Field
 
 from assistantd.api import openapi, shapes
 from assistantd.api.deps import State
+from assistantd.api.llamacpp_schemas import InfillRequest, NativeCompletion
 from assistantd.api.proxy import Generation
-from assistantd.api.schemas import (
-    MAX_TEXT,
-    InfillRequest,
-    Message,
-    NativeCompletion,
-    _Body,
-    grammar_keys,
-)
+from assistantd.api.schemas import MAX_TEXT, Message, _Body, grammar_keys
 from assistantd.api.streaming import (
     ClosingStreamingResponse,
     collect,
