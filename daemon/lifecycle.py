@@ -340,6 +340,7 @@ class Lifecycle:
             # On shared cores the latency-bound role wins the scheduler too; alone, a lower
             # priority costs nothing.
             nice=NICE_BESIDE if self._beside_autocomplete(role) else 0,
+            speculative=settings.speculative,
             **where.fields(),
         )
         supervisor = Supervisor(

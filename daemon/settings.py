@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     slots_endpoint: bool = Field(
         True, description="Answer llama-server's GET /slots (off: 501, as llama-server --no-slots)."
     )
+    speculative: Literal["auto", "off", "ngram"] = Field(
+        "auto",
+        description="Speculative decoding: n-gram drafts from a request's own prompt and answer "
+        "(what edits repeat), verified in the slot's batch; auto drafts where a match is found "
+        "and stops for a request whose drafts stop being accepted.",
+    )
     share_cores: bool = Field(
         True,
         description="On a CPU, other workers pause while an autocomplete prompt is evaluated, "

@@ -179,5 +179,7 @@ class Generation:
                 decode_tok_s=round(timings["predicted_per_second"], 2) if timings else None,
                 model=self._lease.spec.model_id if self._lease else "",
                 key=self._key,
+                draft_tokens=int(timings.get("draft_n", 0)) if timings else 0,
+                draft_accepted=int(timings.get("draft_n_accepted", 0)) if timings else 0,
             )
         )

@@ -99,6 +99,7 @@ class StatusReport(_Part):
     requests_failed: int
     requests_rejected: int
     requests_invalid: int = 0
+    speculation: dict[str, Any] | None = None  # draft_tokens, accepted_tokens, acceptance
     recent: list[dict[str, Any]]
     control: dict[str, Any] | None = None
     model: ModelStatus | None = None

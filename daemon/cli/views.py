@@ -33,6 +33,12 @@ def status_text(status: StatusReport) -> str:
         f"{status.requests_invalid} invalid",
         f"queue      {queue.active} running, {queue.waiting} waiting (capacity {queue.capacity})",
     ]
+    spec = status.speculation or {}
+    if spec.get("draft_tokens"):
+        lines.append(
+            f"speculate  {spec['draft_tokens']} tokens drafted, {spec['accepted_tokens']} "
+            f"accepted ({spec['acceptance']:.0%}; n-gram drafts from each request's own text)"
+        )
     if worker is not None:
         lines.append(f"worker     pid {worker.pid}, {worker.restarts} restarts")
     memory = status.memory

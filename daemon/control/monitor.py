@@ -119,6 +119,12 @@ class Monitor:
         self._completion_tokens = Counter(
             "assistantd_completion_tokens", "Tokens generated.", registry=self.registry
         )
+        self._drafted = Counter(
+            "assistantd_draft_tokens",
+            "Speculative decoding: tokens drafted, and those the model accepted.",
+            ["kind"],
+            registry=self.registry,
+        )
         self.shifts = Counter(
             "assistantd_shifts",
             "Model shifts by direction.",
@@ -165,6 +171,9 @@ class Monitor:
             return
         self._prompt_tokens.inc(rec.prompt_tokens)
         self._completion_tokens.inc(rec.completion_tokens)
+        if rec.draft_tokens:
+            self._drafted.labels("drafted").inc(rec.draft_tokens)
+            self._drafted.labels("accepted").inc(rec.draft_accepted)
         if rec.service_ttft_ms is not None:
             self._ttft.observe(rec.service_ttft_ms / 1000)
         if rec.decode_tok_s:

@@ -23,6 +23,8 @@ class RequestRecord:
     decode_tok_s: float | None = None
     model: str = ""
     key: str | None = None  # the API key's name (never the key)
+    draft_tokens: int = 0  # speculative decoding: tokens guessed, and those the model kept
+    draft_accepted: int = 0
     at: float = field(default_factory=time.time)
 
 
@@ -45,6 +47,7 @@ class Stats:
         self.invalid = 0  # the client's request was wrong (4xx): not a server failure
         self.recent: collections.deque[RequestRecord] = collections.deque(maxlen=keep)
         self.by_key: dict[str, KeyCounts] = {}
+        self.drafted = self.draft_accepted = 0
 
     def record(self, rec: RequestRecord) -> None:
         if rec.key is not None:
@@ -54,6 +57,8 @@ class Stats:
             counts.failed += rec.outcome == "error"
             counts.prompt_tokens += rec.prompt_tokens
             counts.completion_tokens += rec.completion_tokens
+        self.drafted += rec.draft_tokens
+        self.draft_accepted += rec.draft_accepted
         if rec.outcome == "ok":
             self.served += 1
         elif rec.outcome == "cancelled":
@@ -74,6 +79,13 @@ class Stats:
             "requests_failed": self.failed,
             "requests_rejected": self.rejected,
             "requests_invalid": self.invalid,
+            "speculation": {
+                "draft_tokens": self.drafted,
+                "accepted_tokens": self.draft_accepted,
+                "acceptance": round(self.draft_accepted / self.drafted, 3)
+                if self.drafted
+                else None,
+            },
             "recent": [asdict(r) for r in list(self.recent)[-10:]],
             "keys": [
                 {"name": name, **asdict(c)}

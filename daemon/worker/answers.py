@@ -228,5 +228,8 @@ class Answer:
                 "predicted_per_second": (
                     (predicted - 1) / predicted_ms * 1000 if predicted_ms and predicted > 1 else 0.0
                 ),
+                # speculative decoding, as llama-server reports it
+                "draft_n": sum(int(e.get("draft_n", 0)) for e in ends),
+                "draft_n_accepted": sum(int(e.get("draft_n_accepted", 0)) for e in ends),
             },
         }

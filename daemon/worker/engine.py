@@ -42,11 +42,13 @@ class Engine:
         model_id: str,
         n_slots: int,
         placement: Placement | None = None,
+        speculative: str = "off",
     ) -> None:
         self.model_path = model_path
         self.model_id = model_id
         self.n_ctx = n_ctx
         self.n_slots = n_slots
+        self.speculative = speculative  # worker.speculation.MODES
         self._threads = threads
         self._n_gpu_layers = n_gpu_layers
         self.placement = placement or Placement()
@@ -135,6 +137,7 @@ class Engine:
             t_max_predict_ms=params.get("t_max_predict_ms"),
             cancelled=cancel,
             logprobs=params.get("logprobs"),
+            speculate=self.speculative != "off",
         )
         answer = Answer(
             chat=kind == "chat",

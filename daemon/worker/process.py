@@ -40,6 +40,7 @@ class WorkerSpec:
     devices: tuple[str, ...] | None = None
     split: tuple[float, ...] = ()
     rpc: tuple[str, ...] = ()
+    speculative: str = "off"  # Settings.speculative: auto | off | ngram
 
 
 class WorkerProcess:
@@ -93,6 +94,8 @@ class WorkerProcess:
             str(os.getpid()),
             "--nice",
             str(self.spec.nice),
+            "--speculative",
+            self.spec.speculative,
             *self._placement_args(),
             env=self._environment(),
             stdin=asyncio.subprocess.DEVNULL,

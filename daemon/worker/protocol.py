@@ -83,6 +83,8 @@ class Timings(TypedDict):
     cache_n: NotRequired[int]
     prompt_per_token_ms: NotRequired[float]
     predicted_per_token_ms: NotRequired[float]
+    draft_n: NotRequired[int]
+    draft_n_accepted: NotRequired[int]
 
 
 class ChunkEvent(TypedDict):

@@ -32,6 +32,7 @@ from assistantd.worker.engine import Engine
 from assistantd.worker.hold import HoldFlag
 from assistantd.worker.model_params import Placement
 from assistantd.worker.protocol import EndEvent, ErrorEvent, Event, GenerateRequest
+from assistantd.worker.speculation import MODES
 
 # Exit code that tells the daemon the model could not be loaded (not worth retrying fast).
 EXIT_LOAD_FAILED = 3
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--split", default="", help="share of the layers per device")
     parser.add_argument("--rpc", default="", help="comma-separated RPC servers to register")
+    parser.add_argument("--speculative", default="off", choices=MODES)
     args = parser.parse_args(argv)
     _die_with_parent(args.parent_pid)
     if args.nice:
@@ -240,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
             n_gpu_layers=args.n_gpu_layers,
             model_id=args.model_id,
             n_slots=args.slots,
+            speculative=args.speculative,
             placement=Placement(
                 devices=None if args.devices is None else tuple(_words(args.devices)),
                 split=tuple(float(s) for s in _words(args.split)),

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import heapq
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp as L
 
 from assistantd.worker.protocol import Sampling
+from assistantd.worker.speculation import NgramDrafter
 
 
 class QueueFull(Exception):
@@ -35,6 +38,7 @@ class SlotRequest:
     t_max_predict_ms: float | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     logprobs: int | None = None  # None: off; k: each token's logprob and its k alternatives
+    speculate: bool = False  # n-gram drafts from the slot's own tokens (worker.speculation)
 
 
 IDLE, PREFILL, GEN, WAITCOPY = 0, 1, 2, 3
@@ -80,6 +84,8 @@ class Slot:
         "stream",
         "t1",
         "in_batch",
+        "spec",
+        "drafts",
     )
 
     def __init__(self, i):
@@ -87,6 +93,8 @@ class Slot:
         self.job = self.chain = self.stream = None
         self.state, self.idx, self.pf_pos, self.pf_take = IDLE, 0, 0, 0
         self.last_tok, self.i_batch, self.n_gen, self.t1, self.in_batch = 0, -1, 0, 0.0, False
+        self.spec: NgramDrafter | None = None
+        self.drafts: list[int] = []  # in this step's batch after last_tok, to be verified
 
 
 def common_prefix(a: list, b: list) -> int:
@@ -103,6 +111,38 @@ def common_prefix(a: list, b: list) -> int:
     return lo
 
 
+def job_events(job: Job) -> Iterator[dict]:
+    """A job's events as its queue delivers them; abandoning the iterator cancels the job."""
+    try:
+        while True:
+            ev = job.q.get()
+            if ev is DONE:
+                return
+            if isinstance(ev, BaseException):
+                raise ev
+            yield ev
+    finally:
+        if not job.done:
+            job.req.cancelled.set()
+
+
+def drop_cancelled(heap: list) -> None:
+    """Answer and remove the queued jobs whose clients left before a slot was free."""
+    keep = []
+    for item in heap:
+        job = item[2]
+        if job.req.cancelled.is_set():
+            for i, c in enumerate(job.chains):
+                L.llama_sampler_free(c)
+                job.q.put(end_event(i, "cancelled", "none", job, 0, 0.0, 0.0, ""))
+            job.done = True
+            job.q.put(DONE)
+        else:
+            keep.append(item)
+    heap[:] = keep
+    heapq.heapify(heap)
+
+
 def end_event(
     i: int,
     reason: str,
@@ -112,8 +152,10 @@ def end_event(
     prompt_ms: float,
     pred_ms: float,
     text: str,
+    spec: NgramDrafter | None = None,
 ) -> dict[str, Any]:
-    """The end of one alternative, with its counts and times."""
+    """The end of one alternative, with its counts and times (drafted and accepted tokens
+    as llama-server names them)."""
     return {
         "type": "end",
         "index": i,
@@ -125,6 +167,8 @@ def end_event(
         "prompt_ms": prompt_ms,
         "predicted_ms": pred_ms,
         "text": text,
+        "draft_n": spec.drafted if spec else 0,
+        "draft_n_accepted": spec.accepted if spec else 0,
     }
 
 
@@ -143,3 +187,19 @@ def new_context(model: Any, n_slots: int, n_ctx_per_slot: int, n_batch: int, thr
     if not ctx:
         raise RuntimeError("llama_init_from_model failed (out of memory for the KV cache?)")
     return ctx
+
+
+def undo_batch(mem: Any, used: list, ret: int) -> list[tuple[Job, SlotEngineError]]:
+    """After a failed llama_decode: drop whatever part of the batch reached the KV cache, and
+    say which jobs fail (on a full cache with several jobs, only the least urgent one)."""
+    for s in used:
+        L.llama_memory_seq_rm(mem, s.id, len(s.cache), -1)
+        s.drafts = []
+        if s.state == PREFILL:
+            s.pf_pos -= s.pf_take
+    jobs = {s.job.seq: s.job for s in used}
+    if ret == 1 and len(jobs) > 1:
+        victim = max(jobs.values(), key=lambda j: (j.req.priority, j.seq))
+        return [(victim, SlotEngineError("KV cache full (llama_decode returned 1)"))]
+    msg = "KV cache full" if ret == 1 else "llama_decode failed"
+    return [(job, SlotEngineError(f"{msg} (llama_decode returned {ret})")) for job in jobs.values()]

@@ -45,9 +45,13 @@ from assistantd.worker.slot_state import (
     SlotEngineError,
     SlotRequest,
     common_prefix,
+    drop_cancelled,
     end_event,
+    job_events,
     new_context,
+    undo_batch,
 )
+from assistantd.worker.speculation import NgramDrafter
 
 __all__ = ["Sampling", "SlotRequest", "SlotEngine", "QueueFull", "SlotEngineError"]
 
@@ -66,7 +70,9 @@ class SlotEngine:
         max_queue: int = 64,
     ):
         self._llm = llm  # keeps the model (shared, never decoded with) alive
-        self._model = llm._model.model
+        self._model = m = llm._model.model
+        # A draft's rejected tail must leave the KV cache: recurrent state cannot drop it.
+        self.can_draft = not (L.llama_model_is_recurrent(m) or L.llama_model_is_hybrid(m))
         self.n_slots, self.n_ctx_slot, self.n_batch = n_slots, n_ctx_per_slot, n_batch
         self.max_queue = max_queue
         self._ctx = new_context(self._model, n_slots, n_ctx_per_slot, n_batch, threads)
@@ -129,7 +135,7 @@ class SlotEngine:
                 raise QueueFull(f"{len(self._heap)} requests already waiting")
             heapq.heappush(self._heap, (req.priority, job.seq, job))
             self._cv.notify()
-        return self._events(job)
+        return job_events(job)
 
     def close(self) -> None:
         with self._cv:
@@ -144,20 +150,6 @@ class SlotEngine:
         cached = [len(s.cache) for s in self._slots]
         return {"slots": self.n_slots, "busy": busy, "idle": self.n_slots - busy,
                 "queued": queued, "cached_tokens": cached}  # fmt: skip
-
-    @staticmethod
-    def _events(job: Job) -> Iterator[dict]:
-        try:
-            while True:
-                ev = job.q.get()
-                if ev is DONE:
-                    return
-                if isinstance(ev, BaseException):
-                    raise ev
-                yield ev
-        finally:
-            if not job.done:
-                job.req.cancelled.set()
 
     # ------------------------------------------------------------------ engine thread
     def _run(self):
@@ -196,19 +188,7 @@ class SlotEngine:
     def _admit(self):  # called with self._cv held
         heap = self._heap
         if any(j.req.cancelled.is_set() for _, _, j in heap):
-            keep = []
-            for item in heap:
-                job = item[2]
-                if job.req.cancelled.is_set():
-                    for i, c in enumerate(job.chains):
-                        L.llama_sampler_free(c)
-                        job.q.put(end_event(i, "cancelled", "none", job, 0, 0.0, 0.0, ""))
-                    job.done = True
-                    job.q.put(DONE)
-                else:
-                    keep.append(item)
-            heap[:] = keep
-            heapq.heapify(heap)
+            drop_cancelled(heap)
         while heap:
             job = heap[0][2]
             idle = [s for s in self._slots if s.job is None]
@@ -241,8 +221,10 @@ class SlotEngine:
         job.t0 = time.perf_counter()
         job.slots = [first] + others
         job.n_open = len(job.slots)
+        speculate = job.req.speculate and job.req.n == 1 and self.can_draft
         for i, s in enumerate(job.slots):
             s.job, s.idx, s.chain, s.n_gen, s.i_batch = job, i, job.chains[i], 0, -1
+            s.spec, s.drafts = (NgramDrafter.over(prompt) if speculate else None), []
             s.stream = TextStream(job.req.stop)
             s.state = WAITCOPY
             self._n_busy += 1
@@ -253,17 +235,21 @@ class SlotEngine:
         tok, pos, logits, seqp = b.token, b.pos, b.logits, self._seq_ptrs
         n = 0
         used = []
+        # Autocomplete's prompt waiting: no drafts this step, its prefill gets the batch.
+        urgent = any(s.state == PREFILL and s.job.req.priority == 0 for s in self._slots)
         for s in self._slots:
             if s.state == GEN:
                 if s.job.req.cancelled.is_set():
                     self._finish(s, "cancelled", "none", False)
                     continue
-                tok[n] = s.last_tok
-                pos[n] = len(s.cache)
-                seqp[n][0] = s.id
-                logits[n] = 1
-                s.i_batch = n
-                n += 1
+                p = len(s.cache)
+                room = min(self.n_batch - n - self.n_slots, self.n_ctx_slot - p - 2)
+                drafts = s.spec.draft(room) if s.spec is not None and not urgent else []
+                for j, t in enumerate([s.last_tok, *drafts]):
+                    tok[n + j], pos[n + j], logits[n + j] = t, p + j, 1
+                    seqp[n + j][0] = s.id
+                s.i_batch, s.drafts = n, drafts
+                n += 1 + len(drafts)
                 used.append(s)
         pre = [s for s in self._slots if s.state == PREFILL]
         if len(pre) > 1:
@@ -308,7 +294,7 @@ class SlotEngine:
         for s in used:
             if s.state == GEN:
                 s.cache.append(s.last_tok)
-                self._on_token(s, sample(s.chain, ctx, s.i_batch), now, s.i_batch)
+                self._verify(s, now)
             elif s.state == PREFILL:
                 job = s.job
                 s.cache.extend(job.req.prompt[s.pf_pos - s.pf_take : s.pf_pos])
@@ -325,6 +311,29 @@ class SlotEngine:
                         self._finish(o, "length", "limit", False)
                     else:
                         self._on_token(o, sample(o.chain, ctx, s.i_batch), now, s.i_batch)
+                        if o.spec is not None and o.state == GEN:
+                            o.spec.push(o.last_tok)
+
+    def _verify(self, s: Slot, now: float):
+        """Sample the slot's position, then each drafted one while the sampler chose the
+        drafted token; the rest of the draft leaves the KV cache."""
+        drafts, spec, at = s.drafts, s.spec, s.i_batch
+        s.drafts = []
+        kept = 0
+        while True:
+            t = L.llama_sampler_sample(s.chain, self._ctx, at + kept)
+            self._on_token(s, t, now, at + kept)
+            if s.state != GEN or spec is None:
+                break
+            spec.push(t)
+            if kept == len(drafts) or t != drafts[kept]:
+                break
+            s.cache.append(t)  # the drafted token, already in the KV cache, is the answer's
+            kept += 1
+        if drafts and spec is not None:
+            spec.record(len(drafts), kept)
+            if s.state == GEN:
+                L.llama_memory_seq_rm(self._mem, s.id, len(s.cache), -1)
 
     def _on_token(self, s: Slot, t: int, now: float, at: int):
         job = s.job
@@ -376,7 +385,8 @@ class SlotEngine:
             prompt_ms, pred_ms = (s.t1 - job.t0) * 1000.0, (now - s.t1) * 1000.0
         else:
             prompt_ms, pred_ms = (now - job.t0) * 1000.0, 0.0
-        job.q.put(end_event(s.idx, reason, stype, job, s.n_gen, prompt_ms, pred_ms, s.stream.text))
+        text = s.stream.text
+        job.q.put(end_event(s.idx, reason, stype, job, s.n_gen, prompt_ms, pred_ms, text, s.spec))
         self._release(s)
         job.n_open -= 1
         if job.n_open == 0:
@@ -404,15 +414,5 @@ class SlotEngine:
         job.q.put(err)
 
     def _decode_failed(self, ret: int, used: list):
-        for s in used:  # drop whatever part of this batch may have reached the KV cache
-            L.llama_memory_seq_rm(self._mem, s.id, len(s.cache), -1)
-            if s.state == PREFILL:
-                s.pf_pos -= s.pf_take
-        jobs = {s.job.seq: s.job for s in used}
-        if ret == 1 and len(jobs) > 1:
-            victim = max(jobs.values(), key=lambda j: (j.req.priority, j.seq))
-            self._fail(victim, SlotEngineError("KV cache full (llama_decode returned 1)"))
-        else:
-            msg = "KV cache full" if ret == 1 else "llama_decode failed"
-            for job in jobs.values():
-                self._fail(job, SlotEngineError(f"{msg} (llama_decode returned {ret})"))
+        for job, err in undo_batch(self._mem, used, ret):
+            self._fail(job, err)

@@ -1,0 +1,74 @@
+"""Speculative decoding through the real daemon: an edit-like request (the answer repeats its
+prompt) is drafted from its own text, and the answer stays the model's own.
+
+llama.cpp's batched kernels can differ from its one-token kernels in the last bits, so a
+speculated greedy answer may part from the plain one where two tokens are nearly tied. The
+tests tell that apart from a bug: at the first token where the answers differ, both tokens
+must be near the top of the plain run's own distribution with almost equal log-probabilities;
+a bug (a wrong token kept, a KV entry not dropped) picks tokens the model did not favour."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import openai
+
+from tests.support.daemons import Daemon
+
+CODE = '''def total_price(items):
+    total = 0
+    for item in items:
+        total += item.price * item.quantity
+    return total
+
+
+def cheapest(items):
+    return min(items, key=lambda item: item.price)
+'''
+EDIT = [{"role": "user", "content": f"Rename total to amount:\n```python\n{CODE}```"},
+        {"role": "assistant", "content": "```python\n"}]  # fmt: skip
+FREE = [{"role": "user", "content": "Write a short poem about the sea."}]
+NEAR_TIE = 0.1  # log-probability difference that counts as a tie between two tokens
+
+
+def answer(daemon: Daemon, messages: list[dict[str, str]]) -> list[tuple[str, dict[str, float]]]:
+    """Each token of a greedy answer with the model's top alternatives (token → logprob)."""
+    api = openai.OpenAI(base_url=daemon.v1, api_key="unused", max_retries=0, timeout=120)
+    got = api.chat.completions.create(
+        model="assistantd-chat", messages=messages, max_tokens=96, temperature=0,
+        logprobs=True, top_logprobs=3,
+    )  # fmt: skip
+    return [(e.token, {t.token: t.logprob for t in e.top_logprobs}) for e in got.choices[0].logprobs.content]
+
+
+def assert_same_or_tied(plain: list, speculated: list) -> None:
+    for (a, top), (b, _) in zip(plain, speculated, strict=False):
+        if a != b:
+            assert b in top, f"speculation chose {b!r}, not among the model's top tokens {top}"
+            assert abs(top[a] - top[b]) < NEAR_TIE, f"{a!r} vs {b!r} is no near-tie: {top}"
+            return
+    assert len(plain) == len(speculated)
+
+
+def test_an_edit_is_drafted_from_its_prompt_and_the_answer_is_the_models_own(
+    start_daemon, models
+) -> None:
+    plain = start_daemon(models["smollm2"], ASSISTANT_SPECULATIVE="off")
+    drafting = start_daemon(models["smollm2"], ASSISTANT_SPECULATIVE="ngram")
+    for messages in (EDIT, FREE):  # each daemon's caches in the same state for each request
+        assert_same_or_tied(answer(plain, messages), answer(drafting, messages))
+    counts = drafting.status()["speculation"]
+    assert counts["draft_tokens"] > 0 and 0 < counts["accepted_tokens"] <= counts["draft_tokens"]
+    assert plain.status()["speculation"]["draft_tokens"] == 0
+    native = httpx.post(drafting.url + "/completion", timeout=120, json={
+        "prompt": CODE + "\n\n" + CODE[:60], "n_predict": 40, "temperature": 0}).json()  # fmt: skip
+    assert native["timings"]["draft_n_accepted"] > 0  # llama-server's names, per answer
+    shown = subprocess.run(
+        [sys.executable, "-m", "assistantd.cli.main", "--url", drafting.url, "status"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "speculate" in shown.stdout and "accepted" in shown.stdout
+    metrics = httpx.get(drafting.url + "/metrics").text
+    assert 'assistantd_draft_tokens_total{kind="accepted"}' in metrics
