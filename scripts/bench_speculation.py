@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Speculative decoding, side by side in one run (issue 19), printed as a markdown table.
+
+Two requests at temperature 0: an edit (the answer repeats most of the code in the prompt,
+as an editor's edit/apply does) and a free-form answer. Each is sent to assistantd with
+speculation off, with n-gram drafts, and with `auto` (the default), and to llama-server
+without speculation and with `--spec-type ngram-simple` (`--llama-server PATH`; skipped with
+a message when not given). One server runs at a time; a fresh connection per request (this
+llama-server build exits when a client reuses one, ../shared/CLIENTS.md). Decode speed is
+the server's own `timings.predicted_per_second` from llama-server's `/completion`, which both
+serve, so prompt evaluation is left out; drafted / accepted tokens come from the same timings.
+
+    .venv/bin/python -m scripts.bench_speculation [--llama-server PATH] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import httpx
+
+from scripts import fetch_models
+from scripts.bench import THREADS, _free_port
+from scripts.bench_editor import N_CTX, SLOTS, Server, assistantd
+
+CODE = "".join(
+    f"def price_of_{name}(items, rate):\n"
+    f"    total = 0\n"
+    f"    for item in items:\n"
+    f"        if item.kind == '{name}':\n"
+    f"            total += item.price * item.quantity * rate\n"
+    f"    return round(total, 2)\n\n\n"
+    for name in ("apple", "pear", "plum", "fig", "kiwi", "lime")
+)
+EDIT = [
+    {"role": "user", "content": f"Rename `total` to `amount` everywhere:\n```python\n{CODE}```"}
+]
+FREE = [{"role": "user", "content": "Write a story about a lighthouse keeper and a storm."}]
+TOKENS = 256
+
+
+def one(url: str, messages: list[dict[str, str]], prefill: str) -> dict[str, float]:
+    """One answer through llama-server's /apply-template and /completion (both serve them)."""
+    with httpx.Client(timeout=600) as http:
+        prompt = http.post(url + "/apply-template", json={"messages": messages}).json()["prompt"]
+    with httpx.Client(timeout=600) as http:  # a fresh connection per request
+        got = http.post(url + "/completion", json={
+            "prompt": prompt + prefill, "n_predict": TOKENS, "temperature": 0,
+            "cache_prompt": False}).json()  # fmt: skip
+    t = got["timings"]
+    return {"tok_s": t["predicted_per_second"], "n": t["predicted_n"],
+            "drafted": t.get("draft_n", 0), "accepted": t.get("draft_n_accepted", 0)}  # fmt: skip
+
+
+def measure(server: Server, repeats: int) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, messages, prefill in (("edit", EDIT, "```python\n"), ("free", FREE, "")):
+        one(server.url, messages, prefill)  # warm-up
+        runs = [one(server.url, messages, prefill) for _ in range(repeats)]
+        out[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--llama-server", type=Path, help="llama-server binary to compare")
+    parser.add_argument("--model", default="smollm2", choices=sorted(fetch_models.MODELS))
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    model = fetch_models.fetch_all()[args.model]
+    starts = {
+        f"assistantd {mode}": (lambda m=mode: assistantd(model, {"ASSISTANT_SPECULATIVE": m}))
+        for mode in ("off", "ngram", "auto")
+    }
+    if args.llama_server:
+        binary = args.llama_server
+        starts["llama-server"] = lambda: llama_server(binary, model, [])
+        starts["llama-server ngram-simple"] = lambda: llama_server(
+            binary, model, ["--spec-type", "ngram-simple"]
+        )
+    else:
+        print("(llama-server rows skipped: give --llama-server PATH)")
+    rows = {}
+    for name, start in starts.items():
+        server = start()
+        try:
+            rows[name] = measure(server, args.repeats)
+        finally:
+            server.stop()
+    print(f"\n## Speculative decoding on {args.model}, temperature 0, {TOKENS} tokens\n")
+    print("| server | edit tok/s | drafted / accepted | free-form tok/s | drafted / accepted |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        e, f = r["edit"], r["free"]
+        print(f"| {name} | {e['tok_s']:.1f} | {e['drafted']:.0f} / {e['accepted']:.0f} | "
+              f"{f['tok_s']:.1f} | {f['drafted']:.0f} / {f['accepted']:.0f} |")  # fmt: skip
+    base = rows["assistantd off"]
+    for mode in ("ngram", "auto"):
+        r = rows[f"assistantd {mode}"]
+        edit, free = (r[k]["tok_s"] / base[k]["tok_s"] for k in ("edit", "free"))
+        print(f"\nassistantd {mode} over off: edit {edit:.2f}×, free-form {free:.2f}×")
+    if "llama-server ngram-simple" in rows:
+        peer = rows["llama-server ngram-simple"]
+        ours = rows["assistantd auto"]
+        print(f"assistantd auto vs llama-server ngram-simple: edit "
+              f"{ours['edit']['tok_s'] / peer['edit']['tok_s']:.2f}×, free-form "
+              f"{ours['free']['tok_s'] / peer['free']['tok_s']:.2f}×")  # fmt: skip
+
+
+def llama_server(binary: Path, model: Path, extra: list[str]) -> Server:
+    port = _free_port()
+    cmd = [str(binary), "-m", str(model), "--port", str(port), "-t", str(THREADS),
+           "-tb", str(THREADS), "-c", str(N_CTX * SLOTS), "-np", str(SLOTS), *extra]  # fmt: skip
+    return Server("llama-server", cmd, f"http://127.0.0.1:{port}")
+
+
+if __name__ == "__main__":
+    main()
