@@ -341,6 +341,8 @@ class Lifecycle:
             # priority costs nothing.
             nice=NICE_BESIDE if self._beside_autocomplete(role) else 0,
             speculative=settings.speculative,
+            seed=settings.seed,
+            temperature=settings.temperature,
             **where.fields(),
         )
         supervisor = Supervisor(

@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     slots_endpoint: bool = Field(
         True, description="Answer llama-server's GET /slots (off: 501, as llama-server --no-slots)."
     )
+    seed: int | None = Field(
+        None, description="Sampling seed for requests that send none (llama-server's --seed)."
+    )
+    temperature: float | None = Field(
+        None, ge=0.0, le=2.0, description="Temperature for requests that send none (--temp)."
+    )
     speculative: Literal["auto", "off", "ngram"] = Field(
         "auto",
         description="Speculative decoding: n-gram drafts from a request's own prompt and answer "

@@ -145,7 +145,7 @@ def assistantd_argv(args: list[str]) -> tuple[list[str], dict[str, str], list[st
               "--alias": "--model-id", "-a": "--model-id"}  # fmt: skip
     handled = set(direct) | MODEL_FLAGS | {"--ctx-size", "-c", "--parallel", "-np", "--api-key",
                                            "--kv-unified", "-kvu", "--cors-origins", "--tools",
-                                           "--no-slots"}  # fmt: skip
+                                           "--no-slots", "--temp", "--seed"}  # fmt: skip
     for flag, target in direct.items():
         if flags.get(flag) is not None:
             out += [target, str(flags[flag])]
@@ -164,6 +164,9 @@ def assistantd_argv(args: list[str]) -> tuple[list[str], dict[str, str], list[st
     env["ASSISTANT_ALLOWED_ORIGINS"] = str(flags.get("--cors-origins") or default_origins)
     if "--no-slots" in flags:
         env["ASSISTANT_SLOTS_ENDPOINT"] = "false"
+    for flag, name in (("--temp", "ASSISTANT_TEMPERATURE"), ("--seed", "ASSISTANT_SEED")):
+        if flags.get(flag) is not None and flags[flag] != "-1":
+            env[name] = str(flags[flag])
     ignored = [f for f in flags if f not in handled]
     return out, env, ignored
 
@@ -267,8 +270,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+Failures = list[tuple[str, str]]
+
+
 def run_suite(suite: Path, wrapper: Path, files: list[str], keyword: str | None, out: Path,
-              label: str) -> tuple[Counts, list[tuple[str, str]], float]:  # fmt: skip
+              label: str, deselect: list[str]) -> tuple[Counts, Failures, float]:  # fmt: skip
     junit, log = out / f"junit-{label}.xml", out / f"pytest-{label}.log"
     cmd = [sys.executable, "-m", "pytest", "-q", "-rN", "-p", "no:cacheprovider",
            f"--junitxml={junit}", *(f"unit/{f}" for f in files)]  # fmt: skip
@@ -276,6 +282,8 @@ def run_suite(suite: Path, wrapper: Path, files: list[str], keyword: str | None,
         cmd += ["-m", "not slow"]
     if keyword:
         cmd += ["-k", keyword]
+    for node in deselect:
+        cmd += ["--deselect", node]
     env = {
         k: v
         for k, v in os.environ.items()
@@ -339,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", nargs="+", default=DEFAULT_FILES, help="unit/ test files")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression")
+    parser.add_argument("--deselect", action="append", default=[], metavar="NODEID",
+                        help="a test to leave out (unit/FILE::NAME[ID]), repeatable")  # fmt: skip
     parser.add_argument("--llama-server", type=Path, help="run against this llama-server only")
     parser.add_argument("--both", type=Path, metavar="PATH", help="assistantd and this binary")
     parser.add_argument("--list-failures", action="store_true")
@@ -359,7 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         targets.append(("llama-server", wrapper))
     results: dict[str, Counts] = {}
     for label, wrapper in targets:
-        counts, failures, elapsed = run_suite(suite, wrapper, files, args.keyword, out, label)
+        counts, failures, elapsed = run_suite(
+            suite, wrapper, files, args.keyword, out, label, args.deselect
+        )
         results[label] = counts
         print(f"{label}: {sum(sum(r) for r in counts.values())} tests in {elapsed:.0f}s")
         if args.list_failures:

@@ -109,7 +109,9 @@ async def props(state: State) -> dict[str, Any]:
     """llama-server's /props, as llama.vscode reads it (the context size before agent work)."""
     served = state.for_role("chat")
     info = served.supervisor.worker_info
-    settings = {"n_ctx": served.n_ctx, "model": served.model_id, **asdict(Sampling())}
+    given = {"seed": state.settings.seed, "temperature": state.settings.temperature}
+    sampling = asdict(Sampling()) | {k: v for k, v in given.items() if v is not None}
+    settings = {"n_ctx": served.n_ctx, "model": served.model_id, **sampling}
     return {
         "default_generation_settings": {**settings, "params": settings},
         "total_slots": served.slots,

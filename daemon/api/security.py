@@ -124,8 +124,8 @@ class Guard:
             if origin is not None and message["type"] == "http.response.start":
                 message["headers"] = [
                     *message.get("headers", []),
-                    (b"access-control-allow-origin", origin.encode()),
-                    (b"vary", b"Origin"),
+                    (b"Access-Control-Allow-Origin", origin.encode()),
+                    (b"Vary", b"Origin"),
                 ]
             await send(message)
 
@@ -166,19 +166,20 @@ def _is_loopback_page(origin: str) -> bool:
 
 async def _preflight(send: Send, origin: str | None) -> None:
     """200 as llama-server answers; CORS headers only for an allowed origin. The headers are
-    listed, not `*`: browsers never let `*` cover Authorization."""
+    listed, not `*`: browsers never let `*` cover Authorization. Names in their usual case:
+    HTTP says case does not matter, but some clients compare them as written."""
     allowed = [
-        (b"access-control-allow-origin", (origin or "").encode()),
-        (b"access-control-allow-credentials", b"true"),
-        (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
-        (b"access-control-allow-headers", b"authorization, content-type, x-api-key"),
-        (b"access-control-max-age", b"600"),
+        (b"Access-Control-Allow-Origin", (origin or "").encode()),
+        (b"Access-Control-Allow-Credentials", b"true"),
+        (b"Access-Control-Allow-Methods", b"GET, POST, DELETE, OPTIONS"),
+        (b"Access-Control-Allow-Headers", b"authorization, content-type, x-api-key"),
+        (b"Access-Control-Max-Age", b"600"),
     ]
     await send(
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [*(allowed if origin is not None else []), (b"vary", b"Origin")],
+            "headers": [*(allowed if origin is not None else []), (b"Vary", b"Origin")],
         }
     )
     await send({"type": "http.response.body", "body": b""})

@@ -43,12 +43,14 @@ class Engine:
         n_slots: int,
         placement: Placement | None = None,
         speculative: str = "off",
+        defaults: dict[str, Any] | None = None,
     ) -> None:
         self.model_path = model_path
         self.model_id = model_id
         self.n_ctx = n_ctx
         self.n_slots = n_slots
         self.speculative = speculative  # worker.speculation.MODES
+        self.defaults = defaults or {}  # sampling for requests that set none (seed, temperature)
         self._threads = threads
         self._n_gpu_layers = n_gpu_layers
         self.placement = placement or Placement()
@@ -129,7 +131,7 @@ class Engine:
         n = int(params.get("n") or 1)
         request = SlotRequest(
             prompt=prompt,
-            sampling=_sampling(params, grammar),
+            sampling=_sampling({**self.defaults, **_given(params)}, grammar),
             max_tokens=max_tokens,  # 0: evaluate (and cache) the prompt, say nothing
             stop=stops,
             priority=priority_of(cast(GenerationKind, kind), params),
@@ -258,6 +260,10 @@ def _as_list(stop: str | list[str] | None) -> list[str]:
     if stop is None:
         return []
     return [stop] if isinstance(stop, str) else list(stop)
+
+
+def _given(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def _sampling(params: dict[str, Any], grammar: str | None) -> Sampling:

@@ -41,6 +41,8 @@ class WorkerSpec:
     split: tuple[float, ...] = ()
     rpc: tuple[str, ...] = ()
     speculative: str = "off"  # Settings.speculative: auto | off | ngram
+    seed: int | None = None  # sampling defaults for requests that set none
+    temperature: float | None = None
 
 
 class WorkerProcess:
@@ -96,6 +98,8 @@ class WorkerProcess:
             str(self.spec.nice),
             "--speculative",
             self.spec.speculative,
+            *(["--seed", str(self.spec.seed)] if self.spec.seed is not None else []),
+            *(["--temp", str(self.spec.temperature)] if self.spec.temperature is not None else []),
             *self._placement_args(),
             env=self._environment(),
             stdin=asyncio.subprocess.DEVNULL,

@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="", help="share of the layers per device")
     parser.add_argument("--rpc", default="", help="comma-separated RPC servers to register")
     parser.add_argument("--speculative", default="off", choices=MODES)
+    parser.add_argument("--seed", type=int, default=None, help="for requests that send none")
+    parser.add_argument("--temp", type=float, default=None, help="for requests that send none")
     args = parser.parse_args(argv)
     _die_with_parent(args.parent_pid)
     if args.nice:
@@ -243,6 +245,9 @@ def main(argv: list[str] | None = None) -> None:
             model_id=args.model_id,
             n_slots=args.slots,
             speculative=args.speculative,
+            defaults={
+                k: v for k, v in (("seed", args.seed), ("temperature", args.temp)) if v is not None
+            },  # fmt: skip
             placement=Placement(
                 devices=None if args.devices is None else tuple(_words(args.devices)),
                 split=tuple(float(s) for s in _words(args.split)),
