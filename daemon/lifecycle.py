@@ -19,7 +19,7 @@ import uvicorn
 
 from assistantd.api.admission import Admission
 from assistantd.api.app import create_app
-from assistantd.control import device_loss
+from assistantd.control import device_loss, growth
 from assistantd.control.controller import Controller
 from assistantd.control.monitor import Monitor
 from assistantd.control.pressure import MemoryWatch
@@ -97,6 +97,7 @@ class Lifecycle:
         )
         self.pressure = MemoryWatch(self.state)
         self._pressure_task: asyncio.Task[None] | None = None
+        self._growth_task: asyncio.Task[None] | None = None
         self._server: _Server | None = None
 
     async def run(self) -> int:
@@ -148,6 +149,8 @@ class Lifecycle:
             state.keep_autocomplete_slots()
             for index, control in enumerate(state.controls.values()):
                 control.start(watch_profile=index == 0)
+            if state.provision.progressive is not None:  # quick rungs serve; planned ones next
+                self._growth_task = growth.start(state, state.provision.progressive)
             await self._start_upstreams()
             if any(c.shifting_allowed for c in state.controls.values()):
                 self._pressure_task = asyncio.create_task(self.pressure.run(), name="memory")
@@ -168,8 +171,9 @@ class Lifecycle:
         state = self.state
         state.provision.stopping.set()
         startup.cancel()
-        if self._pressure_task is not None:
-            self._pressure_task.cancel()
+        for task in (self._pressure_task, self._growth_task):
+            if task is not None:
+                task.cancel()
         for control in state.controls.values():
             await control.stop()
         for rung in state.upstream_rungs():

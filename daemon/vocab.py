@@ -14,6 +14,10 @@ WorkerState = Literal["loading", "serving", "restarting", "shifting", "failed", 
 ProvisionState = Literal["probing", "planning", "offline", "downloading", "error", "given"]
 """Where getting a model stands; "given" when --model named the file (nothing to fetch)."""
 
+GrowState = Literal["waiting", "downloading", "shifting", "done", "failed"]
+"""Progressive start, per role: the planned rung queued, downloading, being shifted to, served
+now, or failed (the quick rung keeps serving; it is retried, and resumes on the next start)."""
+
 ShiftDirection = Literal["down", "up", "pin", "profile", "memory"]
 """Why the model changed: slower/faster rung, a user's pin, a profile edit, memory pressure."""
 

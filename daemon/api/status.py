@@ -87,6 +87,24 @@ class RoleStatus(_Part):
     n_cpu_moe: int | None = None  # mixture of experts: layers whose experts stay in RAM
 
 
+class GrowingStatus(_Part):
+    """One role on its way from the rung it serves first to the planned one."""
+
+    serving: str
+    next: str | None  # None once the planned rung serves
+    state: str  # waiting | downloading | shifting | done | failed
+    download: dict[str, Any] | None = None  # done/total bytes, percent, rate, eta_s
+    note: str | None = None
+
+
+class ProgressiveStatus(_Part):
+    """A progressive start: what "arrives quickly" meant, and each role's way up."""
+
+    quick_bytes: int
+    rate_bytes_per_s: int | None  # measured at start; None when the profile fixed the size
+    roles: dict[str, GrowingStatus] = {}
+
+
 class StatusReport(_Part):
     state: str
     endpoint: str
@@ -113,3 +131,8 @@ class StatusReport(_Part):
     keys: list[dict[str, Any]] = []  # the busiest API keys by name: requests, tokens, refused
     backend: str | None = None  # the GPU backend of this llama-cpp-python build (or cpu)
     devices: list[DeviceStatus] = []
+
+    @property
+    def progressive(self) -> ProgressiveStatus | None:
+        found = self.provision.get("progressive")
+        return ProgressiveStatus.model_validate(found) if found else None

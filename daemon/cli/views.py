@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from assistantd.api.status import RoleStatus, StatusReport
+from assistantd.api.status import ProgressiveStatus, RoleStatus, StatusReport
 from assistantd.control.monitor import format_ms
 from assistantd.planning.per_device import describe_placement
 from assistantd.planning.planner import Plan, gib
@@ -54,6 +54,8 @@ def status_text(status: StatusReport) -> str:
         lines += [f"note       {note}" for note in provision.get("notes", [])[-5:]]
     if worker is not None and worker.last_error:
         lines.append(f"last error {worker.last_error}")
+    if status.progressive is not None:
+        lines.extend(progressive_lines(status.progressive))
     if status.control:
         lines.extend(control_lines(status.control))
     for up in status.upstreams:
@@ -114,6 +116,29 @@ def placement_lines(role: RoleStatus) -> list[str]:
             f"    on {d.device}: {layers}MiB estimated/allocated: {', '.join(parts)}, "
             f"total {_mib(est.get('total'))}/{_mib(got.get('total'))}"
         )
+    return lines
+
+
+def progressive_lines(progressive: ProgressiveStatus) -> list[str]:
+    """What serves now, what downloads (percent, rate, ETA) and what comes next, per role."""
+    rate = progressive.rate_bytes_per_s
+    how = f"{rate / 2**20:.1f} MiB/s measured" if rate is not None else "set in the profile"
+    lines = [f"start      progressive: first what arrives within "
+             f"{progressive.quick_bytes / 2**20:.0f} MiB ({how})"]  # fmt: skip
+    for role, g in progressive.roles.items():
+        if g.next is None:
+            lines.append(f"  {role:13}grew into {g.serving}")
+            continue
+        d = g.download
+        if g.state == "downloading" and d and d.get("total_bytes"):
+            eta = f"{d['eta_s']:.0f} s" if d.get("eta_s") is not None else "?"
+            doing = (f"downloading {g.next}: {d['percent']:.1f}% of {_mib(d['total_bytes'])} MiB, "
+                     f"{d['rate_bytes_per_s'] / 2**20:.1f} MiB/s, ETA {eta}")  # fmt: skip
+        else:
+            doing = f"next {g.next} ({g.state})"
+        lines.append(f"  {role:13}serving {g.serving}; {doing}")
+        if g.note:
+            lines.append(f"  {'':13}{g.note}")
     return lines
 
 

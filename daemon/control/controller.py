@@ -23,7 +23,7 @@ from watchfiles import awatch
 from assistantd.control import policy
 from assistantd.control.policy import ShiftEvent
 from assistantd.errors import ProfileError, ShiftRefused, WorkerStartFailed
-from assistantd.fetch.provision import fetch_rung
+from assistantd.fetch.provision import Chosen, fetch_rung
 from assistantd.planning import profiles
 from assistantd.planning.catalog import CatalogModel, load_catalog
 from assistantd.planning.hardware import Machine, refresh_free
@@ -65,6 +65,7 @@ class Controller:
         self.plan = plan
         self.current = current
         self.pinned = False
+        self.upcoming: Candidate | None = None  # downloading to shift up to (control/growth.py)
         self.note: str | None = None
         self.events: collections.deque[ShiftEvent] = collections.deque(maxlen=20)
         self.last_shift = time.monotonic()
@@ -268,6 +269,8 @@ class Controller:
                 log.warning("%s", decision.reason)
             return
         if decision.direction == "up":
+            if self.upcoming is not None:
+                return  # its download shifts up when it is verified; no second download
             fresh = await asyncio.to_thread(self._replan)  # must fit memory now
             if decision.target.key not in {c.key for c in fresh.ladder}:
                 return
@@ -300,9 +303,9 @@ class Controller:
     # -- shifting --------------------------------------------------------------------------
 
     async def shift_to(
-        self, target: Candidate, direction: ShiftDirection, reason: str
+        self, target: Candidate, direction: ShiftDirection, reason: str, got: Chosen | None = None
     ) -> ShiftEvent:
-        """Serve `target` instead of the current rung; nothing admitted fails on the way."""
+        """Serve `target` (its files `got`, if fetched) instead; nothing admitted fails."""
         assert self.current is not None
         async with self._shift_lock:
             started = time.monotonic()
@@ -310,7 +313,7 @@ class Controller:
             self.events.append(event)
             log.info("shift %s: %s", direction, reason)
             model = self._catalog[target.model]
-            chosen = await asyncio.to_thread(fetch_rung, target, model, self.state.provision)
+            chosen = got or await asyncio.to_thread(fetch_rung, target, model, self.state.provision)
             if chosen is None:
                 event.outcome = "failed: the model could not be fetched (see provision notes)"
                 return event

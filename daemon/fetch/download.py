@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 from huggingface_hub import constants, hf_hub_url
+from tqdm import tqdm
 
 from assistantd.errors import ChecksumMismatch, DiskFull, DownloadStopped, HubUnavailable
 from assistantd.fetch.hub import RemoteFile, RemoteModel
@@ -28,6 +29,15 @@ from assistantd.files import sha256_of
 
 DISK_MARGIN = 256 * 1024 * 1024  # keep this much free after the download
 CHUNK = 1 << 20
+# One writer per blob: a shift a user asks for may want the file a background download is
+# fetching; the second waits and then finds it verified instead of appending to the same part.
+_BLOB_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _blob_lock(sha256: str) -> threading.Lock:
+    with _LOCKS_LOCK:
+        return _BLOB_LOCKS.setdefault(sha256, threading.Lock())
 
 
 @dataclass
@@ -71,6 +81,11 @@ def repo_dir(cache: Path, repo: str) -> Path:
     return cache / ("models--" + repo.replace("/", "--"))
 
 
+def partial_path(root: Path, remote: RemoteFile) -> Path:
+    """Where a file's bytes gather until they are verified (kept across runs: resumable)."""
+    return root / "blobs" / f"{remote.sha256}.assistantd-partial"
+
+
 class Downloader:
     def __init__(
         self,
@@ -87,7 +102,8 @@ class Downloader:
         self.endpoint = endpoint or constants.ENDPOINT
         self._disk_free = disk_free
         self._on_progress = on_progress
-        self._bar = sys.stderr.isatty() if show_bar is None else show_bar
+        self._show_bar = sys.stderr.isatty() if show_bar is None else show_bar
+        self._bar: tqdm | None = None
         self.progress = Progress()
 
     def fetch(self, model: RemoteModel) -> list[Path]:
@@ -115,14 +131,31 @@ class Downloader:
             done_bytes=model.total_bytes - needed,
             resumed_from=model.total_bytes - needed,
         )
-        for remote in missing:
-            self._download(model, root, remote)
+        if missing and self._show_bar:
+            self._bar = tqdm(
+                desc=f"{model.repo} {model.quant}",
+                total=model.total_bytes,
+                initial=self.progress.done_bytes,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                file=sys.stderr,
+            )
+        try:
+            for remote in missing:
+                with _blob_lock(remote.sha256):
+                    if not self._verified_blob(root, remote):  # another may have fetched it
+                        self._download(model, root, remote)
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
         return [self._place(model, root, f) for f in model.files]
 
     # --- one file -----------------------------------------------------------------------
 
     def _partial(self, root: Path, remote: RemoteFile) -> Path:
-        return root / "blobs" / f"{remote.sha256}.assistantd-partial"
+        return partial_path(root, remote)
 
     def _verified_blob(self, root: Path, remote: RemoteFile) -> bool:
         """A finished blob counts only if its bytes hash right (a same-size corrupt file
@@ -190,17 +223,8 @@ class Downloader:
     def _report(self) -> None:
         if self._on_progress is not None:
             self._on_progress(self.progress)
-        if self._bar:
-            p = self.progress
-            pct = 100 * p.done_bytes / p.total_bytes if p.total_bytes else 0
-            eta = f"{p.eta_s:.0f}s" if p.eta_s is not None else "?"
-            print(
-                f"\r{p.file}: {pct:5.1f}% {p.done_bytes / 2**20:.0f}/"
-                f"{p.total_bytes / 2**20:.0f} MiB {p.rate_bps / 2**20:.1f} MiB/s ETA {eta}  ",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+        if self._bar is not None:  # tqdm draws it no more often than its refresh interval
+            self._bar.update(self.progress.done_bytes - self._bar.n)
 
     def _place(self, model: RemoteModel, root: Path, remote: RemoteFile) -> Path:
         """Link the verified blob where huggingface_hub looks for it."""

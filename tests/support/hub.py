@@ -2,7 +2,9 @@
 the daemon's downloader talk to it through HF_ENDPOINT.
 
 Serves the metadata API (`/api/models/{repo}/revision/{rev}`) and file resolution
-(`/{repo}/resolve/{rev}/{file}`, HEAD and GET with Range), and logs every request.
+(`/{repo}/resolve/{rev}/{file}`, HEAD and GET with Range), and logs every request. A link's
+bandwidth can be set (`rate_bps`), and `close()` cuts the transfers under way, as a dropped
+connection does.
 """
 
 from __future__ import annotations
@@ -33,11 +35,15 @@ class Repo:
 
 
 class HubServer:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         self.throttle_s = 0.0  # sleep per 64 KiB sent, to make a download slow enough to kill
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.rate_bps = 0.0  # bytes per second of the whole link, shared by its transfers; 0: free
+        self._link = threading.Lock()
+        self._link_free_at = 0.0  # when the link has sent what was queued on it
+        self._cut = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -48,7 +54,20 @@ class HubServer:
         return self.repos[repo]
 
     def close(self) -> None:
+        """Stop answering: new connections are refused and transfers under way are cut."""
+        self._cut.set()
         self._server.shutdown()
+        self._server.server_close()
+
+    def _pace(self, sent: int) -> None:
+        """Hold a block until a link of `rate_bps` would have carried it."""
+        if not self.rate_bps:
+            return
+        with self._link:
+            now = time.monotonic()
+            self._link_free_at = max(self._link_free_at, now) + sent / self.rate_bps
+            wait = self._link_free_at - now
+        time.sleep(wait)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         hub = self
@@ -129,6 +148,10 @@ class HubServer:
                     left = end + 1 - start
                     while left > 0 and (block := handle.read(min(64 * 1024, left))):
                         left -= len(block)
+                        if hub._cut.is_set():
+                            self.close_connection = True  # the client sees a short body
+                            return
+                        hub._pace(len(block))
                         try:
                             self.wfile.write(block)
                         except OSError:
