@@ -17,7 +17,7 @@ import openai
 
 from tests.support.daemons import Daemon
 
-CODE = '''def total_price(items):
+CODE = """def total_price(items):
     total = 0
     for item in items:
         total += item.price * item.quantity
@@ -26,7 +26,7 @@ CODE = '''def total_price(items):
 
 def cheapest(items):
     return min(items, key=lambda item: item.price)
-'''
+"""
 EDIT = [{"role": "user", "content": f"Rename total to amount:\n```python\n{CODE}```"},
         {"role": "assistant", "content": "```python\n"}]  # fmt: skip
 FREE = [{"role": "user", "content": "Write a short poem about the sea."}]
@@ -40,7 +40,10 @@ def answer(daemon: Daemon, messages: list[dict[str, str]]) -> list[tuple[str, di
         model="assistantd-chat", messages=messages, max_tokens=96, temperature=0,
         logprobs=True, top_logprobs=3,
     )  # fmt: skip
-    return [(e.token, {t.token: t.logprob for t in e.top_logprobs}) for e in got.choices[0].logprobs.content]
+    return [
+        (e.token, {t.token: t.logprob for t in e.top_logprobs})
+        for e in got.choices[0].logprobs.content
+    ]
 
 
 def assert_same_or_tied(plain: list, speculated: list) -> None:
