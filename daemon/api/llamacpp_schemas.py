@@ -104,6 +104,8 @@ def _id_or_text(part: Any) -> bool:
 
 def _native_prompt(item: Any) -> str | list[Any]:
     if isinstance(item, dict):
+        if item.get("multimodal_data"):
+            raise ValueError("this model takes no images or audio (multimodal_data)")
         text = item.get("prompt_string")
         if not isinstance(text, str):
             raise ValueError("a prompt object needs 'prompt_string' (this model takes no media)")

@@ -28,7 +28,7 @@ router = APIRouter(prefix="/v1")
 
 
 async def _openai_stream(
-    gen: Generation, model_id: str, include_usage: bool
+    gen: Generation, model_id: str, include_usage: bool, timings: bool = False
 ) -> AsyncIterator[bytes]:
     first: dict[str, Any] | None = None
     async for event in gen.events():
@@ -36,7 +36,10 @@ async def _openai_stream(
         first = first or chunk
         yield shapes.sse(chunk)
     if include_usage and first is not None:
-        yield shapes.sse(shapes.usage_chunk(first, model_id, gen.end["usage"]))
+        last = shapes.usage_chunk(first, model_id, gen.end["usage"])
+        if timings:  # llama-server's timings_per_token: the answer's timings ride along
+            last["timings"] = gen.end.get("timings", {})
+        yield shapes.sse(last)
     yield shapes.DONE
 
 
@@ -54,7 +57,8 @@ async def _generation(
     model_id = served.model_id
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse_response(guarded(gen, _openai_stream(gen, model_id, include_usage)))
+        timings = isinstance(body, ChatRequest) and body.timings_per_token
+        return sse_response(guarded(gen, _openai_stream(gen, model_id, include_usage, timings)))
     chunks = await collect(request, gen, model_id)
     if chunks is None:
         return Response(status_code=499)

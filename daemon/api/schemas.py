@@ -183,6 +183,7 @@ class JsonSchemaFormat(_Body):
 class ResponseFormat(_Body):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")  # llama-server: json_object's
 
     @model_validator(mode="after")
     def _schema_given(self) -> ResponseFormat:
@@ -195,6 +196,9 @@ class ResponseFormat(_Body):
 
 class ChatRequest(_Sampling):
     messages: list[Message] = Field(min_length=1, max_length=4096)
+    timings_per_token: bool = Field(False, description="llama-server: timings in the stream.")
+    add_generation_prompt: bool | None = None
+    continue_final_message: bool | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     tools: list[Tool] | None = Field(None, max_length=512)
@@ -220,6 +224,11 @@ class ChatRequest(_Sampling):
                 )
         elif self.tool_choice == "required" and not self.tools:
             raise ValueError("tool_choice 'required' needs at least one tool in tools")
+        if self.add_generation_prompt and self.continue_final_message:
+            raise ValueError(
+                "add_generation_prompt and continue_final_message cannot both be true: a final "
+                "assistant message is continued as it is (prefill), or a new answer starts"
+            )
         return self
 
     @property

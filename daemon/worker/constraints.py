@@ -33,8 +33,9 @@ def response_grammar(response_format: dict[str, Any] | None) -> str | None:
     """`json_object` → any JSON object; `json_schema` → that schema; `text` → none."""
     if not response_format or response_format.get("type") == "text":
         return None
-    if response_format["type"] == "json_object":
-        return JSON_GBNF
+    if response_format["type"] == "json_object":  # a schema beside it: llama-server reads it
+        schema = response_format.get("schema")
+        return _gbnf(schema, "response_format.schema") if isinstance(schema, dict) else JSON_GBNF
     schema = (response_format.get("json_schema") or {}).get("schema")
     if not isinstance(schema, dict):
         raise InvalidRequest(

@@ -8,7 +8,7 @@ worker down and leaves the daemon serving.
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, cast
 
 import llama_cpp
@@ -95,6 +95,9 @@ class Engine:
     def close(self) -> None:
         self.slots.close()
 
+    def _tokens_of(self, text: str) -> list[int]:
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
     # --- generation ---------------------------------------------------------------------
 
     def generate(
@@ -131,7 +134,7 @@ class Engine:
         n = int(params.get("n") or 1)
         request = SlotRequest(
             prompt=prompt,
-            sampling=_sampling({**self.defaults, **_given(params)}, grammar),
+            sampling=_sampling({**self.defaults, **_given(params)}, grammar, self._tokens_of),
             max_tokens=max_tokens,  # 0: evaluate (and cache) the prompt, say nothing
             stop=stops,
             priority=priority_of(cast(GenerationKind, kind), params),
@@ -219,10 +222,14 @@ class Engine:
                         f"embeddings context of {limit}; split it into smaller pieces",
                         param="input",
                     )
-            vectors, count = self._embedder.embed(
-                texts, normalize=True, truncate=False, return_count=True
+            # The same text once: one vector for it (rows of one batch differ in the last bits).
+            unique = list(dict.fromkeys(texts))
+            vectors, _ = self._embedder.embed(
+                unique, normalize=True, truncate=False, return_count=True
             )
-        return vectors, count
+            count = sum(len(self._embedder.tokenize(t.encode("utf-8"))) for t in texts)
+        by_text = dict(zip(unique, vectors, strict=True))
+        return [by_text[t] for t in texts], count
 
     def _embedding_model(self, n_ctx: int) -> Llama:
         """Pooled as the GGUF declares (an embedding model was trained with its own: mean, CLS
@@ -266,22 +273,34 @@ def _given(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def _sampling(params: dict[str, Any], grammar: str | None) -> Sampling:
+def _sampling(
+    params: dict[str, Any], grammar: str | None, tokens_of: Callable[[str], list[int]]
+) -> Sampling:
     """The request's sampling, with llama.cpp's defaults for what it leaves out."""
     keys = [k for k in SAMPLING_KEYS if k not in ("max_tokens", "stop")]
     values = {k: params[k] for k in keys if params.get(k) is not None}
-    return Sampling(**values, grammar=grammar, logit_bias=_logit_bias(params.get("logit_bias")))
+    bias = _logit_bias(params.get("logit_bias"), tokens_of)
+    return Sampling(**values, grammar=grammar, logit_bias=bias)
 
 
-def _logit_bias(given: Any) -> list[tuple[int, float]] | None:
-    """OpenAI's {"id": bias} or llama.cpp's [[id, bias]] (false: never this token)."""
+def _logit_bias(
+    given: Any, tokens_of: Callable[[str], list[int]]
+) -> list[tuple[int, float]] | None:
+    """OpenAI's {"id": bias} or llama.cpp's [[id, bias]] (false: never this token); a text in
+    place of an id biases each of its tokens, as llama-server does."""
     if not given:
         return None
     pairs = given.items() if isinstance(given, dict) else given
     try:
-        return [(int(t), -1e30 if b is False else float(b)) for t, b in pairs]
+        out = []
+        for t, b in pairs:
+            bias = -1e30 if b is False else float(b)
+            ids = [int(t)] if isinstance(t, int) or str(t).isdigit() else tokens_of(str(t))
+            out += [(i, bias) for i in ids]
+        return out
     except (TypeError, ValueError):
         raise InvalidRequest(
-            'logit_bias: give token ids with biases, {"15043": -1.0} or [[15043, -1.0]]',
+            'logit_bias: give token ids (or texts) with biases, {"15043": -1.0} or '
+            '[[15043, -1.0]] or [[" hello", false]]',
             param="logit_bias",
         ) from None
