@@ -127,8 +127,8 @@ class Settings(BaseSettings):
     speculative: Literal["auto", "off", "ngram"] = Field(
         "auto",
         description="Speculative decoding: n-gram drafts from a request's own prompt and answer "
-        "(what edits repeat), verified in the slot's batch; auto drafts where a match is found "
-        "and stops for a request whose drafts stop being accepted.",
+        "(what edits repeat), verified in the slot's batch; auto pauses a request's drafts "
+        "while they are mostly not kept, ngram drafts at every match.",
     )
     share_cores: bool = Field(
         True,

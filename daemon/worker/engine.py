@@ -142,7 +142,7 @@ class Engine:
             t_max_predict_ms=params.get("t_max_predict_ms"),
             cancelled=cancel,
             logprobs=params.get("logprobs"),
-            speculate=self.speculative != "off",
+            speculate=self.speculative,
         )
         answer = Answer(
             chat=kind == "chat",

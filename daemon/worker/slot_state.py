@@ -38,7 +38,7 @@ class SlotRequest:
     t_max_predict_ms: float | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     logprobs: int | None = None  # None: off; k: each token's logprob and its k alternatives
-    speculate: bool = False  # n-gram drafts from the slot's own tokens (worker.speculation)
+    speculate: str = "off"  # n-gram drafts from the slot's own tokens: off | ngram | auto
 
 
 IDLE, PREFILL, GEN, WAITCOPY = 0, 1, 2, 3

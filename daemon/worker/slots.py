@@ -221,10 +221,11 @@ class SlotEngine:
         job.t0 = time.perf_counter()
         job.slots = [first] + others
         job.n_open = len(job.slots)
-        speculate = job.req.speculate and job.req.n == 1 and self.can_draft
+        mode = job.req.speculate if job.req.n == 1 and self.can_draft else "off"
         for i, s in enumerate(job.slots):
             s.job, s.idx, s.chain, s.n_gen, s.i_batch = job, i, job.chains[i], 0, -1
-            s.spec, s.drafts = (NgramDrafter.over(prompt) if speculate else None), []
+            s.spec = NgramDrafter.over(prompt, mode == "auto") if mode != "off" else None
+            s.drafts = []
             s.stream = TextStream(job.req.stop)
             s.state = WAITCOPY
             self._n_busy += 1
