@@ -16,6 +16,7 @@ import httpx
 import openai
 
 from tests.support.daemons import Daemon
+from tests.support.near_tie import assert_same_or_tied
 
 CODE = """def total_price(items):
     total = 0
@@ -30,7 +31,6 @@ def cheapest(items):
 EDIT = [{"role": "user", "content": f"Rename total to amount:\n```python\n{CODE}```"},
         {"role": "assistant", "content": "```python\n"}]  # fmt: skip
 FREE = [{"role": "user", "content": "Write a short poem about the sea."}]
-NEAR_TIE = 0.1  # log-probability difference that counts as a tie between two tokens
 
 
 def answer(daemon: Daemon, messages: list[dict[str, str]]) -> list[tuple[str, dict[str, float]]]:
@@ -44,15 +44,6 @@ def answer(daemon: Daemon, messages: list[dict[str, str]]) -> list[tuple[str, di
         (e.token, {t.token: t.logprob for t in e.top_logprobs})
         for e in got.choices[0].logprobs.content
     ]
-
-
-def assert_same_or_tied(plain: list, speculated: list) -> None:
-    for (a, top), (b, _) in zip(plain, speculated, strict=False):
-        if a != b:
-            assert b in top, f"speculation chose {b!r}, not among the model's top tokens {top}"
-            assert abs(top[a] - top[b]) < NEAR_TIE, f"{a!r} vs {b!r} is no near-tie: {top}"
-            return
-    assert len(plain) == len(speculated)
 
 
 def test_an_edit_is_drafted_from_its_prompt_and_the_answer_is_the_models_own(
