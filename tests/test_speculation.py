@@ -55,6 +55,7 @@ def test_an_edit_is_drafted_from_its_prompt_and_the_answer_is_the_models_own(
         assert_same_or_tied(answer(plain, messages), answer(drafting, messages))
     counts = drafting.status()["speculation"]
     assert counts["draft_tokens"] > 0 and 0 < counts["accepted_tokens"] <= counts["draft_tokens"]
+    assert counts["decode_tok_s_with_drafts"] > 0  # answers with drafts, measured apart
     assert plain.status()["speculation"]["draft_tokens"] == 0
     native = httpx.post(drafting.url + "/completion", timeout=120, json={
         "prompt": CODE + "\n\n" + CODE[:60], "n_predict": 40, "temperature": 0}).json()  # fmt: skip

@@ -35,9 +35,16 @@ def status_text(status: StatusReport) -> str:
     ]
     spec = status.speculation or {}
     if spec.get("draft_tokens"):
+        gain = spec.get("measured_gain")
         lines.append(
             f"speculate  {spec['draft_tokens']} tokens drafted, {spec['accepted_tokens']} "
             f"accepted ({spec['acceptance']:.0%}; n-gram drafts from each request's own text)"
+            + (
+                f"; answers with drafts {spec['decode_tok_s_with_drafts']} tok/s, without "
+                f"{spec['decode_tok_s_without']} ({gain:.2f}x)"
+                if gain
+                else ""
+            )
         )
     if worker is not None:
         lines.append(f"worker     pid {worker.pid}, {worker.restarts} restarts")

@@ -48,6 +48,8 @@ class Stats:
         self.recent: collections.deque[RequestRecord] = collections.deque(maxlen=keep)
         self.by_key: dict[str, KeyCounts] = {}
         self.drafted = self.draft_accepted = 0
+        # Decode tok/s of answers that had drafts and of those that had none: [sum, count].
+        self._speed: dict[bool, list[float]] = {True: [0.0, 0], False: [0.0, 0]}
 
     def record(self, rec: RequestRecord) -> None:
         if rec.key is not None:
@@ -59,6 +61,10 @@ class Stats:
             counts.completion_tokens += rec.completion_tokens
         self.drafted += rec.draft_tokens
         self.draft_accepted += rec.draft_accepted
+        if rec.outcome == "ok" and rec.decode_tok_s and rec.completion_tokens > 1:
+            speed = self._speed[rec.draft_tokens > 0]
+            speed[0] += rec.decode_tok_s
+            speed[1] += 1
         if rec.outcome == "ok":
             self.served += 1
         elif rec.outcome == "cancelled":
@@ -70,6 +76,17 @@ class Stats:
         else:
             self.failed += 1
         self.recent.append(rec)
+
+    def _gain(self) -> dict[str, float | None]:
+        """Mean decode tok/s of answers with drafts and without (different answers, so a rough
+        measure of what drafting pays here), and their ratio."""
+        means = {k: (s / n if n else None) for k, (s, n) in self._speed.items()}
+        drafted, plain = means[True], means[False]
+        return {
+            "decode_tok_s_with_drafts": round(drafted, 1) if drafted else None,
+            "decode_tok_s_without": round(plain, 1) if plain else None,
+            "measured_gain": round(drafted / plain, 2) if drafted and plain else None,
+        }
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -85,6 +102,7 @@ class Stats:
                 "acceptance": round(self.draft_accepted / self.drafted, 3)
                 if self.drafted
                 else None,
+                **self._gain(),
             },
             "recent": [asdict(r) for r in list(self.recent)[-10:]],
             "keys": [
