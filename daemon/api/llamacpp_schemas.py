@@ -82,20 +82,18 @@ class NativeCompletion(_LlamaCppBody):
 
     @field_validator("prompt")
     @classmethod
-    def _prompt(cls, value: Any) -> Any:
+    def _prompt(cls, value: Any) -> list[str | list[Any]]:
+        """Read once into the list of prompts asked for: a list without token ids at its top
+        level holds several prompts (one text in a list is one prompt)."""
         several = isinstance(value, list) and not any(isinstance(v, int) for v in value)
-        if several and all(isinstance(v, str) for v in value) and len(value) == 1:
-            several = False
-        items = value if several else [value]
+        items = value if several and len(value) != 1 else [value[0] if several else value]
         if not items or len(items) > 64:
             raise ValueError("send between 1 and 64 prompts")
-        checked = [_native_prompt(item) for item in items]
-        return checked if several else checked[0]
+        return [_native_prompt(item) for item in items]
 
     def prompts(self) -> list[str | list[Any]]:
         """Each prompt asked for: text, or token ids and texts."""
-        several = isinstance(self.prompt, list) and not any(isinstance(v, int) for v in self.prompt)
-        return list(self.prompt) if several else [self.prompt]
+        return list(self.prompt)
 
 
 def _id_or_text(part: Any) -> bool:

@@ -214,22 +214,20 @@ class Engine:
                 with placed(self.placement):
                     self._embedder = self._embedding_model(n_ctx)
             limit = self._embedder.n_ctx()
+            # The same text once: one vector for it (rows of one batch differ in the last bits).
+            # Counted as embed() tokenizes it, once per distinct text.
+            sizes = {t: len(self._embedder.tokenize(t.encode("utf-8"))) for t in texts}
             for i, text in enumerate(texts):
-                n = len(self._embedder.tokenize(text.encode(), special=True))
-                if n > limit:
+                if sizes[text] > limit:
                     raise InvalidRequest(
-                        f"input {i} is too large to process: {n} tokens, more than the "
+                        f"input {i} is too large to process: {sizes[text]} tokens, more than the "
                         f"embeddings context of {limit}; split it into smaller pieces",
                         param="input",
                     )
-            # The same text once: one vector for it (rows of one batch differ in the last bits).
-            unique = list(dict.fromkeys(texts))
-            vectors, _ = self._embedder.embed(
-                unique, normalize=True, truncate=False, return_count=True
-            )
-            count = sum(len(self._embedder.tokenize(t.encode("utf-8"))) for t in texts)
+            unique = list(sizes)
+            vectors = self._embedder.embed(unique, normalize=True, truncate=False)
         by_text = dict(zip(unique, vectors, strict=True))
-        return [by_text[t] for t in texts], count
+        return [by_text[t] for t in texts], sum(sizes[t] for t in texts)
 
     def _embedding_model(self, n_ctx: int) -> Llama:
         """Pooled as the GGUF declares (an embedding model was trained with its own: mean, CLS
