@@ -5,8 +5,10 @@ Two requests at temperature 0: an edit (the answer repeats most of the code in t
 as an editor's edit/apply does) and a free-form answer. Each is sent to assistantd with
 speculation off, with n-gram drafts, and with `auto` (the default), and to llama-server
 without speculation and with `--spec-type ngram-simple` (`--llama-server PATH`; skipped with
-a message when not given). One server runs at a time; a fresh connection per request (this
-llama-server build exits when a client reuses one, ../shared/CLIENTS.md). Decode speed is
+a message when not given). All servers are up at once and take turns, request by request, so
+a slow minute on this shared machine falls on every row alike (medians of `--repeats`); a fresh
+connection per request (this llama-server build exits when a client reuses one,
+../shared/CLIENTS.md). Decode speed is
 the server's own `timings.predicted_per_second` from llama-server's `/completion`, which both
 serve, so prompt evaluation is left out; drafted / accepted tokens come from the same timings.
 
@@ -54,20 +56,30 @@ def one(url: str, messages: list[dict[str, str]], prefill: str) -> dict[str, flo
             "drafted": t.get("draft_n", 0), "accepted": t.get("draft_n_accepted", 0)}  # fmt: skip
 
 
-def measure(server: Server, repeats: int) -> dict[str, dict[str, float]]:
-    out = {}
-    for name, messages, prefill in (("edit", EDIT, "```python\n"), ("free", FREE, "")):
-        one(server.url, messages, prefill)  # warm-up
-        runs = [one(server.url, messages, prefill) for _ in range(repeats)]
-        out[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    return out
+CASES = (("edit", EDIT, "```python\n"), ("free", FREE, ""))
+
+
+def measure(servers: dict[str, Server], repeats: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Each server answers each case in turn, `repeats` times (after one warm-up round)."""
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for round_ in range(repeats + 1):
+        for case, messages, prefill in CASES:
+            for name, server in servers.items():
+                got = one(server.url, messages, prefill)
+                if round_:
+                    runs.setdefault((name, case), []).append(got)
+
+    def median(got: list[dict[str, float]]) -> dict[str, float]:
+        return {k: statistics.median(r[k] for r in got) for k in got[0]}
+
+    return {name: {case: median(runs[name, case]) for case, _, _ in CASES} for name in servers}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--llama-server", type=Path, help="llama-server binary to compare")
     parser.add_argument("--model", default="smollm2", choices=sorted(fetch_models.MODELS))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     model = fetch_models.fetch_all()[args.model]
     starts = {
@@ -82,12 +94,13 @@ def main() -> None:
         )
     else:
         print("(llama-server rows skipped: give --llama-server PATH)")
-    rows = {}
-    for name, start in starts.items():
-        server = start()
-        try:
-            rows[name] = measure(server, args.repeats)
-        finally:
+    servers: dict[str, Server] = {}
+    try:
+        for name, start in starts.items():
+            servers[name] = start()
+        rows = measure(servers, args.repeats)
+    finally:
+        for server in servers.values():
             server.stop()
     print(f"\n## Speculative decoding on {args.model}, temperature 0, {TOKENS} tokens\n")
     print("| server | edit tok/s | drafted / accepted | free-form tok/s | drafted / accepted |")
@@ -103,10 +116,15 @@ def main() -> None:
         print(f"\nassistantd {mode} over off: edit {edit:.2f}×, free-form {free:.2f}×")
     if "llama-server ngram-simple" in rows:
         peer = rows["llama-server ngram-simple"]
-        ours = rows["assistantd auto"]
-        print(f"assistantd auto vs llama-server ngram-simple: edit "
-              f"{ours['edit']['tok_s'] / peer['edit']['tok_s']:.2f}×, free-form "
-              f"{ours['free']['tok_s'] / peer['free']['tok_s']:.2f}×")  # fmt: skip
+        for mode in ("ngram", "auto"):
+            ours = rows[f"assistantd {mode}"]
+            print(f"assistantd {mode} vs llama-server ngram-simple: edit "
+                  f"{ours['edit']['tok_s'] / peer['edit']['tok_s']:.2f}×, free-form "
+                  f"{ours['free']['tok_s'] / peer['free']['tok_s']:.2f}×")  # fmt: skip
+        plain = rows["llama-server"]
+        print(f"assistantd off vs llama-server: edit "
+              f"{base['edit']['tok_s'] / plain['edit']['tok_s']:.2f}×, free-form "
+              f"{base['free']['tok_s'] / plain['free']['tok_s']:.2f}×")  # fmt: skip
 
 
 def llama_server(binary: Path, model: Path, extra: list[str]) -> Server:

@@ -67,3 +67,16 @@ def test_an_edit_is_drafted_from_its_prompt_and_the_answer_is_the_models_own(
     assert "speculate" in shown.stdout and "accepted" in shown.stdout
     metrics = httpx.get(drafting.url + "/metrics").text
     assert 'assistantd_draft_tokens_total{kind="accepted"}' in metrics
+
+
+def test_auto_the_default_drafts_a_copy_and_keeps_the_answer(start_daemon, models) -> None:
+    """`auto` prices drafts by this machine's own batch timings: copied code pays even on
+    a CPU, and the answer stays the model's own (see test_draft_pricing for the pricing)."""
+    plain = start_daemon(models["smollm2"], ASSISTANT_SPECULATIVE="off")
+    auto = start_daemon(models["smollm2"])
+    assert_same_or_tied(answer(plain, EDIT), answer(auto, EDIT))
+    copy = {"prompt": CODE + "\n\n" + CODE[:60], "n_predict": 80, "temperature": 0}
+    got = [httpx.post(d.url + "/completion", json=copy, timeout=120).json() for d in (plain, auto)]
+    assert got[1]["timings"]["draft_n_accepted"] > 0
+    assert got[1]["timings"]["draft_n_accepted"] >= 0.5 * got[1]["timings"]["draft_n"]
+    assert got[0]["content"] == got[1]["content"] or got[1]["content"].startswith(CODE[60:120])

@@ -22,8 +22,9 @@ from assistantd.worker.answers import Answer
 from assistantd.worker.model_params import Placement, placed
 from assistantd.worker.prompts import Prompts
 from assistantd.worker.protocol import SAMPLING_KEYS, Event, Sampling, priority_of
-from assistantd.worker.slots import PromptTooLong, SlotEngine, SlotEngineError, SlotRequest
+from assistantd.worker.slot_state import PromptTooLong
 from assistantd.worker.slots import QueueFull as SlotsFull
+from assistantd.worker.slots import SlotEngine, SlotEngineError, SlotRequest
 
 # Requests waiting inside the worker; the daemon's own queue bounds what reaches it.
 WORKER_QUEUE = 256
@@ -143,6 +144,7 @@ class Engine:
             cancelled=cancel,
             logprobs=params.get("logprobs"),
             speculate=self.speculative,
+            kind=kind,
         )
         answer = Answer(
             chat=kind == "chat",

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 import llama_cpp as L
 from llama_cpp import Llama
 
+from assistantd.worker.batch_cost import BatchCosts
 from assistantd.worker.detok import Pieces, TextStream
 from assistantd.worker.hold import HOLD_POLL_S, HoldFlag
 from assistantd.worker.logprobs import LogProbs
@@ -39,11 +40,11 @@ from assistantd.worker.slot_state import (
     PREFILL,
     WAITCOPY,
     Job,
-    PromptTooLong,
     QueueFull,
     Slot,
     SlotEngineError,
     SlotRequest,
+    check_request,
     common_prefix,
     drop_cancelled,
     end_event,
@@ -51,7 +52,7 @@ from assistantd.worker.slot_state import (
     new_context,
     undo_batch,
 )
-from assistantd.worker.speculation import NgramDrafter
+from assistantd.worker.speculation import NgramDrafter, Rates
 
 __all__ = ["Sampling", "SlotRequest", "SlotEngine", "QueueFull", "SlotEngineError"]
 
@@ -88,6 +89,8 @@ class SlotEngine:
         self._pieces = Pieces(self._vocab)
         self._logprobs = LogProbs(self._ctx, self._vocab, self._pieces)
         self._slots = [Slot(i) for i in range(n_slots)]
+        self.costs = BatchCosts()  # llama_decode timed per batch length: what a draft costs
+        self._rates: dict[str, Rates] = {}  # per request kind: how often drafts are kept
         self._heap: list = []
         self._seq = itertools.count()
         self._use = itertools.count(1)
@@ -100,18 +103,7 @@ class SlotEngine:
 
     # ------------------------------------------------------------------ public API
     def submit(self, req: SlotRequest) -> Iterator[dict]:
-        p = req.prompt
-        if not p:
-            raise ValueError("empty prompt")
-        if len(p) >= self.n_ctx_slot:
-            raise PromptTooLong(
-                f"prompt has {len(p)} tokens but the slot context is {self.n_ctx_slot} "
-                f"tokens (prompt must be shorter than n_ctx_per_slot)"
-            )
-        if not 1 <= req.n <= self.n_slots:
-            raise ValueError(f"n={req.n} must be between 1 and n_slots={self.n_slots}")
-        if min(p) < 0 or max(p) >= self.n_vocab:
-            raise ValueError("prompt contains a token id outside the vocabulary")
+        check_request(req, self.n_ctx_slot, self.n_slots, self.n_vocab)
         with self._cv:
             if self._closing:
                 raise SlotEngineError("engine is closed")
@@ -222,9 +214,10 @@ class SlotEngine:
         job.slots = [first] + others
         job.n_open = len(job.slots)
         mode = job.req.speculate if job.req.n == 1 and self.can_draft else "off"
+        rate = self._rates.get(job.req.kind)
         for i, s in enumerate(job.slots):
             s.job, s.idx, s.chain, s.n_gen, s.i_batch = job, i, job.chains[i], 0, -1
-            s.spec = NgramDrafter.over(prompt, mode == "auto") if mode != "off" else None
+            s.spec = NgramDrafter.start(mode, prompt, rate)
             s.drafts = []
             s.stream = TextStream(job.req.stop)
             s.state = WAITCOPY
@@ -238,6 +231,7 @@ class SlotEngine:
         used = []
         # Autocomplete's prompt waiting: no drafts this step, its prefill gets the batch.
         urgent = any(s.state == PREFILL and s.job.req.priority == 0 for s in self._slots)
+        others = sum(s.state == GEN for s in self._slots) - 1  # beside each generating slot
         for s in self._slots:
             if s.state == GEN:
                 if s.job.req.cancelled.is_set():
@@ -245,7 +239,9 @@ class SlotEngine:
                     continue
                 p = len(s.cache)
                 room = min(self.n_batch - n - self.n_slots, self.n_ctx_slot - p - 2)
-                drafts = s.spec.draft(room) if s.spec is not None and not urgent else []
+                drafts = []
+                if s.spec is not None and not urgent:
+                    drafts = s.spec.draft(room, self.costs, others + n - len(used))
                 for j, t in enumerate([s.last_tok, *drafts]):
                     tok[n + j], pos[n + j], logits[n + j] = t, p + j, 1
                     seqp[n + j][0] = s.id
@@ -286,11 +282,13 @@ class SlotEngine:
         if not n:
             return
         b.n_tokens = n
+        t0 = time.perf_counter()
         ret = L.llama_decode(self._ctx, b)
         if ret != 0:
             self._decode_failed(ret, used)
             return
         now = time.perf_counter()
+        self.costs.record(n, now - t0, bool(pre))
         ctx, sample = self._ctx, L.llama_sampler_sample
         for s in used:
             if s.state == GEN:
@@ -387,6 +385,8 @@ class SlotEngine:
         else:
             prompt_ms, pred_ms = (now - job.t0) * 1000.0, 0.0
         text = s.stream.text
+        if s.spec is not None and s.spec.priced:
+            self._rates[job.req.kind] = s.spec.rates
         job.q.put(end_event(s.idx, reason, stype, job, s.n_gen, prompt_ms, pred_ms, text, s.spec))
         self._release(s)
         job.n_open -= 1

@@ -5,21 +5,63 @@ before, the tokens that followed them then are a cheap guess at what follows now
 engine puts the guess into the same batch as every other slot's token, samples each position
 with the slot's own sampler and keeps the guess up to the first token the sampler did not
 choose, so the answer is the one the sampler gives without speculation (greedy stays greedy;
-sampling keeps the model's distribution). A wrong guess costs the batch room it took; a
-slot whose guesses keep failing pauses guessing, longer each time (text that repeats its
-shape but not its tokens, such as counting, pays for a few failed drafts, not for many).
+sampling keeps the model's distribution).
+
+``auto`` drafts only where it pays on this device: the guess's measured acceptance against
+what a longer batch costs here (`batch_cost.BatchCosts`). A guess not worth drafting is still
+checked against the tokens that follow, at no cost, so acceptance stays measured and drafting
+resumes when the text starts repeating. Acceptance comes in runs (a copied passage is kept
+whole, then nothing is), so it is measured apart after a guess that was kept whole and after
+one that was not. ``ngram`` drafts at every match.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 NGRAM = 3  # tokens that must match before a continuation is proposed
 MIN_DRAFT, MAX_DRAFT = 2, 12
-PAUSE_AFTER = 4  # drafted tokens with no more than PAUSE_RATE of them kept: pause drafting
-PAUSE_RATE = 0.25
-FIRST_PAUSE = 32  # tokens without drafts; doubles each time drafts fail again
+DECAY = 0.9  # weight of earlier drafts in the acceptance rate, per verified draft
+PRIOR_TRIALS = 8.0  # a new request starts from its kind's rate with at most this weight
 MODES = ("off", "ngram", "auto")
+
+
+class DraftPricing(Protocol):
+    def best_draft(self, others: int, rate: float, longest: int) -> int: ...
+
+
+@dataclass
+class Acceptance:
+    """How often a drafted token is kept: each draft keeps tokens until its first miss, so the
+    rate of a geometric run is kept / (kept + misses); recent drafts weigh most."""
+
+    kept: float = 1.0
+    misses: float = 1.0
+
+    @property
+    def rate(self) -> float:
+        return self.kept / (self.kept + self.misses)
+
+    def add(self, drafted: int, kept: int) -> None:
+        self.kept = self.kept * DECAY + kept
+        self.misses = self.misses * DECAY + (kept < drafted)
+
+    def as_prior(self) -> Acceptance:
+        """The same rate weighing at most PRIOR_TRIALS drafts: a request soon speaks for itself."""
+        scale = min(1.0, PRIOR_TRIALS / (self.kept + self.misses))
+        return Acceptance(self.kept * scale, self.misses * scale)
+
+
+@dataclass
+class Rates:
+    """Acceptance after a guess kept whole (a copy under way) and after any other."""
+
+    fresh: Acceptance = field(default_factory=Acceptance)
+    running: Acceptance = field(default_factory=lambda: Acceptance(3.0, 1.0))
+
+    def as_prior(self) -> Rates:
+        return Rates(self.fresh.as_prior(), self.running.as_prior())
 
 
 @dataclass
@@ -27,21 +69,31 @@ class NgramDrafter:
     """The tokens so far, indexed by the n-gram before each position (the latest wins)."""
 
     tokens: list[int] = field(default_factory=list)
-    pausing: bool = True  # auto: pause after failing drafts; ngram: draft at every match
-    k: int = MIN_DRAFT  # the next draft's length: doubles on full acceptance, shrinks on a miss
+    priced: bool = True  # auto: draft what pays (shadow-check the rest); ngram: every match
+    rates: Rates = field(default_factory=Rates)
+    in_run: bool = False  # the last guess (drafted or checked) was kept whole
+    k: int = MIN_DRAFT  # ngram's next draft length: doubles on full acceptance, shrinks on a miss
     drafted: int = 0
     accepted: int = 0
     _index: dict[tuple[int, ...], int] = field(default_factory=dict)
-    _window: list[int] = field(default_factory=lambda: [0, 0])  # drafted, kept since a pause
-    _paused_until: int = 0  # no drafts before the text is this long
-    _pause: int = FIRST_PAUSE
+    _shadow: list[int] = field(default_factory=list)  # a guess not drafted, checked as tokens come
+    _shadow_at: int = 0
 
     @classmethod
-    def over(cls, tokens: list[int], pausing: bool = True) -> NgramDrafter:
-        drafter = cls(pausing=pausing)
+    def over(
+        cls, tokens: list[int], priced: bool = True, prior: Rates | None = None
+    ) -> NgramDrafter:
+        drafter = cls(priced=priced, rates=prior or Rates())
         for t in tokens:
             drafter.push(t)
         return drafter
+
+    @classmethod
+    def start(cls, mode: str, prompt: list[int], rate: Rates | None) -> NgramDrafter | None:
+        """A request's drafter (None when it is not to draft), seeded with its kind's rate."""
+        if mode == "off":
+            return None
+        return cls.over(prompt, mode == "auto", rate.as_prior() if rate else None)
 
     def push(self, token: int) -> None:
         toks = self.tokens
@@ -49,29 +101,46 @@ class NgramDrafter:
         i = len(toks) - 1
         if i >= NGRAM:
             self._index[tuple(toks[i - NGRAM : i])] = i
+        if self._shadow:
+            self._check_shadow(token)
 
-    def draft(self, room: int) -> list[int]:
-        """What followed the last n tokens the last time they occurred (at most `room`)."""
-        if len(self.tokens) < max(NGRAM, self._paused_until) or room < MIN_DRAFT:
+    def draft(self, room: int, pricing: DraftPricing, others: int) -> list[int]:
+        """What followed the last n tokens the last time they occurred, as much of it as pays
+        beside `others` tokens already in the batch (at most `room`)."""
+        if len(self.tokens) < NGRAM or room < 1 or self._shadow:
             return []
         at = self._index.get(tuple(self.tokens[-NGRAM:]))
         if at is None:
             return []
-        return self.tokens[at : at + min(self.k, room)]
+        if not self.priced:
+            return self.tokens[at : at + min(self.k, room)] if room >= MIN_DRAFT else []
+        guess = self.tokens[at : at + min(MAX_DRAFT, room)]
+        n = pricing.best_draft(others, self._acceptance.rate, len(guess))
+        if n == 0:
+            self._shadow, self._shadow_at = guess, 0
+        return guess[:n]
 
     def record(self, drafted: int, accepted: int) -> None:
-        """One verified draft: adapt the next one's length; pause after failing drafts."""
+        """One verified draft: count it, and adapt ngram's next length."""
         self.drafted += drafted
         self.accepted += accepted
+        self._tally(drafted, accepted)
         self.k = min(MAX_DRAFT, self.k * 2) if accepted == drafted else max(MIN_DRAFT, accepted + 1)
-        window = self._window
-        window[0] += drafted
-        window[1] += accepted
-        if window[0] >= PAUSE_AFTER and self.pausing:
-            if window[1] <= PAUSE_RATE * window[0]:
-                self._paused_until = len(self.tokens) + self._pause
-                self._pause *= 2
-                self.k = MIN_DRAFT
-            else:
-                self._pause = FIRST_PAUSE
-            window[:] = [0, 0]
+
+    def _check_shadow(self, token: int) -> None:
+        shadow, at = self._shadow, self._shadow_at
+        if token == shadow[at]:
+            at += 1
+            if at < len(shadow):
+                self._shadow_at = at
+                return
+        self._shadow = []
+        self._tally(len(shadow), at)
+
+    @property
+    def _acceptance(self) -> Acceptance:
+        return self.rates.running if self.in_run else self.rates.fresh
+
+    def _tally(self, guessed: int, kept: int) -> None:
+        self._acceptance.add(guessed, kept)
+        self.in_run = kept == guessed

@@ -1,0 +1,93 @@
+"""`auto` speculation drafts only where it pays on the device at hand.
+
+Pure logic: the batch timings are given as numbers shaped like the ones measured here
+(SmolLM2 on 2 cores: 2 tokens 1.7×, 4 tokens 2.5×, 13 tokens 6.6× one token) and like a
+GPU's (a batch of 13 costs about what one token does); the engine feeds the same table from
+its own llama_decode timings. The daemon-level tests are in test_speculation.py."""
+
+from __future__ import annotations
+
+from assistantd.worker.batch_cost import BatchCosts
+from assistantd.worker.speculation import NgramDrafter
+
+CPU = {1: 10.0, 2: 17.0, 3: 21.0, 4: 25.0, 5: 31.0, 9: 48.0, 13: 66.0}  # ms
+GPU = {n: 10.0 + 0.1 * (n - 1) for n in range(1, 14)}
+
+
+def costs(table: dict[int, float]) -> BatchCosts:
+    c = BatchCosts()
+    for n, ms in table.items():
+        c.record(n, ms / 1000, prompt=False)
+    return c
+
+
+def walk(drafter: NgramDrafter, text: list[int], pricing: BatchCosts) -> list[int]:
+    """Feed `text` as the engine does: before each step a draft of what follows, then the
+    drafted tokens the text confirms and the one after them; returns the drafted lengths."""
+    drafted = []
+    i = 0
+    while i < len(text):
+        draft = drafter.draft(12, pricing, 0)
+        drafted.append(len(draft))
+        kept = 0
+        while kept < len(draft) and i + kept < len(text) and draft[kept] == text[i + kept]:
+            kept += 1
+        if draft:
+            drafter.record(len(draft), kept)
+        for t in text[i : i + kept + 1]:
+            drafter.push(t)
+        i += kept + 1
+    return drafted
+
+
+# A prompt whose 3-grams recur with other continuations: guesses are mostly wrong.
+SHAPE = [t for i in range(40) for t in (1, 2, 3, 100 + i)]
+COPY = list(range(500, 560))  # a passage the answer will repeat word for word
+NEW = [t for i in range(10) for t in (1, 2, 3, 200 + i)]  # the same shape, never the same tokens
+
+
+def test_guesses_that_are_mostly_wrong_are_not_drafted_on_a_cpu_but_are_checked() -> None:
+    drafter = NgramDrafter.over(SHAPE + COPY)
+    drafted = walk(drafter, NEW, costs(CPU))
+    assert sum(drafted) == 0
+    assert drafter.rates.fresh.rate < 0.3  # the guesses were checked against the tokens
+
+
+def test_a_repeated_passage_is_drafted_once_a_guess_was_kept_whole() -> None:
+    drafter = NgramDrafter.over(SHAPE + COPY)
+    drafted = walk(drafter, NEW + COPY, costs(CPU))
+    assert sum(drafted[: len(NEW)]) == 0
+    assert sum(drafted) >= len(COPY) // 2  # the copy, once under way, goes in long drafts
+    assert drafter.accepted >= 0.7 * drafter.drafted  # the last draft runs past the copy
+
+
+def test_on_a_gpu_even_half_kept_guesses_pay() -> None:
+    cpu, gpu = costs(CPU), costs(GPU)
+    assert cpu.best_draft(0, 0.5, 12) == 0
+    assert gpu.best_draft(0, 0.5, 12) >= 1
+    assert cpu.best_draft(0, 0.97, 12) >= 8  # nearly always kept: long drafts pay on a CPU too
+    n, gain = cpu.gain(0, 0.97, 12)
+    assert gain > 1.5
+
+
+def test_other_slots_tokens_make_a_draft_cheaper_to_add() -> None:
+    """Beside three other slots a draft of 2 adds 2 tokens to 3, not to 1."""
+    table = costs({1: 10.0, 2: 17.0, 3: 25.0, 4: 28.0, 5: 31.0, 6: 34.0})
+    assert table.best_draft(0, 0.8, 2) == 0  # alone: 3 tokens cost 2.5x one
+    assert table.best_draft(3, 0.8, 2) == 2  # beside 3: 6 tokens cost 1.2x four
+
+
+def test_lengths_not_timed_are_read_between_timed_ones_and_prompt_batches() -> None:
+    c = costs({1: 10.0, 5: 30.0})
+    assert abs(c.seconds(3) - 0.020) < 1e-9
+    assert c.seconds(9) is None  # nothing longer timed: no guess at its cost
+    c.record(17, 0.050, prompt=True)
+    assert abs(c.seconds(9) - (0.030 + 0.020 * 4 / 12)) < 1e-9
+    c.record(5, 0.040, prompt=False)  # a moving average: the newest timing moves it a fifth
+    assert abs(c.seconds(5) - 0.032) < 1e-9
+
+
+def test_ngram_mode_drafts_at_every_match_whatever_it_costs() -> None:
+    drafter = NgramDrafter.over(SHAPE + COPY, priced=False)
+    drafted = walk(drafter, NEW, costs(CPU))
+    assert sum(drafted) > 0
