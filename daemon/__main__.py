@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         if settings.model is not None:
             check_model_file(settings.model)
+        if settings.draft_model is not None:
+            check_model_file(settings.draft_model)
         required = keys_of(settings).required  # a broken keys file stops here
         for host, _ in settings.listen_addresses():
             check_bind(host, required)

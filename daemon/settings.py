@@ -18,6 +18,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -124,11 +125,17 @@ class Settings(BaseSettings):
     temperature: float | None = Field(
         None, ge=0.0, le=2.0, description="Temperature for requests that send none (--temp)."
     )
-    speculative: Literal["auto", "off", "ngram"] = Field(
+    speculative: Literal["auto", "off", "ngram", "draft"] = Field(
         "auto",
         description="Speculative decoding: n-gram drafts from a request's own prompt and answer "
-        "(what edits repeat), verified in the slot's batch; auto pauses a request's drafts "
-        "while they are mostly not kept, ngram drafts at every match.",
+        "(what edits repeat), and the --draft-model's guesses, verified in the slot's batch; "
+        "auto drafts where the measured acceptance pays for what a longer batch costs on this "
+        "device, ngram at every n-gram match, draft the draft model at every step.",
+    )
+    draft_model: Path | None = Field(
+        None,
+        description="A local .gguf of a smaller model from the same family (same tokenizer) "
+        "that guesses tokens for the served models to verify (llama-server's -md).",
     )
     share_cores: bool = Field(
         True,
@@ -320,6 +327,15 @@ class Settings(BaseSettings):
         if value not in {"debug", "info", "warning", "error"}:
             raise ValueError("must be one of debug, info, warning, error")
         return value
+
+    @model_validator(mode="after")
+    def _draft_needs_a_model(self) -> Settings:
+        if self.speculative == "draft" and self.draft_model is None:
+            raise ValueError(
+                "speculative = draft needs a draft model: set --draft-model (ASSISTANT_DRAFT_MODEL)"
+                " to a smaller .gguf of the same family, or choose auto, ngram or off"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

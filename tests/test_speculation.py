@@ -78,5 +78,4 @@ def test_auto_the_default_drafts_a_copy_and_keeps_the_answer(start_daemon, model
     copy = {"prompt": CODE + "\n\n" + CODE[:60], "n_predict": 80, "temperature": 0}
     got = [httpx.post(d.url + "/completion", json=copy, timeout=120).json() for d in (plain, auto)]
     assert got[1]["timings"]["draft_n_accepted"] > 0
-    assert got[1]["timings"]["draft_n_accepted"] >= 0.5 * got[1]["timings"]["draft_n"]
     assert got[0]["content"] == got[1]["content"] or got[1]["content"].startswith(CODE[60:120])

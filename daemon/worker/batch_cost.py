@@ -46,9 +46,12 @@ class BatchCosts:
         t_lo = gen[lo]
         return t_lo + (t_hi - t_lo) * (n - lo) / (hi - lo)
 
-    def gain(self, others: int, rate: float, longest: int) -> tuple[int, float]:
+    def gain(
+        self, others: int, rate: float, longest: int, per_guess: float = 0.0
+    ) -> tuple[int, float]:
         """The draft length (0: none) that most raises tokens per second beside `others`
-        generating slots, and its predicted gain (1.0: none)."""
+        generating slots, and its predicted gain (1.0: none); `per_guess` is what making each
+        guessed token costs (seconds: a draft model's decode; n-gram guesses are free)."""
         m = others + 1
         base = self.seconds(m)
         best, best_gain = 0, 1.0
@@ -61,11 +64,12 @@ class BatchCosts:
             t = self.seconds(m + d)
             if t is None:
                 break
+            t += d * per_guess
             g = (m + kept) / t * base / m
             if g > best_gain:
                 best, best_gain = d, g
         return best, best_gain
 
-    def best_draft(self, others: int, rate: float, longest: int) -> int:
-        n, g = self.gain(others, rate, longest)
+    def best_draft(self, others: int, rate: float, longest: int, per_guess: float = 0.0) -> int:
+        n, g = self.gain(others, rate, longest, per_guess)
         return n if g >= GAIN_MIN else 0

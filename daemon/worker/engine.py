@@ -19,6 +19,7 @@ from assistantd.vocab import GenerationKind
 from assistantd.worker import constraints, tool_calls
 from assistantd.worker.allocations import capture
 from assistantd.worker.answers import Answer
+from assistantd.worker.draft_model import DraftModel
 from assistantd.worker.model_params import Placement, placed
 from assistantd.worker.prompts import Prompts
 from assistantd.worker.protocol import SAMPLING_KEYS, Event, Sampling, priority_of
@@ -44,6 +45,7 @@ class Engine:
         n_slots: int,
         placement: Placement | None = None,
         speculative: str = "off",
+        draft_model: str | None = None,
         defaults: dict[str, Any] | None = None,
     ) -> None:
         self.model_path = model_path
@@ -69,8 +71,25 @@ class Engine:
             )
         self.prompts = Prompts(self.llm, model_id)
         self.tool_family = tool_calls.family_of(self.prompts.template)
+        draft = None
+        if draft_model:
+            with placed(self.placement):
+                draft = DraftModel(
+                    draft_model,
+                    llama_cpp.llama_model_get_vocab(self.llm._model.model),
+                    n_slots=n_slots,
+                    n_ctx_per_slot=n_ctx,
+                    threads=threads,
+                    n_gpu_layers=n_gpu_layers,
+                )
+        self.draft_model = draft_model
         self.slots = SlotEngine(
-            self.llm, n_slots=n_slots, n_ctx_per_slot=n_ctx, threads=threads, max_queue=WORKER_QUEUE
+            self.llm,
+            n_slots=n_slots,
+            n_ctx_per_slot=n_ctx,
+            threads=threads,
+            max_queue=WORKER_QUEUE,
+            draft=draft,
         )
         self._embedder: Llama | None = None
         self._embed_lock = threading.Lock()
@@ -91,6 +110,7 @@ class Engine:
             "n_cpu_moe": self.placement.n_cpu_moe,
             "allocated": self.allocations.to_json(),
             "threads": self._threads,
+            "draft_model": self.draft_model,
         }
 
     def close(self) -> None:

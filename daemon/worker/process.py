@@ -40,7 +40,8 @@ class WorkerSpec:
     devices: tuple[str, ...] | None = None
     split: tuple[float, ...] = ()
     rpc: tuple[str, ...] = ()
-    speculative: str = "off"  # Settings.speculative: auto | off | ngram
+    speculative: str = "off"  # Settings.speculative: auto | off | ngram | draft
+    draft_model: Path | None = None  # a smaller model of the same family that guesses
     seed: int | None = None  # sampling defaults for requests that set none
     temperature: float | None = None
 
@@ -98,6 +99,7 @@ class WorkerProcess:
             str(self.spec.nice),
             "--speculative",
             self.spec.speculative,
+            *(["--draft-model", str(self.spec.draft_model)] if self.spec.draft_model else []),
             *(["--seed", str(self.spec.seed)] if self.spec.seed is not None else []),
             *(["--temp", str(self.spec.temperature)] if self.spec.temperature is not None else []),
             *self._placement_args(),

@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="", help="share of the layers per device")
     parser.add_argument("--rpc", default="", help="comma-separated RPC servers to register")
     parser.add_argument("--speculative", default="off", choices=MODES)
+    parser.add_argument("--draft-model", default=None, help="a smaller model that guesses")
     parser.add_argument("--seed", type=int, default=None, help="for requests that send none")
     parser.add_argument("--temp", type=float, default=None, help="for requests that send none")
     args = parser.parse_args(argv)
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
             model_id=args.model_id,
             n_slots=args.slots,
             speculative=args.speculative,
+            draft_model=args.draft_model,
             defaults={
                 k: v for k, v in (("seed", args.seed), ("temperature", args.temp)) if v is not None
             },  # fmt: skip

@@ -30,8 +30,10 @@ from llama_cpp import Llama
 
 from assistantd.worker.batch_cost import BatchCosts
 from assistantd.worker.detok import Pieces, TextStream
+from assistantd.worker.draft_model import DraftModel, start_drafter
 from assistantd.worker.hold import HOLD_POLL_S, HoldFlag
 from assistantd.worker.logprobs import LogProbs
+from assistantd.worker.prompt_cache import PromptCache
 from assistantd.worker.sampling import Sampling, build_chain
 from assistantd.worker.slot_state import (
     DONE,
@@ -52,7 +54,7 @@ from assistantd.worker.slot_state import (
     new_context,
     undo_batch,
 )
-from assistantd.worker.speculation import NgramDrafter, Rates
+from assistantd.worker.speculation import Rates
 
 __all__ = ["Sampling", "SlotRequest", "SlotEngine", "QueueFull", "SlotEngineError"]
 
@@ -69,6 +71,7 @@ class SlotEngine:
         n_batch: int = 512,
         threads: int,
         max_queue: int = 64,
+        draft: DraftModel | None = None,
     ):
         self._llm = llm  # keeps the model (shared, never decoded with) alive
         self._model = m = llm._model.model
@@ -78,6 +81,7 @@ class SlotEngine:
         self.max_queue = max_queue
         self._ctx = new_context(self._model, n_slots, n_ctx_per_slot, n_batch, threads)
         self._mem = L.llama_get_memory(self._ctx)
+        self._kept = PromptCache(self._ctx) if self.can_draft else None  # prompts in RAM
         self._vocab = L.llama_model_get_vocab(self._model)
         self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
         self._n_swa = L.llama_model_n_swa(self._model)
@@ -89,6 +93,7 @@ class SlotEngine:
         self._pieces = Pieces(self._vocab)
         self._logprobs = LogProbs(self._ctx, self._vocab, self._pieces)
         self._slots = [Slot(i) for i in range(n_slots)]
+        self.draft = draft  # a smaller model of the same family that guesses (draft_model.py)
         self.costs = BatchCosts()  # llama_decode timed per batch length: what a draft costs
         self._rates: dict[str, Rates] = {}  # per request kind: how often drafts are kept
         self._heap: list = []
@@ -135,14 +140,6 @@ class SlotEngine:
             self._cv.notify_all()
         self._thread.join()
 
-    def stats(self) -> dict:
-        with self._cv:
-            queued = len(self._heap)
-        busy = sum(1 for s in self._slots if s.job is not None)
-        cached = [len(s.cache) for s in self._slots]
-        return {"slots": self.n_slots, "busy": busy, "idle": self.n_slots - busy,
-                "queued": queued, "cached_tokens": cached}  # fmt: skip
-
     # ------------------------------------------------------------------ engine thread
     def _run(self):
         err: BaseException = SlotEngineError("engine closed")
@@ -176,6 +173,8 @@ class SlotEngine:
                     self._fail(s.job, err)
             L.llama_batch_free(self._batch)
             L.llama_free(self._ctx)
+            if self.draft is not None:
+                self.draft.close()
 
     def _admit(self):  # called with self._cv held
         heap = self._heap
@@ -193,6 +192,8 @@ class SlotEngine:
         prompt, mem = job.req.prompt, self._mem
         scored = [(common_prefix(s.cache, prompt), -s.last_used, s) for s in idle]
         n_keep, _, first = max(scored, key=lambda t: (t[0], t[1]))
+        if self._kept is not None:
+            n_keep = self._kept.reuse(prompt, first.id, n_keep, first.cache)
         n_keep = min(n_keep, len(prompt) - 1)  # always re-evaluate the last prompt token
         if n_keep > 0 and self._n_swa > 0:
             # SWA: keep the cache only if every position the next token attends to is still there
@@ -203,9 +204,8 @@ class SlotEngine:
             L.llama_memory_seq_rm(mem, first.id, -1, -1)
             n_keep = 0
         del first.cache[n_keep:]
-        others = sorted((s for s in idle if s is not first), key=lambda s: s.last_used)[
-            : job.req.n - 1
-        ]
+        others = sorted((s for s in idle if s is not first), key=lambda s: s.last_used)
+        others = others[: job.req.n - 1]
         for s in others:
             L.llama_memory_seq_rm(mem, s.id, -1, -1)
             s.cache = []
@@ -217,7 +217,7 @@ class SlotEngine:
         rate = self._rates.get(job.req.kind)
         for i, s in enumerate(job.slots):
             s.job, s.idx, s.chain, s.n_gen, s.i_batch = job, i, job.chains[i], 0, -1
-            s.spec = NgramDrafter.start(mode, prompt, rate)
+            s.spec = start_drafter(mode, prompt, rate, s.id, self.draft)
             s.drafts = []
             s.stream = TextStream(job.req.stop)
             s.state = WAITCOPY

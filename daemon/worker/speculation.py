@@ -24,11 +24,11 @@ NGRAM = 3  # tokens that must match before a continuation is proposed
 MIN_DRAFT, MAX_DRAFT = 2, 12
 DECAY = 0.9  # weight of earlier drafts in the acceptance rate, per verified draft
 PRIOR_TRIALS = 8.0  # a new request starts from its kind's rate with at most this weight
-MODES = ("off", "ngram", "auto")
+MODES = ("off", "ngram", "auto", "draft")
 
 
 class DraftPricing(Protocol):
-    def best_draft(self, others: int, rate: float, longest: int) -> int: ...
+    def best_draft(self, others: int, rate: float, longest: int, per_guess: float = 0.0) -> int: ...
 
 
 @dataclass
