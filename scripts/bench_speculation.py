@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -80,6 +82,12 @@ def main() -> None:
     parser.add_argument("--llama-server", type=Path, help="llama-server binary to compare")
     parser.add_argument("--model", default="smollm2", choices=sorted(fetch_models.MODELS))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--draft-pair",
+        action="store_true",
+        help="also a draft-model table: SmolLM2 requantized to Q8_0 as the model, its Q4_1 "
+        "file as the draft (one vocabulary), against llama-server -md on the same pair",
+    )
     args = parser.parse_args()
     model = fetch_models.fetch_all()[args.model]
     starts = {
@@ -94,21 +102,8 @@ def main() -> None:
         )
     else:
         print("(llama-server rows skipped: give --llama-server PATH)")
-    servers: dict[str, Server] = {}
-    try:
-        for name, start in starts.items():
-            servers[name] = start()
-        rows = measure(servers, args.repeats)
-    finally:
-        for server in servers.values():
-            server.stop()
-    print(f"\n## Speculative decoding on {args.model}, temperature 0, {TOKENS} tokens\n")
-    print("| server | edit tok/s | drafted / accepted | free-form tok/s | drafted / accepted |")
-    print("|---|---:|---:|---:|---:|")
-    for name, r in rows.items():
-        e, f = r["edit"], r["free"]
-        print(f"| {name} | {e['tok_s']:.1f} | {e['drafted']:.0f} / {e['accepted']:.0f} | "
-              f"{f['tok_s']:.1f} | {f['drafted']:.0f} / {f['accepted']:.0f} |")  # fmt: skip
+    rows = run_all(starts, args.repeats)
+    print_table(f"Speculative decoding on {args.model}, temperature 0, {TOKENS} tokens", rows)
     base = rows["assistantd off"]
     for mode in ("ngram", "auto"):
         r = rows[f"assistantd {mode}"]
@@ -125,6 +120,73 @@ def main() -> None:
         print(f"assistantd off vs llama-server: edit "
               f"{base['edit']['tok_s'] / plain['edit']['tok_s']:.2f}×, free-form "
               f"{base['free']['tok_s'] / plain['free']['tok_s']:.2f}×")  # fmt: skip
+
+    if args.draft_pair:
+        draft_table(args)
+
+
+def run_all(starts: dict[str, Callable[[], Server]], repeats: int) -> dict[str, Any]:
+    servers: dict[str, Server] = {}
+    try:
+        for name, start in starts.items():
+            servers[name] = start()
+        return measure(servers, repeats)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def print_table(title: str, rows: dict[str, Any]) -> None:
+    print(f"\n## {title}\n")
+    print("| server | edit tok/s | drafted / accepted | free-form tok/s | drafted / accepted |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        e, f = r["edit"], r["free"]
+        print(f"| {name} | {e['tok_s']:.1f} | {e['drafted']:.0f} / {e['accepted']:.0f} | "
+              f"{f['tok_s']:.1f} | {f['drafted']:.0f} / {f['accepted']:.0f} |")  # fmt: skip
+
+
+def draft_pair() -> tuple[Path, Path]:
+    """SmolLM2 Q8_0 (made once with llama.cpp's quantizer) and the Q4_1 file it came from."""
+    import llama_cpp
+
+    draft = fetch_models.fetch_all(["smollm2"])["smollm2"]
+    target = draft.with_name("SmolLM2-135M-Instruct.Q8_0.gguf")
+    if not target.exists():
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype, params.allow_requantize, params.nthread = (
+            llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
+            True,
+            2,
+        )
+        part = target.with_suffix(".part")
+        if llama_cpp.llama_model_quantize(str(draft).encode(), str(part).encode(), params) != 0:
+            raise SystemExit("could not make the Q8_0 target with llama_model_quantize")
+        part.rename(target)
+    return target, draft
+
+
+def draft_table(args: argparse.Namespace) -> None:
+    target, draft = draft_pair()
+    with_draft = {"ASSISTANT_DRAFT_MODEL": str(draft)}
+    starts: dict[str, Callable[[], Server]] = {
+        "assistantd off": lambda: assistantd(target, {"ASSISTANT_SPECULATIVE": "off"}),
+        "assistantd draft": lambda: assistantd(
+            target, {"ASSISTANT_SPECULATIVE": "draft", **with_draft}
+        ),
+        "assistantd auto (with the draft)": lambda: assistantd(target, with_draft),
+    }
+    if args.llama_server:
+        binary = args.llama_server
+        starts["llama-server"] = lambda: llama_server(binary, target, [])
+        starts["llama-server -md"] = lambda: llama_server(binary, target, ["-md", str(draft)])
+    rows = run_all(starts, args.repeats)
+    print_table("Draft model: SmolLM2 Q8_0, drafted by its Q4_1 file, temperature 0", rows)
+    base = rows["assistantd off"]
+    for name in rows:
+        if name != "assistantd off":
+            edit, free = (rows[name][k]["tok_s"] / base[k]["tok_s"] for k in ("edit", "free"))
+            print(f"\n{name} over assistantd off: edit {edit:.2f}×, free-form {free:.2f}×")
 
 
 def llama_server(binary: Path, model: Path, extra: list[str]) -> Server:

@@ -94,6 +94,18 @@ class DraftModel:
         L.llama_batch_free(self._batch)
         L.llama_free(self._ctx)
 
+    def calibrate(self, slot: int) -> None:
+        """Time a one-token decode before the first guess, so auto prices guesses from the
+        start. Called on the engine's thread: llama.cpp decodes from a second thread would
+        start a second OpenMP team, and the target decoded 35% slower beside it."""
+        held = self._held[slot]
+        L.llama_memory_seq_rm(self._mem, slot, -1, -1)
+        held.clear()
+        for at in range(3):
+            self._decode(slot, [max(L.llama_vocab_bos(self._vocab), 0)], at)
+        L.llama_memory_seq_rm(self._mem, slot, -1, -1)
+        held.clear()
+
     def guess(self, slot: int, text: list[int], n: int) -> list[int]:
         """Up to n greedy tokens after `text` (the slot's tokens, its last sampled one too)."""
         held = self._held[slot]
@@ -155,8 +167,13 @@ class ModelDrafter(NgramDrafter):
         if self.model is None or longest < 1:
             return []
         if self.priced:
+            if not self.model.token_seconds:
+                self.model.calibrate(self.slot)
+            cost = self.model.token_seconds
+            if not pricing.best_draft(others, 1.0, longest, cost):
+                return []  # here even guesses always kept would not pay: no probes either
             rate = (self.model_rates.running if self._model_run else self.model_rates.fresh).rate
-            n = pricing.best_draft(others, rate, longest, self.model.token_seconds)
+            n = pricing.best_draft(others, rate, longest, cost)
             self._idle = 0 if n else self._idle + 1
             if not n and self._idle < PROBE_EVERY:
                 return []
