@@ -179,7 +179,9 @@ def draft_table(args: argparse.Namespace) -> None:
     if args.llama_server:
         binary = args.llama_server
         starts["llama-server"] = lambda: llama_server(binary, target, [])
-        starts["llama-server -md"] = lambda: llama_server(binary, target, ["-md", str(draft)])
+        starts["llama-server -md"] = lambda: llama_server(
+            binary, target, ["-md", str(draft), "--spec-type", "draft-simple"]
+        )
     rows = run_all(starts, args.repeats)
     print_table("Draft model: SmolLM2 Q8_0, drafted by its Q4_1 file, temperature 0", rows)
     base = rows["assistantd off"]

@@ -32,6 +32,7 @@ def test_a_draft_model_guesses_and_the_answers_stay_the_models_own(
     counts = drafting.status()["speculation"]
     assert counts["draft_tokens"] > 0
     assert counts["accepted_tokens"] >= 0.5 * counts["draft_tokens"]  # Q4_1 of the same weights
+    assert counts["draft_model"] == models["smollm2"].name and counts["mode"] == "draft"
     # The same prompt twice: the second reuses every prompt token but the last, and the
     # guesses rejected during the first left nothing behind that would change the answer.
     body = {"prompt": CODE[:200], "n_predict": 48, "temperature": 0}

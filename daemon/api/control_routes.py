@@ -148,6 +148,9 @@ async def status(state: State) -> StatusReport:
         **state.stats.snapshot(),
     )
     report.upstreams = [rung.to_json() for rung in state.upstream_rungs()]
+    if report.speculation is not None:  # which guesses: n-gram, and a draft model if given
+        report.speculation["mode"] = settings.speculative
+        report.speculation["draft_model"] = settings.draft_model and settings.draft_model.name
     for key in report.keys:
         key["in_flight"] = state.share.in_flight[key["name"]]
     if chat is None:

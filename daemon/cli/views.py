@@ -13,6 +13,15 @@ from assistantd.planning.planner import Plan, gib
 from assistantd.planning.roles import RolesPlan
 
 
+def _guesses(spec: dict[str, Any]) -> str:
+    """Where the drafts come from: the request's own text, a draft model, or both."""
+    model = spec.get("draft_model")
+    if spec.get("mode") == "draft" and model:
+        return f"the draft model {model}'s guesses"
+    own = "n-gram drafts from each request's own text"
+    return f"{own} and the draft model {model}" if model else own
+
+
 def status_text(status: StatusReport) -> str:
     model, worker, queue, uptime = status.model, status.worker, status.queue, status.uptime_s
     lines = [f"state      {status.state}"]
@@ -38,7 +47,7 @@ def status_text(status: StatusReport) -> str:
         gain = spec.get("measured_gain")
         lines.append(
             f"speculate  {spec['draft_tokens']} tokens drafted, {spec['accepted_tokens']} "
-            f"accepted ({spec['acceptance']:.0%}; n-gram drafts from each request's own text)"
+            f"accepted ({spec['acceptance']:.0%}; {_guesses(spec)})"
             + (
                 f"; answers with drafts {spec['decode_tok_s_with_drafts']} tok/s, without "
                 f"{spec['decode_tok_s_without']} ({gain:.2f}x)"
