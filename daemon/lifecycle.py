@@ -345,7 +345,7 @@ class Lifecycle:
             # priority costs nothing.
             nice=NICE_BESIDE if self._beside_autocomplete(role) else 0,
             speculative=settings.speculative,
-            draft_model=settings.draft_model,
+            draft_model=settings.draft_model if role == "chat" else None,  # chat's family
             seed=settings.seed,
             temperature=settings.temperature,
             **where.fields(),

@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     draft_model: Path | None = Field(
         None,
         description="A local .gguf of a smaller model from the same family (same tokenizer) "
-        "that guesses tokens for the served models to verify (llama-server's -md).",
+        "that guesses tokens for the chat model to verify (llama-server's -md).",
     )
     share_cores: bool = Field(
         True,

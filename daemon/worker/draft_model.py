@@ -201,8 +201,8 @@ def start_drafter(
     """A request's drafter for `mode` (None: it does not draft), seeded with its kind's rate."""
     if mode == "off":
         return None
-    if model is None or mode == "ngram":
-        return NgramDrafter.start(mode, prompt, rate)
+    if model is None or mode == "ngram":  # a role without the draft model: draft mode is auto
+        return NgramDrafter.start("auto" if mode == "draft" else mode, prompt, rate)
     drafter = ModelDrafter(priced=mode == "auto", rates=rate.as_prior() if rate else Rates())
     drafter.model, drafter.slot = model, slot
     for t in prompt:
