@@ -13,6 +13,7 @@ import argparse
 import collections
 import contextlib
 import ctypes
+import gc
 import json
 import os
 import signal
@@ -266,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(EXIT_LOAD_FAILED)
     engine.slots.hold = HoldFlag(hold.path_for(Path(args.socket)), create=True)
+    gc.freeze()  # what loading made is kept for good: collections walk only per-request objects
     server = _Server(args.socket, WorkerState(engine))
     os.chmod(args.socket, 0o600)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 NGRAM = 3  # tokens that must match before a continuation is proposed
+BITS = 20  # per token in an n-gram's key: one int, not a tuple the garbage collector must walk
+KEY_MASK = (1 << (BITS * NGRAM)) - 1
 MIN_DRAFT, MAX_DRAFT = 2, 12
 DECAY = 0.9  # weight of earlier drafts in the acceptance rate, per verified draft
 PRIOR_TRIALS = 8.0  # a new request starts from its kind's rate with at most this weight
@@ -75,7 +77,8 @@ class NgramDrafter:
     k: int = MIN_DRAFT  # ngram's next draft length: doubles on full acceptance, shrinks on a miss
     drafted: int = 0
     accepted: int = 0
-    _index: dict[tuple[int, ...], int] = field(default_factory=dict)
+    _index: dict[int, int] = field(default_factory=dict)  # n-gram key → the position after it
+    _key: int = 0  # the last NGRAM tokens' key
     _shadow: list[int] = field(default_factory=list)  # a guess not drafted, checked as tokens come
     _shadow_at: int = 0
 
@@ -100,7 +103,8 @@ class NgramDrafter:
         toks.append(token)
         i = len(toks) - 1
         if i >= NGRAM:
-            self._index[tuple(toks[i - NGRAM : i])] = i
+            self._index[self._key] = i
+        self._key = ((self._key << BITS) | token) & KEY_MASK
         if self._shadow:
             self._check_shadow(token)
 
@@ -109,7 +113,7 @@ class NgramDrafter:
         beside `others` tokens already in the batch (at most `room`)."""
         if len(self.tokens) < NGRAM or room < 1 or self._shadow:
             return []
-        at = self._index.get(tuple(self.tokens[-NGRAM:]))
+        at = self._index.get(self._key)
         if at is None:
             return []
         if not self.priced:
