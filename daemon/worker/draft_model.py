@@ -58,24 +58,10 @@ class DraftModel:
     """The draft model's weights, its context and what each slot's sequence holds."""
 
     def __init__(
-        self,
-        path: str,
-        target_vocab: Any,
-        *,
-        n_slots: int,
-        n_ctx_per_slot: int,
-        threads: int,
-        n_gpu_layers: int,
+        self, llm: Llama, target_vocab: Any, *, n_slots: int, n_ctx_per_slot: int, threads: int
     ) -> None:
-        self.llm = Llama(
-            model_path=path,
-            n_ctx=64,
-            n_batch=64,
-            n_threads=threads,
-            n_gpu_layers=n_gpu_layers,
-            verbose=False,
-        )
-        model = self.llm._model.model
+        self.llm = llm  # the draft's weights (the engine loads them as it loads the model's)
+        model = llm._model.model
         self._vocab = L.llama_model_get_vocab(model)
         check_vocab(target_vocab, self._vocab)
         self.n_batch = 512
@@ -153,7 +139,6 @@ class ModelDrafter(NgramDrafter):
     model: DraftModel | None = None
     slot: int = 0
     model_rates: Rates = field(default_factory=Rates)
-    _model_run: bool = False
     _from_model: bool = False
     _idle: int = 0
 
@@ -172,8 +157,7 @@ class ModelDrafter(NgramDrafter):
             cost = self.model.token_seconds
             if not pricing.best_draft(others, 1.0, longest, cost):
                 return []  # here even guesses always kept would not pay: no probes either
-            rate = (self.model_rates.running if self._model_run else self.model_rates.fresh).rate
-            n = pricing.best_draft(others, rate, longest, cost)
+            n = pricing.best_draft(others, self.model_rates.rate, longest, cost)
             self._idle = 0 if n else self._idle + 1
             if not n and self._idle < PROBE_EVERY:
                 return []
@@ -183,16 +167,8 @@ class ModelDrafter(NgramDrafter):
         self._from_model = True
         return self.model.guess(self.slot, self.tokens, n)
 
-    def record(self, drafted: int, accepted: int) -> None:
-        if not self._from_model:
-            super().record(drafted, accepted)
-            return
-        self.drafted += drafted
-        self.accepted += accepted
-        rates = self.model_rates
-        (rates.running if self._model_run else rates.fresh).add(drafted, accepted)
-        self._model_run = accepted == drafted
-        self.k = min(MAX_DRAFT, self.k * 2) if accepted == drafted else max(MIN_DRAFT, accepted + 1)
+    def _rates_of_last(self) -> Rates:
+        return self.model_rates if self._from_model else self.rates
 
 
 def start_drafter(

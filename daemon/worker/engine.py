@@ -58,30 +58,18 @@ class Engine:
         self._n_gpu_layers = n_gpu_layers
         self.placement = placement or Placement()
         self.allocations = capture()
-        # The Llama object holds the weights, the vocabulary and the metadata; its own context
-        # is kept tiny, since the slot engine decodes in a context of its own.
-        with placed(self.placement):
-            self.llm = Llama(
-                model_path=model_path,
-                n_ctx=64,
-                n_batch=64,
-                n_threads=threads,
-                n_gpu_layers=n_gpu_layers,
-                verbose=False,
-            )
+        self.llm = self._weights(model_path)
         self.prompts = Prompts(self.llm, model_id)
         self.tool_family = tool_calls.family_of(self.prompts.template)
         draft = None
         if draft_model:
-            with placed(self.placement):
-                draft = DraftModel(
-                    draft_model,
-                    llama_cpp.llama_model_get_vocab(self.llm._model.model),
-                    n_slots=n_slots,
-                    n_ctx_per_slot=n_ctx,
-                    threads=threads,
-                    n_gpu_layers=n_gpu_layers,
-                )
+            draft = DraftModel(
+                self._weights(draft_model),
+                llama_cpp.llama_model_get_vocab(self.llm._model.model),
+                n_slots=n_slots,
+                n_ctx_per_slot=n_ctx,
+                threads=threads,
+            )
         self.draft_model = draft_model
         self.slots = SlotEngine(
             self.llm,
@@ -115,6 +103,19 @@ class Engine:
 
     def close(self) -> None:
         self.slots.close()
+
+    def _weights(self, path: str) -> Llama:
+        """The weights, vocabulary and metadata of a GGUF, placed as planned. The Llama object's
+        own context is kept tiny: the slot engine (and a draft model) decode in their own."""
+        with placed(self.placement):
+            return Llama(
+                model_path=path,
+                n_ctx=64,
+                n_batch=64,
+                n_threads=self._threads,
+                n_gpu_layers=self._n_gpu_layers,
+                verbose=False,
+            )
 
     def _tokens_of(self, text: str) -> list[int]:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))

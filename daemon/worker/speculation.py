@@ -61,6 +61,15 @@ class Rates:
 
     fresh: Acceptance = field(default_factory=Acceptance)
     running: Acceptance = field(default_factory=lambda: Acceptance(3.0, 1.0))
+    in_run: bool = False  # the last guess (drafted or checked) was kept whole
+
+    @property
+    def rate(self) -> float:
+        return (self.running if self.in_run else self.fresh).rate
+
+    def tally(self, guessed: int, kept: int) -> None:
+        (self.running if self.in_run else self.fresh).add(guessed, kept)
+        self.in_run = kept == guessed
 
     def as_prior(self) -> Rates:
         return Rates(self.fresh.as_prior(), self.running.as_prior())
@@ -73,7 +82,6 @@ class NgramDrafter:
     tokens: list[int] = field(default_factory=list)
     priced: bool = True  # auto: draft what pays (shadow-check the rest); ngram: every match
     rates: Rates = field(default_factory=Rates)
-    in_run: bool = False  # the last guess (drafted or checked) was kept whole
     k: int = MIN_DRAFT  # ngram's next draft length: doubles on full acceptance, shrinks on a miss
     drafted: int = 0
     accepted: int = 0
@@ -119,7 +127,7 @@ class NgramDrafter:
         if not self.priced:
             return self.tokens[at : at + min(self.k, room)] if room >= MIN_DRAFT else []
         guess = self.tokens[at : at + min(MAX_DRAFT, room)]
-        n = pricing.best_draft(others, self._acceptance.rate, len(guess))
+        n = pricing.best_draft(others, self.rates.rate, len(guess))
         if n == 0:
             self._shadow, self._shadow_at = guess, 0
         return guess[:n]
@@ -128,7 +136,7 @@ class NgramDrafter:
         """One verified draft: count it, and adapt ngram's next length."""
         self.drafted += drafted
         self.accepted += accepted
-        self._tally(drafted, accepted)
+        self._rates_of_last().tally(drafted, accepted)
         self.k = min(MAX_DRAFT, self.k * 2) if accepted == drafted else max(MIN_DRAFT, accepted + 1)
 
     def _check_shadow(self, token: int) -> None:
@@ -139,12 +147,8 @@ class NgramDrafter:
                 self._shadow_at = at
                 return
         self._shadow = []
-        self._tally(len(shadow), at)
+        self.rates.tally(len(shadow), at)
 
-    @property
-    def _acceptance(self) -> Acceptance:
-        return self.rates.running if self.in_run else self.rates.fresh
-
-    def _tally(self, guessed: int, kept: int) -> None:
-        self._acceptance.add(guessed, kept)
-        self.in_run = kept == guessed
+    def _rates_of_last(self) -> Rates:
+        """The rates the last draft was priced with (a drafter of model guesses has two)."""
+        return self.rates
