@@ -28,7 +28,7 @@ from assistantd.control.state import DaemonState
 from assistantd.control.supervisor import Supervisor
 from assistantd.control.upstream import UpstreamRung
 from assistantd.errors import AssistantError, DownloadStopped, ModelFileError, WorkerStartFailed
-from assistantd.fetch.provision import provision
+from assistantd.fetch.provision import Chosen, provision
 from assistantd.planning.gguf_header import read_local
 from assistantd.planning.given import place_file
 from assistantd.planning.hardware import probe
@@ -37,6 +37,7 @@ from assistantd.planning.per_device import describe_placement
 from assistantd.planning.plan_types import Budget, left_by
 from assistantd.planning.planner import profile_budget
 from assistantd.planning.profiles import Profile
+from assistantd.planning.roles import RolesPlan
 from assistantd.planning.speeds import SPEEDS_FILE, MeasuredSpeeds
 from assistantd.planning.worker_devices import worker_devices
 from assistantd.settings import Settings
@@ -56,6 +57,17 @@ def check_model_file(path: Path) -> Path:
         raise ModelFileError(f"model file {path} does not exist: check the path given to --model")
     read_local(path)  # sanity-checks the header before llama.cpp ever opens the file
     return path.resolve()
+
+
+def _planned_draft(result: RolesPlan, chosen: dict[Role, Chosen]) -> Path | None:
+    """Autocomplete's file, where the plan has its model draft for chat and both roles got the
+    planned models (a quick rung of a progressive start may be of another family)."""
+    draft, chat, auto = result.draft, chosen.get("chat"), chosen.get("autocomplete")
+    if draft is None or chat is None or auto is None or auto.candidate is None:
+        return None
+    if chat.candidate != result.roles["chat"].chosen:
+        return None
+    return auto.path if auto.candidate.key == (draft.draft_model, draft.draft_quant) else None
 
 
 def _listening(host: str, port: int) -> socket.socket:
@@ -282,6 +294,7 @@ class Lifecycle:
         )
         machine = result.chat.machine
         state.machine = machine
+        draft = _planned_draft(result, chosen)
         for role, got in chosen.items():
             log.info("%s: chose %s: %s", role, got.model_id, got.why)
             check_model_file(got.path)
@@ -291,7 +304,14 @@ class Lifecycle:
             n_cpu_moe = got.candidate.n_cpu_moe if got.candidate else 0
             placed = got.candidate.devices if got.candidate else []
             served = self._attach(
-                role, got.path, model_id, got.n_ctx, got.n_gpu_layers, n_cpu_moe, placed=placed
+                role,
+                got.path,
+                model_id,
+                got.n_ctx,
+                got.n_gpu_layers,
+                n_cpu_moe,
+                placed=placed,
+                draft=draft if role == "chat" else None,
             )
             served.estimate = placed
             served.speed_key = got.speed_key
@@ -327,8 +347,10 @@ class Lifecycle:
         n_cpu_moe: int = 0,
         *,
         placed: list[dict[str, Any]] | None = None,
+        draft: Path | None = None,
     ) -> Served:
-        """Give a role its own worker: a supervisor that will run it, its slots and queue."""
+        """Give a role its own worker: a supervisor that will run it, its slots and queue.
+        Chat's draft model: the user's (--draft-model), else the plan's (`draft`)."""
         settings = self.settings
         where = worker_devices(placed or [], self.state.machine)
         slots = self.profile.role_slots(role, settings.slots)
@@ -344,8 +366,8 @@ class Lifecycle:
             # On shared cores the latency-bound role wins the scheduler too; alone, a lower
             # priority costs nothing.
             nice=NICE_BESIDE if self._beside_autocomplete(role) else 0,
-            speculative=settings.speculative,
-            draft_model=settings.draft_model if role == "chat" else None,  # chat's family
+            speculative=self.profile.speculative,
+            draft_model=(settings.draft_model or draft) if role == "chat" else None,
             seed=settings.seed,
             temperature=settings.temperature,
             **where.fields(),

@@ -125,12 +125,13 @@ class Settings(BaseSettings):
     temperature: float | None = Field(
         None, ge=0.0, le=2.0, description="Temperature for requests that send none (--temp)."
     )
-    speculative: Literal["auto", "off", "ngram", "draft"] = Field(
-        "auto",
-        description="Speculative decoding: n-gram drafts from a request's own prompt and answer "
-        "(what edits repeat), and the --draft-model's guesses, verified in the slot's batch; "
-        "auto drafts where the measured acceptance pays for what a longer batch costs on this "
-        "device, ngram at every n-gram match, draft the draft model at every step.",
+    speculative: Literal["auto", "off", "ngram", "draft"] | None = Field(
+        None,
+        description="Speculative decoding (unset: the profile's `speculative`, auto in the shipped "
+        "ones): n-gram drafts from a request's own prompt and answer (what edits repeat), and a "
+        "draft model's guesses, verified in the slot's batch; auto drafts where the measured "
+        "acceptance pays for what a longer batch costs on this device, ngram at every n-gram "
+        "match, draft the draft model at every step.",
     )
     draft_model: Path | None = Field(
         None,
@@ -330,7 +331,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _draft_needs_a_model(self) -> Settings:
-        if self.speculative == "draft" and self.draft_model is None:
+        # Without --model the plan may find one (autocomplete's model, of chat's family).
+        if self.speculative == "draft" and self.draft_model is None and self.model is not None:
             raise ValueError(
                 "speculative = draft needs a draft model: set --draft-model (ASSISTANT_DRAFT_MODEL)"
                 " to a smaller .gguf of the same family, or choose auto, ngram or off"

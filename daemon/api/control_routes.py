@@ -148,9 +148,12 @@ async def status(state: State) -> StatusReport:
         **state.stats.snapshot(),
     )
     report.upstreams = [rung.to_json() for rung in state.upstream_rungs()]
-    if report.speculation is not None:  # which guesses: n-gram, and a draft model if given
-        report.speculation["mode"] = settings.speculative
-        report.speculation["draft_model"] = settings.draft_model and settings.draft_model.name
+    if report.speculation is not None and chat is not None:  # n-gram, and a draft model?
+        spec = chat.supervisor.spec
+        report.speculation["mode"] = spec.speculative
+        report.speculation["draft_model"] = spec.draft_model and spec.draft_model.name
+        planned = (state.provision.plan or {}).get("speculation") or {}
+        report.speculation["plan"] = planned.get("why")
     for key in report.keys:
         key["in_flight"] = state.share.in_flight[key["name"]]
     if chat is None:

@@ -286,6 +286,12 @@ def roles_table(result: RolesPlan) -> str:
             placed = describe_placement(c.devices)
             if placed:
                 lines.append(f"  {'':13}{placed}")
+    spec = result.speculation
+    if spec is not None:
+        lines.append(
+            f"  {'speculate':13}{spec.mode}: n-gram guesses on an edit predicted "
+            f"{spec.edit_gain:.2f}x; {spec.why}"
+        )
     budget = result.budget.ram_bytes + result.budget.vram_bytes
     lines.append(f"  all roles: {gib(result.estimated_bytes)} of {gib(budget)}")
     chat = result.roles["chat"].plan or result.chat

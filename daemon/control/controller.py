@@ -326,6 +326,8 @@ class Controller:
                 n_ctx=target.n_ctx,
                 n_gpu_layers=target.n_gpu_layers,
                 n_cpu_moe=target.n_cpu_moe,
+                # The plan's draft was paired with the planned rung; the user's stays.
+                draft_model=self.state.settings.draft_model if self.role == "chat" else None,
                 **worker_devices(target.devices, self.machine or self.state.machine).fields(),
             )
             try:

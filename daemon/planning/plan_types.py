@@ -114,6 +114,13 @@ def without(budget: Budget, used: Candidate) -> Budget:
     )
 
 
+def left_after(budget: Budget, used: list[Candidate]) -> Budget:
+    """What `budget` leaves once every one of `used` has its share."""
+    for candidate in used:
+        budget = without(budget, candidate)
+    return budget
+
+
 def left_by(budget: Budget, option: Any) -> Budget:
     """What `budget` leaves once a worker placed as `option` (a placement.Option) has its
     share: RAM, and each device's bytes."""
@@ -162,6 +169,7 @@ class Candidate:
     predicted_prompt_tok_s: float = 0.0
     predicted_ttft_ms: float = 0.0  # for the profile's reference prompt
     meets_ttft: bool = False
+    edit_gain: float = 1.0  # predicted for n-gram speculation on an edit (predict.edit_gain)
     lossy: bool = False  # below the bits an expert runs a model this small at: ranked last
     # Where it sits: per device (the CPU first) its layers and bytes of weights, KV, compute.
     devices: list[dict[str, Any]] = field(default_factory=list)

@@ -145,6 +145,12 @@ class Profile(_Section):
 
     prefer: Literal["speed", "balanced", "quality"] = "balanced"
     n_ctx: int = Field(8192, ge=256, le=1_048_576)
+    speculative: Literal["auto", "off", "ngram", "draft"] = Field(
+        "auto",
+        description="Speculative decoding: auto guesses where it pays on this device (and loads "
+        "autocomplete's model as chat's draft where it is of chat's family and predicted to "
+        "pay); ngram only the request's own text; draft a draft model at every step; off.",
+    )
     targets: Targets = Targets()
     memory: Memory = Memory()
     models: Models = Models()
@@ -192,7 +198,7 @@ def with_overrides(profile: Profile, settings: Settings) -> Profile:
     def given(*names: str) -> dict[str, Any]:
         return {n: v for n in names if (v := getattr(settings, n)) is not None}
 
-    top = given("prefer", "n_ctx")
+    top = given("prefer", "n_ctx", "speculative")
     memory = given("ram_reserve", "vram_reserve", "ram_budget", "vram_budget")
     targets = {"decode_tok_s": v} if (v := settings.min_tok_s) is not None else {}
     return profile.model_copy(

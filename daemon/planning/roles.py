@@ -32,6 +32,8 @@ targets; embeddings come last. The rule, so a person can predict it:
    a rung that leaves chat only the offline starter does not count). Then a chat model with
    FIM tokens serves both; else autocomplete is off, with why.
 5. Embeddings take a model of their own from what is left, else the chat model serves them.
+6. Autocomplete's model drafts for chat too where it is a smaller model of chat's family, fits
+   in what the roles leave and is predicted to pay (drafting.py).
 
 With an upstream serving chat (a team's server ranks first), autocomplete comes first instead:
 its best FIM model with the whole machine, and the local chat model, now only the fallback, is
@@ -46,9 +48,10 @@ from typing import Any
 
 from assistantd.planning import sharing
 from assistantd.planning.catalog import CatalogModel
+from assistantd.planning.drafting import Speculation, plan_speculation
 from assistantd.planning.hardware import Machine
-from assistantd.planning.plan_types import Budget, Candidate, Plan, gib, without
-from assistantd.planning.planner import make_plan, profile_budget
+from assistantd.planning.plan_types import Budget, Candidate, Plan, gib, left_after, without
+from assistantd.planning.planner import hardware_of, make_plan, profile_budget
 from assistantd.planning.profiles import Profile
 from assistantd.planning.speeds import MeasuredSpeeds
 from assistantd.vocab import Role
@@ -97,6 +100,7 @@ class RolesPlan:
     roles: dict[Role, RoleChoice]
     notes: list[str] = field(default_factory=list)
     upstream_roles: list[Role] = field(default_factory=list)  # served first by a team server
+    speculation: Speculation | None = None  # chat's predicted gains and its draft model
 
     @property
     def workers(self) -> list[RoleChoice]:
@@ -104,8 +108,14 @@ class RolesPlan:
         return [c for c in self.roles.values() if c.own_worker]
 
     @property
+    def draft(self) -> Speculation | None:
+        """The plan's draft model for chat, when one is loaded."""
+        return self.speculation if self.speculation and self.speculation.use_draft else None
+
+    @property
     def estimated_bytes(self) -> int:
-        return sum(c.chosen.estimated_bytes for c in self.workers if c.chosen)
+        drafted = self.draft.ram_bytes + self.draft.vram_bytes if self.draft else 0
+        return sum(c.chosen.estimated_bytes for c in self.workers if c.chosen) + drafted
 
     def to_json(self) -> dict[str, Any]:
         chat = self.roles["chat"]
@@ -114,6 +124,7 @@ class RolesPlan:
         data["roles"] = {role: choice.to_json() for role, choice in self.roles.items()}
         data["estimated_bytes_all_roles"] = self.estimated_bytes
         data["upstream_roles"] = self.upstream_roles
+        data["speculation"] = self.speculation.to_json() if self.speculation else None
         data["notes"] = [*data["notes"], *self.notes]
         return data
 
@@ -169,6 +180,10 @@ def make_role_plans(
     used = [c.chosen for c in roles.values() if c.own_worker and c.chosen]
     roles["embeddings"] = _embeddings(profile, roles["chat"].chosen, plan_for, budget, used)
     result = RolesPlan(budget, chat_alone, roles, upstream_roles=sorted(upstream_roles))
+    ac, hw = roles["autocomplete"], hardware_of(machine, budget)
+    left = left_after(budget, [c.chosen for c in result.workers if c.chosen])
+    pair = (roles["chat"].chosen, ac.chosen if ac.own_worker else None)
+    result.speculation = plan_speculation(profile.speculative, pair, catalog, left, hw, n_slots)
     for choice in roles.values():
         if choice.served_by != choice.role:
             result.notes.append(f"{choice.role}: {choice.reason}")
@@ -372,9 +387,7 @@ def _embeddings(
     if not profile.role_enabled("embeddings"):
         why = "off in the profile"
     else:
-        left = budget
-        for candidate in used:
-            left = without(left, candidate)
+        left = left_after(budget, used)
         own = plan_for("embeddings", left)
         if own.chosen is not None:
             return RoleChoice(

@@ -27,6 +27,7 @@ from assistantd.worker.speculation import MAX_DRAFT, MIN_DRAFT, DraftPricing, Ng
 
 PROBE_EVERY = 64  # steps without a model guess before one is tried anyway (auto)
 SAMPLE_IDS = 997  # token ids compared between the two vocabularies, spread over the range
+VOCAB_SLACK = 128  # vocabulary sizes may differ by this much (padding), as llama.cpp allows
 
 
 class DraftModelError(ValueError):
@@ -34,13 +35,16 @@ class DraftModelError(ValueError):
 
 
 def check_vocab(target: Any, draft: Any) -> None:
-    """Same size, same pieces at sampled ids, same end of generation: guesses mean the same."""
-    n = L.llama_vocab_n_tokens(target)
-    if L.llama_vocab_n_tokens(draft) != n:
+    """The same pieces at sampled ids and the same end of generation, sizes within
+    VOCAB_SLACK (llama.cpp's rule: Qwen2.5-Coder 0.5B-3B list 151,936 tokens, 7B and up
+    152,064, the same tokenizer padded otherwise): guesses mean the same."""
+    n_target, n_draft = L.llama_vocab_n_tokens(target), L.llama_vocab_n_tokens(draft)
+    if abs(n_target - n_draft) > VOCAB_SLACK:
         raise DraftModelError(
-            f"the draft model's vocabulary has {L.llama_vocab_n_tokens(draft)} tokens and the "
-            f"model's {n}: a draft model must come from the same family (same tokenizer)"
+            f"the draft model's vocabulary has {n_draft} tokens and the model's {n_target}: "
+            f"a draft model must come from the same family (same tokenizer)"
         )
+    n = min(n_target, n_draft)
     step = max(1, n // SAMPLE_IDS)
     buf_a, buf_b = (L.ctypes.create_string_buffer(256) for _ in range(2))
     for i in [*range(0, n, step), n - 1]:
@@ -64,6 +68,7 @@ class DraftModel:
         model = llm._model.model
         self._vocab = L.llama_model_get_vocab(model)
         check_vocab(target_vocab, self._vocab)
+        self._n_target = L.llama_vocab_n_tokens(target_vocab)  # a guess past it is cut
         self.n_batch = 512
         self._ctx = new_context(model, n_slots, n_ctx_per_slot, self.n_batch, threads)
         self._mem = L.llama_get_memory(self._ctx)
@@ -106,6 +111,8 @@ class DraftModel:
         out: list[int] = []
         while True:
             t = L.llama_sampler_sample(self._greedy, self._ctx, -1)
+            if t >= self._n_target:
+                return out  # a padding id of a larger vocabulary: not the model's to verify
             out.append(t)
             if len(out) == n or L.llama_vocab_is_eog(self._vocab, t):
                 return out

@@ -37,7 +37,7 @@ def gemma_fim(gemma: Path, folder: Path) -> Path:
     )
 
 
-def _entry(model_id: str, family: str, repo: str, quant: str, file: Path, quality: float,
+def catalog_entry(model_id: str, family: str, repo: str, quant: str, file: Path, quality: float,
            fim: bool, roles: list[str]) -> str:  # fmt: skip
     return f"""
 [[model]]
@@ -59,13 +59,13 @@ def write_catalog(
     """SmolLM2 for chat (declared with FIM tokens or not); Gemma 270M with FIM tokens for
     autocomplete, and SmolLM2's FIM copy as a smaller autocomplete rung if given."""
     entries = [
-        _entry("smollm2-135m-instruct", "smollm2", CHAT_REPO, "Q4_1", chat, 10.0, chat_fim,
+        catalog_entry("smollm2-135m-instruct", "smollm2", CHAT_REPO, "Q4_1", chat, 10.0, chat_fim,
                ["chat", "autocomplete"]),
-        _entry("gemma-3-270m-fim", "gemma3", GEMMA_FIM_REPO, "Q4_K_M", gemma_fim, 40.0, True,
+        catalog_entry("gemma-3-270m-fim", "gemma3", GEMMA_FIM_REPO, "Q4_K_M", gemma_fim, 40.0, True,
                ["autocomplete"]),
     ]  # fmt: skip
     if smol_fim is not None:
-        entries.insert(0, _entry("smollm2-fim", "smollm2", SMOL_FIM_REPO, "Q4_1", smol_fim, 20.0,
-                                 True, ["autocomplete"]))  # fmt: skip
+        entries.insert(0, catalog_entry("smollm2-fim", "smollm2", SMOL_FIM_REPO, "Q4_1", smol_fim,
+                                        20.0, True, ["autocomplete"]))  # fmt: skip
     path.write_text("".join(entries))
     return path

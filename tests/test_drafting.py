@@ -1,0 +1,162 @@
+"""Speculative decoding in the plan (planning/drafting.py): the gain predicted per rung, and
+autocomplete's model drafting for chat where it is a smaller model of chat's family, fits in
+what the roles leave and is predicted to pay; then through a real daemon that planned it.
+
+Described machines stand in for GPUs (none exists here) with the shipped catalog; the CPU
+cases and the daemon use the real test models: SmolLM2 requantized to Q8_0 for chat, its
+Q4_1 file with FIM tokens for autocomplete (one vocabulary)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from assistantd.planning.catalog import DEFAULT_CATALOG, load_catalog
+from assistantd.planning.estimate import GiB
+from assistantd.planning.hardware import Machine
+from assistantd.planning.predict import best_gain, edit_gain, step_gain
+from assistantd.planning.profiles import parse
+from assistantd.planning.roles import RolesPlan, make_role_plans
+from tests.support.daemons import Daemon, run_ctl
+from tests.support.roles import CHAT_REPO, SMOL_FIM_REPO, catalog_entry
+from tests.test_roles import wait_roles_serving
+from tests.test_speculation import EDIT, answer
+
+QWEN_CODER = '[models]\nfamilies = ["qwen2.5-coder"]\n'
+
+
+def _card(name: str, vram_gib: int, ram_gib: int = 128) -> Machine:
+    gpu = {"vendor": "nvidia", "name": name, "vram_bytes": vram_gib * GiB}
+    return Machine.from_json(
+        {"ram_bytes": ram_gib * GiB, "cpu_cores": 16, "gpu_offload": True, "gpus": [gpu]}
+    )
+
+
+def _shipped(machine: Machine, profile: str = QWEN_CODER) -> RolesPlan:
+    return make_role_plans(
+        load_catalog(DEFAULT_CATALOG), parse(profile, Path("p.toml"), "p"), machine, n_slots=3
+    )
+
+
+def test_the_gain_model_counts_kept_guesses_against_the_longer_step() -> None:
+    # Every guess kept, a verify batch that costs no more than one token, a free draft: each
+    # step yields 1 + d tokens.
+    assert step_gain(1.0, 4, 0.01, 0.0, 0.0) == pytest.approx(5.0)
+    # Nothing kept: every guess is a loss.
+    assert step_gain(0.0, 1, 0.01, 0.004, 0.0) < 1.0
+    # This machine's SmolLM2 (100 tok/s decode, 250 tok/s prompts): n-gram guesses on an edit
+    # measured 1.33x (scripts/bench_speculation.py); a draft model as big as the model costs
+    # about a step per guess, and measured 0.46x.
+    assert 1.1 < edit_gain(100, 250) < 1.5
+    assert best_gain(0.9, 0.01, 0.004, 0.009)[0] < 1.0
+
+
+def test_a_big_card_loads_autocompletes_model_as_chats_draft_and_counts_its_memory() -> None:
+    plan = _shipped(_card("NVIDIA A100 80GB", 80))
+    chat, auto = plan.roles["chat"].chosen, plan.roles["autocomplete"].chosen
+    spec = plan.speculation
+    assert chat and auto and spec and spec.use_draft, spec
+    assert spec.draft_model == auto.model and auto.params_b < chat.params_b
+    assert spec.draft_gain >= 1.1 and 1 <= spec.draft_tokens <= 8
+    assert "drafts for chat" in spec.why
+    workers = sum(c.chosen.estimated_bytes for c in plan.workers if c.chosen)
+    assert spec.vram_bytes > auto.file_bytes  # its weights, and its KV for chat's 3 slots
+    assert plan.estimated_bytes == workers + spec.ram_bytes + spec.vram_bytes
+    assert plan.estimated_bytes <= plan.budget.ram_bytes + plan.budget.vram_bytes
+    assert plan.to_json()["speculation"]["use_draft"] is True
+    # The same pair where chat takes the card: no room for a draft, and the plan says so.
+    full = _shipped(_card("NVIDIA GeForce RTX 4090", 24, ram_gib=64))
+    assert full.speculation and not full.speculation.use_draft
+    assert "needs" in full.speculation.why
+    assert full.estimated_bytes == sum(c.chosen.estimated_bytes for c in full.workers if c.chosen)
+
+
+def test_off_and_ngram_load_no_draft_and_recurrent_models_are_never_speculated_on() -> None:
+    for mode in ("off", "ngram"):
+        plan = _shipped(_card("NVIDIA A100 80GB", 80), f'speculative = "{mode}"\n' + QWEN_CODER)
+        assert plan.speculation and not plan.speculation.use_draft
+        assert f"speculative = {mode}" in plan.speculation.why
+    # The shipped profile's pick on a 24 GB card is a hybrid (Gated DeltaNet) model.
+    hybrid = _shipped(_card("NVIDIA GeForce RTX 4090", 24, ram_gib=64), "")
+    chat = hybrid.roles["chat"].chosen
+    assert chat and hybrid.speculation and "recurrent" in hybrid.speculation.why
+    assert chat.edit_gain == 1.0 and not hybrid.speculation.use_draft
+
+
+def _pair_catalog(path: Path, chat: Path, draft: Path) -> Path:
+    path.write_text(
+        catalog_entry("smollm2-135m-instruct", "smollm2", CHAT_REPO, "Q8_0", chat, 10.0, False,
+                      ["chat"])
+        + catalog_entry("smollm2-fim", "smollm2", SMOL_FIM_REPO, "Q4_1", draft, 20.0, True,
+                        ["autocomplete"])
+    )  # fmt: skip
+    return path
+
+
+PROFILE = """
+speculative = "{mode}"
+prefer = "quality"
+n_ctx = 2048
+[targets]
+ttft_p95_ms = 100000
+decode_tok_s = 1
+[memory]
+ram_reserve = "0MiB"
+ram_budget = "4GiB"
+[roles.autocomplete]
+n_ctx = 1024
+[roles.autocomplete.targets]
+ttft_p95_ms = 100000
+decode_tok_s = 1
+[roles.embeddings]
+enabled = false
+"""
+
+
+def test_on_this_cpu_a_draft_is_predicted_a_loss_unless_the_profile_asks_for_it(
+    quant_ladder: dict[str, Path], fim_model: Path, tmp_path: Path
+) -> None:
+    catalog = load_catalog(_pair_catalog(tmp_path / "c.toml", quant_ladder["Q8_0"], fim_model))
+    machine = Machine(ram_bytes=16 * GiB, ram_available_bytes=12 * GiB, cpu_cores=2)
+    plans = {
+        mode: make_role_plans(
+            catalog, parse(PROFILE.format(mode=mode), Path("p.toml"), "p"), machine, n_slots=2
+        )
+        for mode in ("auto", "draft")
+    }
+    auto, forced = plans["auto"].speculation, plans["draft"].speculation
+    assert auto and forced and auto.draft_model == "smollm2-fim"
+    assert auto.draft_gain < 1.0 and not auto.use_draft and "would not pay" in auto.why
+    assert forced.use_draft and "speculative = draft" in forced.why
+
+
+def test_a_daemon_loads_the_planned_draft_into_chats_worker(
+    start_daemon, hub, quant_ladder: dict[str, Path], fim_model: Path, tmp_path: Path
+) -> None:
+    hub.add(CHAT_REPO, {"SmolLM2-Q8_0.gguf": quant_ladder["Q8_0"]})
+    hub.add(SMOL_FIM_REPO, {"SmolLM2-fim-Q4_1.gguf": fim_model})
+    profile = tmp_path / "mine.toml"
+    profile.write_text(PROFILE.format(mode="draft"))
+    catalog = _pair_catalog(tmp_path / "catalog.toml", quant_ladder["Q8_0"], fim_model)
+    daemon: Daemon = start_daemon(
+        None,
+        HF_ENDPOINT=hub.url,
+        HF_HUB_CACHE=str(tmp_path / "hf"),
+        ASSISTANT_CATALOG=str(catalog),
+        ASSISTANT_PROFILE=str(profile),
+        ASSISTANT_SLOTS="2",
+        ASSISTANT_THREADS="1",
+    )
+    roles = wait_roles_serving(daemon)["roles"]
+    assert roles["autocomplete"]["served_by"] == "autocomplete"
+    answer(daemon, EDIT)
+    status = daemon.status()
+    spec = status["speculation"]
+    assert spec["draft_model"] == "SmolLM2-fim-Q4_1.gguf" and spec["mode"] == "draft"
+    assert spec["draft_tokens"] > 0 and "drafts for chat" in spec["plan"]
+    planned = status["provision"]["plan"]["speculation"]
+    assert planned["use_draft"] and planned["draft_model"] == "smollm2-fim"
+    assert planned["ram_bytes"] > 0  # counted in the plan (on this CPU: RAM)
+    shown = run_ctl("--url", daemon.url, "status").stdout
+    assert "the draft model SmolLM2-fim-Q4_1.gguf" in shown, shown
