@@ -11,6 +11,7 @@ import time
 
 import httpx
 import openai
+import psutil
 import pytest
 
 from tests.support.daemons import FIM_MID, FIM_PRE, FIM_SUF, Daemon
@@ -192,6 +193,35 @@ def test_embeddings_in_float_and_base64(smol: Daemon) -> None:
     ).json()["data"][0]["embedding"]
     decoded = struct.unpack(f"<{len(floats)}f", base64.b64decode(b64))
     assert list(decoded) == pytest.approx(floats, abs=1e-6)
+
+
+def test_embeddings_from_the_chat_model_start_no_second_thread_team(smol: Daemon) -> None:
+    """llama.cpp work on a request's handler thread starts a second OpenMP team (a thread that
+    stays), and the model then decoded 30% slower for good (110 tok/s before one embeddings
+    request, 77 after): embeddings run on the slot engine's thread (worker/engine_calls.py)."""
+    worker = psutil.Process(smol.status()["roles"]["chat"]["worker_pid"])
+    api = client(smol)
+    api.chat.completions.create(
+        model=model_id(smol), messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
+
+    def settled() -> int:  # finished requests' handler threads have exited
+        deadline, count = time.monotonic() + 5, worker.num_threads()
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            count, before = worker.num_threads(), count
+            if count == before:
+                break
+        return count
+
+    threads = settled()
+    for text in ("def add(a, b):", "class Stack:", "import os"):
+        assert api.embeddings.create(model=model_id(smol), input=[text]).data[0].embedding
+    assert settled() == threads
+    answer = api.chat.completions.create(
+        model=model_id(smol), messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
+    assert answer.choices[0].message.content and settled() == threads
 
 
 def test_disconnect_mid_stream_stops_decoding_and_frees_the_queue(smol: Daemon) -> None:

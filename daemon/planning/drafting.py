@@ -99,9 +99,9 @@ def plan_speculation(
     draft_s = decode_seconds(draft.arch, option.split, hw, autocomplete.quant)
     gain, plan.draft_tokens = best_gain(DRAFT_ACCEPTANCE, step_s, token_s, draft_s)
     plan.draft_gain = round(gain, 2)
-    room = option_problems(option, left)
-    if room:
-        plan.why = f"{autocomplete.label} as chat's draft {'; '.join(room)}"
+    problems = option_problems(option, left)
+    if problems:
+        plan.why = f"{autocomplete.label} as chat's draft {'; '.join(problems)}"
         return plan
     plan.ram_bytes, plan.vram_bytes = option.ram_bytes, 0 if left.unified else option.vram_bytes
     plan.devices = [d.to_json() for d in option.devices]

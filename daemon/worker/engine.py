@@ -228,8 +228,8 @@ class Engine:
 
     def embed(self, inputs: list[str | list[int | str]]) -> tuple[list[list[float]], int]:
         """Pooled as the GGUF declares, normalized embeddings from a second context over the
-        same mmapped file; an input longer than that context is refused, not cut (its vector
-        would lie)."""
+        same mmapped file, computed on the slot engine's thread (engine_calls.py); an input
+        longer than that context is refused, not cut (its vector would lie)."""
         texts = [self.prompts.text_of(item) for item in inputs]
         with self._embed_lock:
             if self._embedder is None:
@@ -247,8 +247,11 @@ class Engine:
                         f"embeddings context of {limit}; split it into smaller pieces",
                         param="input",
                     )
-            unique = list(sizes)
-            vectors = self._embedder.embed(unique, normalize=True, truncate=False)
+            unique, embedder = list(sizes), self._embedder
+            # On the engine thread: from this one, the model would decode slower for good.
+            vectors = self.slots.call(
+                lambda: embedder.embed(unique, normalize=True, truncate=False)
+            )
         by_text = dict(zip(unique, vectors, strict=True))
         return [by_text[t] for t in texts], sum(sizes[t] for t in texts)
 

@@ -1,11 +1,21 @@
-"""What the slot engine keeps per request and per slot, and the request a caller submits."""
+"""What the slot engine keeps per request and per slot, and the request a caller submits.
+
+A request's events (plain dicts, from `job_events`):
+
+* ``{"type": "token", "index": i, "text": str, "token": int | None}``: alternative i's valid
+  UTF-8 text released by this token ("" while a multibyte char or stop prefix is held back;
+  token None: a final flush of held-back text, just before an "eos" end).
+* ``{"type": "end", "index": i, "finish_reason": "stop"|"length"|"cancelled",
+  "stop_type": "eos"|"word"|"limit"|"none", "prompt_n", "cached_n", "predicted_n",
+  "prompt_ms", "predicted_ms", "text"}`` -- one per alternative; the iterator ends after all n.
+"""
 
 from __future__ import annotations
 
 import heapq
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +151,20 @@ def job_events(job: Job) -> Iterator[dict]:
     finally:
         if not job.done:
             job.req.cancelled.set()
+
+
+def fail_job(job: Job, err: BaseException, release: Callable[[Slot], None]) -> None:
+    """End a job with `err` (raised from its events iterator), giving back its slots."""
+    if job.done:
+        return
+    if not job.slots:  # never admitted
+        for c in job.chains:
+            L.llama_sampler_free(c)
+    for s in job.slots:
+        if s.job is job:
+            release(s)
+    job.done = True
+    job.q.put(err)
 
 
 def drop_cancelled(heap: list) -> None:

@@ -4,17 +4,10 @@ One background thread owns the llama_context and one llama_batch (mirrors llama.
 tools/server ``update_slots``). Each step puts one token for every generating slot plus chunks
 of pending prompts (priority 0 first) into the batch, calls llama_decode once, then samples.
 
-``SlotEngine.submit(req)`` returns an iterator of events (plain dicts):
-
-* ``{"type": "token", "index": i, "text": str, "token": int | None}``: alternative i's valid
-  UTF-8 text released by this token ("" while a multibyte char or stop prefix is held back;
-  token None: a final flush of held-back text, just before an "eos" end).
-* ``{"type": "end", "index": i, "finish_reason": "stop"|"length"|"cancelled",
-  "stop_type": "eos"|"word"|"limit"|"none", "prompt_n", "cached_n", "predicted_n",
-  "prompt_ms", "predicted_ms", "text"}`` -- one per alternative; the iterator ends after all n.
-
-Failures: ``submit`` raises ValueError (bad request, e.g. prompt too long) or QueueFull; the
-iterator raises SlotEngineError (llama_decode error, KV full, close()). Abandoning it cancels.
+``SlotEngine.submit(req)`` returns an iterator of token and end events (slot_state.py has their
+shape). Failures: ``submit`` raises ValueError (bad request, e.g. prompt too long) or QueueFull;
+the iterator raises SlotEngineError (llama_decode error, KV full, close()). Abandoning it
+cancels. ``SlotEngine.call(fn)`` runs other llama.cpp work on the engine thread.
 """
 
 from __future__ import annotations
@@ -23,7 +16,8 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import llama_cpp as L
 from llama_cpp import Llama
@@ -31,6 +25,7 @@ from llama_cpp import Llama
 from assistantd.worker.batch_cost import BatchCosts
 from assistantd.worker.detok import Pieces, TextStream
 from assistantd.worker.draft_model import DraftModel, start_drafter
+from assistantd.worker.engine_calls import EngineCalls
 from assistantd.worker.hold import HOLD_POLL_S, HoldFlag
 from assistantd.worker.logprobs import LogProbs
 from assistantd.worker.prompt_cache import PromptCache
@@ -50,6 +45,7 @@ from assistantd.worker.slot_state import (
     common_prefix,
     drop_cancelled,
     end_event,
+    fail_job,
     job_events,
     new_context,
     undo_batch,
@@ -102,6 +98,7 @@ class SlotEngine:
         self._cv = threading.Condition()
         self._closing = False
         self._n_busy = 0
+        self._calls = EngineCalls()  # other llama.cpp work, run between steps
         self.hold: HoldFlag | None = None  # set by the worker: another worker needs the cores
         self._thread = threading.Thread(target=self._run, name="slot-engine", daemon=True)
         self._thread.start()
@@ -134,6 +131,15 @@ class SlotEngine:
             self._cv.notify()
         return job_events(job)
 
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """`fn()`, run on the engine thread between two steps (engine_calls.py says why)."""
+        with self._cv:
+            if self._closing:
+                raise SlotEngineError("engine is closed")
+            done = self._calls.add(fn)
+            self._cv.notify()
+        return done.result()
+
     def close(self) -> None:
         with self._cv:
             self._closing = True
@@ -146,19 +152,22 @@ class SlotEngine:
         try:
             while True:
                 with self._cv:
-                    while not self._closing and not self._heap and not self._n_busy:
+                    while not (self._closing or self._heap or self._n_busy or self._calls):
                         self._cv.wait()
                     if self._closing:
                         break
                     if self._heap:
                         self._admit()
-                    if not self._n_busy:
-                        self._cv.wait(0.05)
-                        continue
                     if self.hold is not None and self.hold.seconds_left() > 0:
                         self._cv.wait(HOLD_POLL_S)  # polled: the daemon writes the flag
                         continue
-                self._step()
+                    calls = self._calls.take()
+                    if not self._n_busy and not calls:
+                        self._cv.wait(0.05)
+                        continue
+                self._calls.run(calls)
+                if self._n_busy:
+                    self._step()
         except BaseException as e:  # pragma: no cover - unexpected bug: fail everybody
             err = SlotEngineError(f"engine thread crashed: {e!r}")
             raise
@@ -166,11 +175,12 @@ class SlotEngine:
             with self._cv:
                 self._closing = True
                 pending, self._heap = [j for _, _, j in self._heap], []
+                self._calls.fail(err)
             for job in pending:
-                self._fail(job, err)
+                fail_job(job, err, self._release)
             for s in self._slots:
                 if s.job is not None:
-                    self._fail(s.job, err)
+                    fail_job(s.job, err, self._release)
             L.llama_batch_free(self._batch)
             L.llama_free(self._ctx)
             if self.draft is not None:
@@ -402,18 +412,6 @@ class SlotEngine:
         s.last_used = next(self._use)
         self._n_busy -= 1
 
-    def _fail(self, job: Job, err: BaseException):
-        if job.done:
-            return
-        if not job.slots:  # never admitted
-            for c in job.chains:
-                L.llama_sampler_free(c)
-        for s in job.slots:
-            if s.job is job:
-                self._release(s)
-        job.done = True
-        job.q.put(err)
-
     def _decode_failed(self, ret: int, used: list):
         for job, err in undo_batch(self._mem, used, ret):
-            self._fail(job, err)
+            fail_job(job, err, self._release)
