@@ -9,6 +9,7 @@ a bug (a wrong token kept, a KV entry not dropped) picks tokens the model did no
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -79,3 +80,39 @@ def test_auto_the_default_drafts_a_copy_and_keeps_the_answer(start_daemon, model
     got = [httpx.post(d.url + "/completion", json=copy, timeout=120).json() for d in (plain, auto)]
     assert got[1]["timings"]["draft_n_accepted"] > 0
     assert got[0]["content"] == got[1]["content"] or got[1]["content"].startswith(CODE[60:120])
+
+
+def test_limits_stop_strings_and_json_hold_while_guesses_are_kept(start_daemon, models) -> None:
+    """Guesses are kept several tokens a step, so every end a token can bring is checked at
+    each kept token: a length limit is never passed, a stop string inside a kept guess ends the
+    answer before it, and a grammar (JSON output) still holds."""
+    plain = start_daemon(models["smollm2"], ASSISTANT_SPECULATIVE="off")
+    drafting = start_daemon(models["smollm2"], ASSISTANT_SPECULATIVE="ngram")
+    copy = CODE + "\n\n" + CODE[:60]  # the model copies the rest: guesses are kept whole
+    rest = CODE[60:]
+
+    def native(daemon: Daemon, **extra: object) -> dict:
+        body = {"prompt": copy, "temperature": 0, **extra}
+        return httpx.post(daemon.url + "/completion", json=body, timeout=120).json()
+
+    for limit in (6, 23):
+        got = native(drafting, n_predict=limit)
+        assert got["tokens_predicted"] == limit and got["stop_type"] == "limit"
+        assert got["timings"]["draft_n_accepted"] > 0
+        assert got["content"] == native(plain, n_predict=limit)["content"]
+    stopped = native(drafting, n_predict=80, stop=["quantity"])
+    assert stopped["stop_type"] == "word" and stopped["stopping_word"] == "quantity"
+    assert stopped["timings"]["draft_n_accepted"] > 0
+    assert rest.startswith(stopped["content"] + "quantity")
+    assert stopped["content"] == native(plain, n_predict=80, stop=["quantity"])["content"]
+    asked = {"type": "json_object"}
+    messages = [{"role": "user", "content": f"Put this code in a JSON object:\n{CODE}"}]
+    api = openai.OpenAI(base_url=drafting.v1, api_key="unused", max_retries=0, timeout=120)
+    drafted = drafting.status()["speculation"]["draft_tokens"]
+    reply = api.chat.completions.create(
+        model="assistantd-chat", messages=messages, max_tokens=160, temperature=0,
+        response_format=asked,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert reply.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(reply.choices[0].message.content or ""), dict)
+    assert drafting.status()["speculation"]["draft_tokens"] > drafted  # guesses met the grammar

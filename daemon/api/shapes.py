@@ -191,7 +191,7 @@ def infill_results(
                 "model": model_id,
                 "stop": True,
                 "stop_type": stop_type,
-                "stopping_word": "",
+                "stopping_word": end.get("stopping_word", "") if stop_type == "word" else "",
                 "has_new_line": "\n" in content,
                 "tokens_predicted": timings.get("predicted_n", 0),
                 "tokens_evaluated": usage.get("prompt_tokens", timings.get("prompt_n", 0)),

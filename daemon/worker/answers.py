@@ -210,6 +210,7 @@ class Answer:
             "type": "end",
             "finish_reason": finish,
             "stop_type": first.get("stop_type", "none"),
+            "stopping_word": first.get("stopping_word", ""),
             "usage": {
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": predicted,

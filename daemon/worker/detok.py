@@ -17,7 +17,7 @@ class TextStream:
     ``text`` is the full generated text so far, ``sent`` how many of its characters were released.
     """
 
-    __slots__ = ("_dec", "_stops", "_maxlen", "text", "sent", "stopped")
+    __slots__ = ("_dec", "_stops", "_maxlen", "text", "sent", "stopped", "stopping_word")
 
     def __init__(self, stops: list[str] | tuple[str, ...] = ()):
         self._dec = codecs.getincrementaldecoder("utf-8")("replace")
@@ -26,6 +26,7 @@ class TextStream:
         self.text = ""
         self.sent = 0
         self.stopped = False
+        self.stopping_word = ""  # the stop string that ended the text (llama-server's name)
 
     def push(self, piece: bytes) -> str:
         new = self._dec.decode(piece)
@@ -38,14 +39,14 @@ class TextStream:
             self.sent = len(text)
             return out
         lo = max(0, start - self._maxlen + 1)
-        best = -1
+        best, word = -1, ""
         for s in self._stops:
             p = text.find(s, lo)
             if p != -1 and (best == -1 or p < best):
-                best = p
+                best, word = p, s
         if best != -1:
             self.text = text[:best]
-            self.stopped = True
+            self.stopped, self.stopping_word = True, word
             out = text[self.sent : best] if best > self.sent else ""
             self.sent = len(self.text)
             return out

@@ -98,6 +98,7 @@ class EndEvent(TypedDict):
     usage: Usage
     timings: Timings
     stop_type: NotRequired[str]
+    stopping_word: NotRequired[str]  # the stop string that ended the answer
 
 
 class ErrorEvent(TypedDict):

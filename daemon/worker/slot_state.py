@@ -194,6 +194,7 @@ def end_event(
     pred_ms: float,
     text: str,
     spec: NgramDrafter | None = None,
+    word: str = "",
 ) -> dict[str, Any]:
     """The end of one alternative, with its counts and times (drafted and accepted tokens
     as llama-server names them)."""
@@ -208,6 +209,7 @@ def end_event(
         "prompt_ms": prompt_ms,
         "predicted_ms": pred_ms,
         "text": text,
+        "stopping_word": word,
         "draft_n": spec.drafted if spec else 0,
         "draft_n_accepted": spec.accepted if spec else 0,
     }

@@ -397,7 +397,10 @@ class SlotEngine:
         text = s.stream.text
         if s.spec is not None and s.spec.priced:
             self._rates[job.req.kind] = s.spec.rates
-        job.q.put(end_event(s.idx, reason, stype, job, s.n_gen, prompt_ms, pred_ms, text, s.spec))
+        word = s.stream.stopping_word
+        job.q.put(
+            end_event(s.idx, reason, stype, job, s.n_gen, prompt_ms, pred_ms, text, s.spec, word)
+        )
         self._release(s)
         job.n_open -= 1
         if job.n_open == 0:

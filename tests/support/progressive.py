@@ -11,7 +11,7 @@ from pathlib import Path
 import openai
 
 from tests.support.ladder import GEMMA_REPO, SMOL_REPO
-from tests.support.roles import GEMMA_FIM_REPO, SMOL_FIM_REPO, _entry
+from tests.support.roles import GEMMA_FIM_REPO, SMOL_FIM_REPO, catalog_entry
 
 CHAT_SMALL, CHAT_BIG = "smollm2-135m-instruct-q4_1", "gemma-3-270m-q4_k_m"
 FIM_SMALL, FIM_BIG = "smollm2-fim-q4_1", "gemma-3-270m-fim-q4_k_m"
@@ -56,14 +56,14 @@ def hub_repos(models: dict[str, Path], gemma_fim: Path, smol_fim: Path) -> dict[
 def write_catalog(path: Path, models: dict[str, Path], gemma_fim: Path, smol_fim: Path) -> Path:
     """Gemma over SmolLM2 for chat; their FIM copies, in the same order, for autocomplete."""
     path.write_text("".join([
-        _entry("gemma-3-270m", "gemma3", GEMMA_REPO, "Q4_K_M", models["gemma270m"], 30.0,
-               False, ["chat"]),
-        _entry("smollm2-135m-instruct", "smollm2", SMOL_REPO, "Q4_1", models["smollm2"], 10.0,
-               False, ["chat"]),
-        _entry("gemma-3-270m-fim", "gemma3", GEMMA_FIM_REPO, "Q4_K_M", gemma_fim, 40.0, True,
-               ["autocomplete"]),
-        _entry("smollm2-fim", "smollm2", SMOL_FIM_REPO, "Q4_1", smol_fim, 20.0, True,
-               ["autocomplete"]),
+        catalog_entry("gemma-3-270m", "gemma3", GEMMA_REPO, "Q4_K_M", models["gemma270m"],
+                      30.0, False, ["chat"]),
+        catalog_entry("smollm2-135m-instruct", "smollm2", SMOL_REPO, "Q4_1", models["smollm2"],
+                      10.0, False, ["chat"]),
+        catalog_entry("gemma-3-270m-fim", "gemma3", GEMMA_FIM_REPO, "Q4_K_M", gemma_fim, 40.0,
+                      True, ["autocomplete"]),
+        catalog_entry("smollm2-fim", "smollm2", SMOL_FIM_REPO, "Q4_1", smol_fim, 20.0, True,
+                      ["autocomplete"]),
     ]))  # fmt: skip
     return path
 

@@ -38,7 +38,7 @@ def gemma_fim(gemma: Path, folder: Path) -> Path:
 
 
 def catalog_entry(model_id: str, family: str, repo: str, quant: str, file: Path, quality: float,
-           fim: bool, roles: list[str]) -> str:  # fmt: skip
+                  fim: bool, roles: list[str]) -> str:  # fmt: skip
     return f"""
 [[model]]
 id = "{model_id}"
@@ -60,9 +60,9 @@ def write_catalog(
     autocomplete, and SmolLM2's FIM copy as a smaller autocomplete rung if given."""
     entries = [
         catalog_entry("smollm2-135m-instruct", "smollm2", CHAT_REPO, "Q4_1", chat, 10.0, chat_fim,
-               ["chat", "autocomplete"]),
-        catalog_entry("gemma-3-270m-fim", "gemma3", GEMMA_FIM_REPO, "Q4_K_M", gemma_fim, 40.0, True,
-               ["autocomplete"]),
+                      ["chat", "autocomplete"]),
+        catalog_entry("gemma-3-270m-fim", "gemma3", GEMMA_FIM_REPO, "Q4_K_M", gemma_fim, 40.0,
+                      True, ["autocomplete"]),
     ]  # fmt: skip
     if smol_fim is not None:
         entries.insert(0, catalog_entry("smollm2-fim", "smollm2", SMOL_FIM_REPO, "Q4_1", smol_fim,
