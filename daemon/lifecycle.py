@@ -29,6 +29,7 @@ from assistantd.control.supervisor import Supervisor
 from assistantd.control.upstream import UpstreamRung
 from assistantd.errors import AssistantError, DownloadStopped, ModelFileError, WorkerStartFailed
 from assistantd.fetch.provision import Chosen, provision
+from assistantd.planning.estimate import prompt_cache_share
 from assistantd.planning.gguf_header import read_local
 from assistantd.planning.given import place_file
 from assistantd.planning.hardware import probe
@@ -43,6 +44,7 @@ from assistantd.planning.worker_devices import worker_devices
 from assistantd.settings import Settings
 from assistantd.vocab import Role
 from assistantd.worker.process import WorkerSpec
+from assistantd.worker.protocol import PROMPT_CACHE_MAX
 
 log = logging.getLogger("assistantd")
 
@@ -277,11 +279,15 @@ class Lifecycle:
             n_gpu_layers = self.settings.n_gpu_layers  # the user's own split
         placed = [d.to_json() for d in option.devices] if option else []
         n_cpu_moe = option.n_cpu_moe if option else 0
-        served = self._attach(role, path, model_id, n_ctx, n_gpu_layers, n_cpu_moe, placed=placed)
+        left = left_by(budget, option) if option else budget
+        cache = prompt_cache_share(left.ram_bytes, 1)  # evicted prompts: in what is left
+        served = self._attach(
+            role, path, model_id, n_ctx, n_gpu_layers, n_cpu_moe, placed=placed, prompt_cache=cache
+        )
         where = describe_placement(placed) or ("on the CPU" if placed else "placed by llama.cpp")
         log.info("%s: %s", role, where)
         served.estimate = placed
-        return left_by(budget, option) if option else budget
+        return left
 
     def _share(self, role: Role, why: str) -> None:
         self.state.served[role] = self.state.served["chat"]
@@ -312,6 +318,7 @@ class Lifecycle:
                 n_cpu_moe,
                 placed=placed,
                 draft=draft if role == "chat" else None,
+                prompt_cache=result.prompt_cache_bytes,
             )
             served.estimate = placed
             served.speed_key = got.speed_key
@@ -348,6 +355,7 @@ class Lifecycle:
         *,
         placed: list[dict[str, Any]] | None = None,
         draft: Path | None = None,
+        prompt_cache: int = PROMPT_CACHE_MAX,
     ) -> Served:
         """Give a role its own worker: a supervisor that will run it, its slots and queue.
         Chat's draft model: the user's (--draft-model), else the plan's (`draft`)."""
@@ -368,6 +376,7 @@ class Lifecycle:
             nice=NICE_BESIDE if self._beside_autocomplete(role) else 0,
             speculative=self.profile.speculative,
             draft_model=(settings.draft_model or draft) if role == "chat" else None,
+            prompt_cache_bytes=prompt_cache,
             seed=settings.seed,
             temperature=settings.temperature,
             **where.fields(),

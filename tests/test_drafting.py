@@ -65,6 +65,7 @@ def test_a_big_card_loads_autocompletes_model_as_chats_draft_and_counts_its_memo
     assert plan.estimated_bytes == workers + spec.ram_bytes + spec.vram_bytes
     assert plan.estimated_bytes <= plan.budget.ram_bytes + plan.budget.vram_bytes
     assert plan.to_json()["speculation"]["use_draft"] is True
+    assert plan.to_json()["prompt_cache_bytes"] == 512 << 20  # plenty of RAM is left
     # The same pair where chat takes the card: no room for a draft, and the plan says so.
     full = _shipped(_card("NVIDIA GeForce RTX 4090", 24, ram_gib=64))
     assert full.speculation and not full.speculation.use_draft

@@ -293,6 +293,10 @@ def roles_table(result: RolesPlan) -> str:
             f"{spec.edit_gain:.2f}x; {spec.why}"
         )
     budget = result.budget.ram_bytes + result.budget.vram_bytes
-    lines.append(f"  all roles: {gib(result.estimated_bytes)} of {gib(budget)}")
+    cache = len(result.workers) * result.prompt_cache_bytes
+    lines.append(
+        f"  all roles: {gib(result.estimated_bytes)} of {gib(budget)}"
+        + (f"; evicted prompts kept in up to {gib(cache)} of what is left" if cache else "")
+    )
     chat = result.roles["chat"].plan or result.chat
     return "\n".join(lines) + "\n\nchat ladder:\n" + plan_table(chat)

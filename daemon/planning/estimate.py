@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from assistantd.planning.architecture import ModelArch
+from assistantd.worker.protocol import PROMPT_CACHE_MAX
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -134,3 +135,9 @@ def expert_bytes(arch: ModelArch, weights_bytes: int) -> int:
     used_share = arch.n_expert_used / arch.n_expert if arch.n_expert else 0.0
     experts = (arch.n_params - arch.active_params) / (1 - used_share)
     return int(weights_bytes * min(experts / arch.n_params, 1.0))
+
+
+def prompt_cache_share(ram_left: int, workers: int) -> int:
+    """Each worker's RAM for evicted prompts: an even share of what the models leave, up to
+    PROMPT_CACHE_MAX, so the cache never takes memory a model was planned into."""
+    return max(min(PROMPT_CACHE_MAX, ram_left // max(workers, 1)), 0) >> 20 << 20

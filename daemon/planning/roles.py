@@ -49,6 +49,7 @@ from typing import Any
 from assistantd.planning import sharing
 from assistantd.planning.catalog import CatalogModel
 from assistantd.planning.drafting import Speculation, plan_speculation
+from assistantd.planning.estimate import prompt_cache_share
 from assistantd.planning.hardware import Machine
 from assistantd.planning.plan_types import Budget, Candidate, Plan, gib, left_after, without
 from assistantd.planning.planner import hardware_of, make_plan, profile_budget
@@ -101,6 +102,7 @@ class RolesPlan:
     notes: list[str] = field(default_factory=list)
     upstream_roles: list[Role] = field(default_factory=list)  # served first by a team server
     speculation: Speculation | None = None  # chat's predicted gains and its draft model
+    prompt_cache_bytes: int = 0  # per worker, for evicted prompts: from what the models leave
 
     @property
     def workers(self) -> list[RoleChoice]:
@@ -125,6 +127,7 @@ class RolesPlan:
         data["estimated_bytes_all_roles"] = self.estimated_bytes
         data["upstream_roles"] = self.upstream_roles
         data["speculation"] = self.speculation.to_json() if self.speculation else None
+        data["prompt_cache_bytes"] = self.prompt_cache_bytes
         data["notes"] = [*data["notes"], *self.notes]
         return data
 
@@ -184,6 +187,8 @@ def make_role_plans(
     left = left_after(budget, [c.chosen for c in result.workers if c.chosen])
     pair = (roles["chat"].chosen, ac.chosen if ac.own_worker else None)
     result.speculation = plan_speculation(profile.speculative, pair, catalog, left, hw, n_slots)
+    drafted = result.draft.ram_bytes if result.draft else 0
+    result.prompt_cache_bytes = prompt_cache_share(left.ram_bytes - drafted, len(result.workers))
     for choice in roles.values():
         if choice.served_by != choice.role:
             result.notes.append(f"{choice.role}: {choice.reason}")

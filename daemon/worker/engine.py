@@ -22,7 +22,13 @@ from assistantd.worker.answers import Answer
 from assistantd.worker.draft_model import DraftModel
 from assistantd.worker.model_params import Placement, placed
 from assistantd.worker.prompts import Prompts
-from assistantd.worker.protocol import SAMPLING_KEYS, Event, Sampling, priority_of
+from assistantd.worker.protocol import (
+    PROMPT_CACHE_MAX,
+    SAMPLING_KEYS,
+    Event,
+    Sampling,
+    priority_of,
+)
 from assistantd.worker.slot_state import PromptTooLong
 from assistantd.worker.slots import QueueFull as SlotsFull
 from assistantd.worker.slots import SlotEngine, SlotEngineError, SlotRequest
@@ -47,6 +53,7 @@ class Engine:
         speculative: str = "off",
         draft_model: str | None = None,
         defaults: dict[str, Any] | None = None,
+        prompt_cache_bytes: int = PROMPT_CACHE_MAX,
     ) -> None:
         self.model_path = model_path
         self.model_id = model_id
@@ -78,6 +85,7 @@ class Engine:
             threads=threads,
             max_queue=WORKER_QUEUE,
             draft=draft,
+            prompt_cache_bytes=prompt_cache_bytes,
         )
         self._embedder: Llama | None = None
         self._embed_lock = threading.Lock()

@@ -18,6 +18,7 @@ from typing import Any
 
 from assistantd.errors import WorkerStartFailed
 from assistantd.worker.client import WorkerClient
+from assistantd.worker.protocol import PROMPT_CACHE_MAX
 
 YIELDING_SPINCOUNT = "10000"  # libgomp's default is 300000
 
@@ -42,6 +43,7 @@ class WorkerSpec:
     rpc: tuple[str, ...] = ()
     speculative: str = "off"  # Settings.speculative: auto | off | ngram | draft
     draft_model: Path | None = None  # a smaller model of the same family that guesses
+    prompt_cache_bytes: int = PROMPT_CACHE_MAX  # RAM for evicted prompts: what the plan leaves
     seed: int | None = None  # sampling defaults for requests that set none
     temperature: float | None = None
 
@@ -100,6 +102,8 @@ class WorkerProcess:
             "--speculative",
             self.spec.speculative,
             *(["--draft-model", str(self.spec.draft_model)] if self.spec.draft_model else []),
+            "--prompt-cache-mib",
+            str(self.spec.prompt_cache_bytes >> 20),
             *(["--seed", str(self.spec.seed)] if self.spec.seed is not None else []),
             *(["--temp", str(self.spec.temperature)] if self.spec.temperature is not None else []),
             *self._placement_args(),

@@ -16,10 +16,11 @@ from typing import Any
 
 import llama_cpp as L
 
+from assistantd.worker.protocol import PROMPT_CACHE_MAX
 from assistantd.worker.slot_state import common_prefix
 
 MIN_TOKENS = 256  # fewer are cheaper to evaluate again than to keep and copy back
-BUDGET = 512 << 20  # bytes of KV kept in RAM, oldest dropped first
+BUDGET = PROMPT_CACHE_MAX  # bytes of KV kept in RAM, oldest dropped first
 
 
 @dataclass
@@ -46,7 +47,7 @@ class PromptCache:
 
     def save(self, seq: int, tokens: list[int]) -> None:
         """Copy a slot's cached tokens out before they are overwritten (if worth keeping)."""
-        if len(tokens) < MIN_TOKENS:
+        if len(tokens) < MIN_TOKENS or self._budget <= 0:
             return
         self._kept = [k for k in self._kept if common_prefix(k.tokens, tokens) < len(k.tokens)]
         size = L.llama_state_seq_get_size(self._ctx, seq)

@@ -50,6 +50,9 @@ class Sampling:
 
 # Short completions are autocomplete-like: admitted ahead of waiting chat answers.
 AUTOCOMPLETE_MAX_TOKENS = 128
+# The most RAM a worker keeps evicted prompts in (worker/prompt_cache.py); the plan gives each
+# worker what the models leave, up to this.
+PROMPT_CACHE_MAX = 512 << 20
 
 
 def priority_of(kind: GenerationKind, params: dict[str, Any]) -> int:

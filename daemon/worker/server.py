@@ -32,7 +32,13 @@ from assistantd.worker.allocations import ALLOCATIONS
 from assistantd.worker.engine import Engine
 from assistantd.worker.hold import HoldFlag
 from assistantd.worker.model_params import Placement
-from assistantd.worker.protocol import EndEvent, ErrorEvent, Event, GenerateRequest
+from assistantd.worker.protocol import (
+    PROMPT_CACHE_MAX,
+    EndEvent,
+    ErrorEvent,
+    Event,
+    GenerateRequest,
+)
 from assistantd.worker.speculation import MODES
 
 # Exit code that tells the daemon the model could not be loaded (not worth retrying fast).
@@ -232,6 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rpc", default="", help="comma-separated RPC servers to register")
     parser.add_argument("--speculative", default="off", choices=MODES)
     parser.add_argument("--draft-model", default=None, help="a smaller model that guesses")
+    parser.add_argument(
+        "--prompt-cache-mib", type=int, default=PROMPT_CACHE_MAX >> 20, help="evicted prompts"
+    )
     parser.add_argument("--seed", type=int, default=None, help="for requests that send none")
     parser.add_argument("--temp", type=float, default=None, help="for requests that send none")
     args = parser.parse_args(argv)
@@ -248,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
             n_slots=args.slots,
             speculative=args.speculative,
             draft_model=args.draft_model,
+            prompt_cache_bytes=args.prompt_cache_mib << 20,
             defaults={
                 k: v for k, v in (("seed", args.seed), ("temperature", args.temp)) if v is not None
             },  # fmt: skip

@@ -28,7 +28,7 @@ from assistantd.worker.draft_model import DraftModel, start_drafter
 from assistantd.worker.engine_calls import EngineCalls
 from assistantd.worker.hold import HOLD_POLL_S, HoldFlag
 from assistantd.worker.logprobs import LogProbs
-from assistantd.worker.prompt_cache import PromptCache
+from assistantd.worker.prompt_cache import BUDGET, PromptCache
 from assistantd.worker.sampling import Sampling, build_chain
 from assistantd.worker.slot_state import (
     DONE,
@@ -68,6 +68,7 @@ class SlotEngine:
         threads: int,
         max_queue: int = 64,
         draft: DraftModel | None = None,
+        prompt_cache_bytes: int = BUDGET,  # evicted prompts kept in RAM (prompt_cache.py)
     ):
         self._llm = llm  # keeps the model (shared, never decoded with) alive
         self._model = m = llm._model.model
@@ -77,7 +78,7 @@ class SlotEngine:
         self.max_queue = max_queue
         self._ctx = new_context(self._model, n_slots, n_ctx_per_slot, n_batch, threads)
         self._mem = L.llama_get_memory(self._ctx)
-        self._kept = PromptCache(self._ctx) if self.can_draft else None  # prompts in RAM
+        self._kept = PromptCache(self._ctx, prompt_cache_bytes) if self.can_draft else None
         self._vocab = L.llama_model_get_vocab(self._model)
         self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
         self._n_swa = L.llama_model_n_swa(self._model)
@@ -394,13 +395,11 @@ class SlotEngine:
             prompt_ms, pred_ms = (s.t1 - job.t0) * 1000.0, (now - s.t1) * 1000.0
         else:
             prompt_ms, pred_ms = (now - job.t0) * 1000.0, 0.0
-        text = s.stream.text
+        text, word = s.stream.text, s.stream.stopping_word
         if s.spec is not None and s.spec.priced:
             self._rates[job.req.kind] = s.spec.rates
-        word = s.stream.stopping_word
-        job.q.put(
-            end_event(s.idx, reason, stype, job, s.n_gen, prompt_ms, pred_ms, text, s.spec, word)
-        )
+        end = end_event(s.idx, reason, stype, job, s.n_gen, prompt_ms, pred_ms, text, s.spec, word)
+        job.q.put(end)
         self._release(s)
         job.n_open -= 1
         if job.n_open == 0:
