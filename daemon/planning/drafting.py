@@ -37,7 +37,7 @@ class Speculation:
     draft_gain: float = 0.0
     draft_tokens: int = 0  # guessed tokens per step at the predicted best
     use_draft: bool = False
-    ram_bytes: int = 0  # the draft's weights, its KV for chat's slots, compute buffers
+    ram_bytes: int = 0  # what the draft takes (counted when loaded): weights, KV, buffers
     vram_bytes: int = 0
     devices: list[dict[str, Any]] = field(default_factory=list)
     why: str = ""
