@@ -151,6 +151,8 @@ def test_a_daemon_loads_the_planned_draft_into_chats_worker(
     )
     roles = wait_roles_serving(daemon)["roles"]
     assert roles["autocomplete"]["served_by"] == "autocomplete"
+    before = run_ctl("--url", daemon.url, "status").stdout  # the plan's word, before any guess
+    assert "nothing drafted yet; autocomplete's smollm2-fim Q4_1 drafts for chat" in before
     answer(daemon, EDIT)
     status = daemon.status()
     spec = status["speculation"]

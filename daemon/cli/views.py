@@ -55,6 +55,8 @@ def status_text(status: StatusReport) -> str:
                 else ""
             )
         )
+    elif spec.get("plan"):  # nothing drafted yet: what the plan decided, and why
+        lines.append(f"speculate  {spec.get('mode')}, nothing drafted yet; {spec['plan']}")
     if worker is not None:
         lines.append(f"worker     pid {worker.pid}, {worker.restarts} restarts")
     memory = status.memory
