@@ -20,7 +20,8 @@ from assistantd.planning.profiles import parse
 from assistantd.planning.roles import RolesPlan, make_role_plans
 from tests.support.daemons import Daemon, run_ctl
 from tests.support.roles import CHAT_REPO, SMOL_FIM_REPO, catalog_entry
-from tests.test_roles import wait_roles_serving
+from tests.test_roles import MACHINE, wait_roles_serving
+from tests.test_roles import PROFILE as ROLES_PROFILE
 from tests.test_speculation import EDIT, answer
 
 QWEN_CODER = '[models]\nfamilies = ["qwen2.5-coder"]\n'
@@ -95,34 +96,18 @@ def _pair_catalog(path: Path, chat: Path, draft: Path) -> Path:
     return path
 
 
-PROFILE = """
-speculative = "{mode}"
-prefer = "quality"
-n_ctx = 2048
-[targets]
-ttft_p95_ms = 100000
-decode_tok_s = 1
-[memory]
-ram_reserve = "0MiB"
-ram_budget = "4GiB"
-[roles.autocomplete]
-n_ctx = 1024
-[roles.autocomplete.targets]
-ttft_p95_ms = 100000
-decode_tok_s = 1
-[roles.embeddings]
-enabled = false
-"""
+def _profile(mode: str) -> str:
+    """The roles tests' profile (4 GiB, targets every rung meets) with `speculative` set."""
+    return f'speculative = "{mode}"\n' + ROLES_PROFILE.format(budget='"4GiB"', ac_ttft=100000)
 
 
 def test_on_this_cpu_a_draft_is_predicted_a_loss_unless_the_profile_asks_for_it(
     quant_ladder: dict[str, Path], fim_model: Path, tmp_path: Path
 ) -> None:
     catalog = load_catalog(_pair_catalog(tmp_path / "c.toml", quant_ladder["Q8_0"], fim_model))
-    machine = Machine(ram_bytes=16 * GiB, ram_available_bytes=12 * GiB, cpu_cores=2)
     plans = {
         mode: make_role_plans(
-            catalog, parse(PROFILE.format(mode=mode), Path("p.toml"), "p"), machine, n_slots=2
+            catalog, parse(_profile(mode), Path("p.toml"), "p"), MACHINE, n_slots=2
         )
         for mode in ("auto", "draft")
     }
@@ -138,7 +123,7 @@ def test_a_daemon_loads_the_planned_draft_into_chats_worker(
     hub.add(CHAT_REPO, {"SmolLM2-Q8_0.gguf": quant_ladder["Q8_0"]})
     hub.add(SMOL_FIM_REPO, {"SmolLM2-fim-Q4_1.gguf": fim_model})
     profile = tmp_path / "mine.toml"
-    profile.write_text(PROFILE.format(mode="draft"))
+    profile.write_text(_profile("draft"))
     catalog = _pair_catalog(tmp_path / "catalog.toml", quant_ladder["Q8_0"], fim_model)
     daemon: Daemon = start_daemon(
         None,

@@ -17,10 +17,8 @@ from assistantd.planning.placement import options
 from assistantd.planning.plan_types import Budget, Candidate, gib
 from assistantd.planning.planner import option_problems
 from assistantd.planning.predict import Hardware, best_gain, decode_seconds
+from assistantd.worker.batch_cost import GAIN_MIN  # below it no draft model is loaded either
 
-# Below this predicted gain a draft model is not loaded: the worker's own threshold
-# (worker/batch_cost.py GAIN_MIN), as timing noise could make a smaller gain a loss.
-GAIN_MIN = 1.1
 # Share of a same-family small coder's guesses the large one keeps on code (published for
 # Qwen2.5-Coder 0.5B/1.5B drafting 7B-32B: 0.6-0.8); the worker measures the real one.
 DRAFT_ACCEPTANCE = 0.7

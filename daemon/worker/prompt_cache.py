@@ -16,11 +16,9 @@ from typing import Any
 
 import llama_cpp as L
 
-from assistantd.worker.protocol import PROMPT_CACHE_MAX
 from assistantd.worker.slot_state import common_prefix
 
 MIN_TOKENS = 256  # fewer are cheaper to evaluate again than to keep and copy back
-BUDGET = PROMPT_CACHE_MAX  # bytes of KV kept in RAM, oldest dropped first
 
 
 @dataclass
@@ -30,9 +28,9 @@ class Kept:
 
 
 class PromptCache:
-    def __init__(self, ctx: Any, budget: int = BUDGET) -> None:
+    def __init__(self, ctx: Any, budget: int) -> None:
         self._ctx = ctx
-        self._budget = budget
+        self._budget = budget  # bytes of KV kept in RAM (what the plan gives), oldest dropped
         self._kept: list[Kept] = []  # oldest first
 
     def reuse(self, prompt: list[int], seq: int, n_keep: int, held: list[int]) -> int:

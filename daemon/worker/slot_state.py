@@ -7,7 +7,8 @@ A request's events (plain dicts, from `job_events`):
   token None: a final flush of held-back text, just before an "eos" end).
 * ``{"type": "end", "index": i, "finish_reason": "stop"|"length"|"cancelled",
   "stop_type": "eos"|"word"|"limit"|"none", "prompt_n", "cached_n", "predicted_n",
-  "prompt_ms", "predicted_ms", "text"}`` -- one per alternative; the iterator ends after all n.
+  "prompt_ms", "predicted_ms", "text", "stopping_word", "draft_n", "draft_n_accepted"}`` -- one
+  per alternative; the iterator ends after all n.
 """
 
 from __future__ import annotations

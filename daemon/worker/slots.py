@@ -28,7 +28,7 @@ from assistantd.worker.draft_model import DraftModel, start_drafter
 from assistantd.worker.engine_calls import EngineCalls
 from assistantd.worker.hold import HOLD_POLL_S, HoldFlag
 from assistantd.worker.logprobs import LogProbs
-from assistantd.worker.prompt_cache import BUDGET, PromptCache
+from assistantd.worker.prompt_cache import PromptCache
 from assistantd.worker.sampling import Sampling, build_chain
 from assistantd.worker.slot_state import (
     DONE,
@@ -68,7 +68,7 @@ class SlotEngine:
         threads: int,
         max_queue: int = 64,
         draft: DraftModel | None = None,
-        prompt_cache_bytes: int = BUDGET,  # evicted prompts kept in RAM (prompt_cache.py)
+        prompt_cache_bytes: int,  # evicted prompts kept in RAM (prompt_cache.py)
     ):
         self._llm = llm  # keeps the model (shared, never decoded with) alive
         self._model = m = llm._model.model
