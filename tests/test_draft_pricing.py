@@ -61,6 +61,15 @@ def test_a_repeated_passage_is_drafted_once_a_guess_was_kept_whole() -> None:
     assert drafter.accepted >= 0.7 * drafter.drafted  # the last draft runs past the copy
 
 
+def test_a_copy_is_drafted_on_the_step_after_one_checked_token_is_kept() -> None:
+    """Three tokens of the copy make its n-gram; the guess's first token is checked against
+    the fourth (not the whole guess), so the fifth step drafts."""
+    drafter = NgramDrafter.over(SHAPE + COPY)
+    drafted = walk(drafter, NEW + COPY, costs(CPU))[len(NEW) :]
+    assert drafted[:4] == [0, 0, 0, 0]
+    assert drafted[4] >= 2
+
+
 def test_on_a_gpu_even_half_kept_guesses_pay() -> None:
     cpu, gpu = costs(CPU), costs(GPU)
     assert cpu.best_draft(0, 0.5, 12) == 0
@@ -87,7 +96,9 @@ def test_lengths_not_timed_are_read_between_timed_ones_and_prompt_batches() -> N
     assert abs(c.seconds(5) - 0.032) < 1e-9
 
 
-def test_ngram_mode_drafts_at_every_match_whatever_it_costs() -> None:
+def test_ngram_mode_drafts_at_every_match_as_long_as_pays() -> None:
+    """Mostly wrong guesses go in one token at a time on a CPU; a copy in long drafts."""
     drafter = NgramDrafter.over(SHAPE + COPY, priced=False)
-    drafted = walk(drafter, NEW, costs(CPU))
-    assert sum(drafted) > 0
+    drafted = walk(drafter, NEW + COPY, costs(CPU))
+    assert set(drafted[: len(NEW)]) == {0, 1}
+    assert max(drafted[len(NEW) :]) >= 8

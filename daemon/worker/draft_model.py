@@ -148,6 +148,7 @@ class ModelDrafter(NgramDrafter):
     model_rates: Rates = field(default_factory=Rates)
     _from_model: bool = False
     _idle: int = 0
+    k: int = MIN_DRAFT  # draft mode's next length: doubles on full acceptance, shrinks on a miss
 
     def draft(self, room: int, pricing: DraftPricing, others: int) -> list[int]:
         self._from_model = False
@@ -173,6 +174,12 @@ class ModelDrafter(NgramDrafter):
             n = min(self.k, longest)
         self._from_model = True
         return self.model.guess(self.slot, self.tokens, n)
+
+    def record(self, drafted: int, accepted: int) -> None:
+        super().record(drafted, accepted)
+        if self._from_model and not self.priced:
+            whole = accepted == drafted
+            self.k = min(MAX_DRAFT, self.k * 2) if whole else max(MIN_DRAFT, accepted + 1)
 
     def _rates_of_last(self) -> Rates:
         return self.model_rates if self._from_model else self.rates
