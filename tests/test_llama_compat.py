@@ -43,7 +43,7 @@ def test_embeddings_take_every_input_form_and_refuse_what_they_cannot_read(smol:
     assert "too large" in too_long.json()["error"]["message"]  # refused, not cut silently
 
 
-def test_completion_prompts_grammar_and_streamed_token_ids(smol: Daemon) -> None:
+def test_completion_prompts_grammar_and_token_ids(smol: Daemon) -> None:
     prompt = "1, 2, 3, 4,"
     ids = post(smol, "/tokenize", {"content": prompt}).json()["tokens"]
     ask = {"n_predict": 4, "temperature": 0}
@@ -59,6 +59,9 @@ def test_completion_prompts_grammar_and_streamed_token_ids(smol: Daemon) -> None
     assert all(not p["stop"] and p["tokens"] for p in pieces[:-1]) and pieces[-1]["stop"]
     said = post(smol, "/detokenize", {"tokens": tokens}).json()["content"]
     assert said == "".join(p["content"] for p in pieces) == answers[0]["content"]
+    assert answers[0]["tokens"] == []  # always there, filled only when asked for
+    returned = post(smol, "/completion", {**ask, "prompt": prompt, "return_tokens": True})
+    assert returned.json()["tokens"] == tokens
     forced = post(smol, "/completion", {**ask, "prompt": "Hi", "grammar": 'root ::= "a"{3,3}'})
     assert forced.json()["content"] == "aaa"
     bad = post(smol, "/completion", {**ask, "prompt": "Hi", "grammar": "root ::= undefined"})

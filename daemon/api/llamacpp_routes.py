@@ -95,10 +95,12 @@ async def infill(request: Request, state: State) -> Response:
             guarded(gen, _infill_stream(gen, model_id, settings)),
             media_type="text/event-stream",
         )
-    chunks = await collect(request, gen, model_id)
+    chunks = await collect(request, gen, model_id, keep_ids=True)
     if chunks is None:
         return Response(status_code=499)
-    results = shapes.infill_results(chunks, gen.end, model_id, settings, streamed=False)
+    results = shapes.infill_results(
+        chunks, gen.end, model_id, settings, streamed=False, return_tokens=body.return_tokens
+    )
     if body.response_fields is not None:
         results = [shapes.pick_fields(r, body.response_fields) for r in results]
     return JSONResponse(results if body.n_cmpl > 1 else results[0])
@@ -180,10 +182,12 @@ async def _complete(
         return ClosingStreamingResponse(
             guarded(gen, _infill_stream(gen, model_id, settings)), media_type="text/event-stream"
         )
-    chunks = await collect(request, gen, model_id)
+    chunks = await collect(request, gen, model_id, keep_ids=True)
     if chunks is None:
         return Response(status_code=499)
-    result = shapes.infill_results(chunks, gen.end, model_id, settings, streamed=False)[0]
+    result = shapes.infill_results(
+        chunks, gen.end, model_id, settings, streamed=False, return_tokens=body.return_tokens
+    )[0]
     result["prompt"] = prompt
     if body.response_fields:  # an empty list asks for everything, as llama-server reads it
         result = shapes.pick_fields(result, body.response_fields)

@@ -40,6 +40,7 @@ class _LlamaCppBody(_Body):
         None, max_length=64, description='Only these fields; "a/b" names a nested one.'
     )
     cache_prompt: bool = True
+    return_tokens: bool = Field(False, description="The answer's token ids in `tokens`.")
     id_slot: int | None = None
     grammar: str | None = Field(None, max_length=MAX_GRAMMAR, description="GBNF.")
     json_schema: dict[str, Any] | None = Field(None, description="A schema the answer follows.")

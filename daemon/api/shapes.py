@@ -15,11 +15,13 @@ def sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-def restamp(chunk: dict[str, Any], model_id: str) -> dict[str, Any]:
-    """A worker chunk as OpenAI's: the served id, without llama-server's token ids."""
+def restamp(chunk: dict[str, Any], model_id: str, keep_ids: bool = False) -> dict[str, Any]:
+    """A worker chunk as OpenAI's: the served id, without llama-server's token ids (kept for
+    llama-server's own routes)."""
     chunk["model"] = model_id
-    for choice in chunk["choices"]:
-        choice.pop("token_ids", None)
+    if not keep_ids:
+        for choice in chunk["choices"]:
+            choice.pop("token_ids", None)
     return chunk
 
 
@@ -170,10 +172,12 @@ def infill_results(
     settings: dict[str, Any],
     *,
     streamed: bool,
+    return_tokens: bool = False,
 ) -> list[dict[str, Any]]:
     """llama.cpp's /infill answer, one per alternative (n_cmpl); when streaming, the final
     event with empty content. `settings` become `generation_settings` (llama.vscode reads
-    its n_ctx from every answer)."""
+    its n_ctx from every answer). `tokens` is always there, as in llama-server: the answer's
+    ids when asked for (`return_tokens`) and not streamed, else empty."""
     timings = end.get("timings", {})
     usage = end.get("usage", {})
     results = []
@@ -187,6 +191,7 @@ def infill_results(
             {
                 "index": index,
                 "content": content,
+                "tokens": _ids_of(group) if return_tokens and not streamed else [],
                 "id_slot": -1,
                 "model": model_id,
                 "stop": True,
@@ -208,6 +213,10 @@ def infill_results(
                 as_probs(probabilities) if post else probabilities
             )
     return results
+
+
+def _ids_of(group: list[dict[str, Any]]) -> list[int]:
+    return [i for chunk in group for i in chunk["choices"][0].get("token_ids") or []]
 
 
 def pick_fields(result: dict[str, Any], fields: list[str]) -> dict[str, Any]:

@@ -121,11 +121,13 @@ async def opened(
     return gen
 
 
-async def collect(request: Request, gen: Generation, model_id: str) -> list[dict[str, Any]] | None:
+async def collect(
+    request: Request, gen: Generation, model_id: str, keep_ids: bool = False
+) -> list[dict[str, Any]] | None:
     """All chunks of a non-streaming answer, or None if the client left first."""
 
     async def gather() -> list[dict[str, Any]]:
-        return [shapes.restamp(ev["data"], model_id) async for ev in gen.events()]
+        return [shapes.restamp(ev["data"], model_id, keep_ids) async for ev in gen.events()]
 
     task = asyncio.create_task(gather())
     watcher = asyncio.create_task(_wait_disconnect(request))
