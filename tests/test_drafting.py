@@ -15,7 +15,7 @@ import pytest
 from assistantd.planning.catalog import DEFAULT_CATALOG, load_catalog
 from assistantd.planning.estimate import GiB
 from assistantd.planning.hardware import Machine
-from assistantd.planning.predict import best_gain, edit_gain, step_gain
+from assistantd.planning.predict import DENSE, best_gain, edit_gain, routing_of, step_gain
 from assistantd.planning.profiles import parse
 from assistantd.planning.roles import RolesPlan, make_role_plans
 from tests.support.daemons import Daemon, run_ctl
@@ -51,6 +51,21 @@ def test_the_gain_model_counts_kept_guesses_against_the_longer_step() -> None:
     # about a step per guess, and measured 0.46x.
     assert 1.1 < edit_gain(100, 250) < 1.5
     assert best_gain(0.9, 0.01, 0.004, 0.009)[0] < 1.0
+
+
+def test_an_moe_verify_batch_pays_for_the_experts_its_guesses_route_to() -> None:
+    """On a bandwidth-bound card a dense model's verify batch costs about one step, so an edit's
+    guesses pay ~3x; each guessed token of Qwen3-Coder-30B-A3B (8 of 128 experts) reads experts
+    the first did not, most of what a step reads, so they pay far less; on a CPU none at all."""
+    models = {m.id: m for m in load_catalog(DEFAULT_CATALOG)}
+    moe = routing_of(models["qwen3-coder-30b-a3b-instruct"].arch)
+    assert routing_of(models["qwen2.5-coder-7b-instruct"].arch) == DENSE
+    assert moe.used == 8 / 128 and 0.4 < moe.share < 0.7  # the routed experts' share
+    read = 16 * (1 - (15 / 16) ** 5)  # experts 5 tokens read, over what one token reads
+    assert moe.extra_s(0.01, 4) == pytest.approx(0.01 * moe.share * (read - 1))
+    assert edit_gain(60, 3000) > 2.5  # dense, on a GPU
+    assert 1.0 < edit_gain(60, 3000, moe) < 1.5
+    assert edit_gain(15, 60, moe) <= 1.0 < edit_gain(15, 60)  # on a CPU
 
 
 def test_a_big_card_loads_autocompletes_model_as_chats_draft_and_counts_its_memory() -> None:

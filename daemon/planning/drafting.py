@@ -16,7 +16,7 @@ from assistantd.planning.catalog import CatalogModel
 from assistantd.planning.placement import options
 from assistantd.planning.plan_types import Budget, Candidate, gib
 from assistantd.planning.planner import option_problems
-from assistantd.planning.predict import Hardware, best_gain, decode_seconds
+from assistantd.planning.predict import Hardware, best_gain, decode_seconds, routing_of
 from assistantd.worker.batch_cost import GAIN_MIN  # below it no draft model is loaded either
 
 # Share of a same-family small coder's guesses the large one keeps on code (published for
@@ -95,7 +95,8 @@ def plan_speculation(
         return plan
     option = found[0]
     draft_s = decode_seconds(draft.arch, option.split, hw, autocomplete.quant)
-    gain, plan.draft_tokens = best_gain(DRAFT_ACCEPTANCE, step_s, token_s, draft_s)
+    routing = routing_of(target.arch)
+    gain, plan.draft_tokens = best_gain(DRAFT_ACCEPTANCE, step_s, token_s, draft_s, routing)
     plan.draft_gain = round(gain, 2)
     problems = option_problems(option, left)
     if problems:

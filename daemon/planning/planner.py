@@ -27,7 +27,7 @@ from assistantd.planning.estimate import GiB, file_bytes_estimate
 from assistantd.planning.hardware import Machine
 from assistantd.planning.placement import Option, options, over_budget
 from assistantd.planning.plan_types import Budget, Candidate, Plan, compute_budget, gib
-from assistantd.planning.predict import Hardware, edit_gain, predict, ttft_ms
+from assistantd.planning.predict import Hardware, edit_gain, predict, routing_of, ttft_ms
 from assistantd.planning.profiles import Models, Profile
 from assistantd.planning.quant_quality import quant_quality, too_lossy
 from assistantd.planning.speeds import MeasuredSpeeds
@@ -187,7 +187,7 @@ def plan(
                     # A recurrent state cannot drop a rejected guess: never speculated on.
                     edit_gain=1.0
                     if arch.n_full_attn_layers
-                    else edit_gain(tok_s, guess.prompt_tok_s),
+                    else edit_gain(tok_s, guess.prompt_tok_s, routing_of(arch)),
                     lossy=lossy is not None,
                     devices=[d.to_json() for d in option.devices],
                 )

@@ -165,34 +165,73 @@ def ttft_ms(prompt_tok_s: float, decode_tok_s: float, prompt_tokens: int) -> flo
 
 # Speculative decoding. A verify step of 1 + d tokens costs the one-token step plus d tokens of
 # prompt compute (flat on a bandwidth-bound GPU, steep on a CPU running a small model); a model
-# guess adds d draft decodes. At acceptance a per guessed token a step yields
-# (1 - a^(d+1)) / (1 - a) tokens. Checked against this machine's measured batch costs (SmolLM2:
-# a batch of 8 at 4.2x one token, predicted 4.3x) and published GPU gains (a 0.5B draft for a
-# 7B coder: 1.5-2.9x).
+# guess adds d draft decodes; an MoE's verify batch also reads the experts its other tokens
+# route to (Routing). At acceptance a per guessed token a step yields (1 - a^(d+1)) / (1 - a)
+# tokens. Checked against this machine's measured batch costs (SmolLM2: a batch of 8 at 4.2x
+# one token, predicted 4.3x) and published GPU gains (a 0.5B draft for a 7B coder: 1.5-2.9x).
 MAX_GUESS = 8  # guessed tokens per step considered (the worker drafts up to 12)
 # n-gram guesses on an edit-like request (the answer repeats the code it was given): 190 of
 # 253 kept in scripts/bench_speculation.py.
 EDIT_ACCEPTANCE = 0.75
 
 
+@dataclass(frozen=True)
+class Routing:
+    """A mixture of experts as a verify batch reads it: `share` of a one-token step goes to
+    reading the routed experts, and a token uses `used` of each layer's experts. b tokens read
+    about 1 - (1 - used)^b of them: a batch of 5 on Qwen3-Coder-30B-A3B (8 of 128) reads 4.4x
+    the experts one token does. Routing is taken as independent per token; real routing is
+    correlated and reads fewer, so this errs on the side of not speculating."""
+
+    share: float = 0.0
+    used: float = 0.0
+
+    def extra_s(self, step_s: float, guess: int) -> float:
+        """Seconds the experts of `guess` more tokens add to a one-token step."""
+        if not self.share or not self.used:
+            return 0.0
+        read = (1 - (1 - self.used) ** (guess + 1)) / self.used
+        return step_s * self.share * (read - 1)
+
+
+DENSE = Routing()
+
+
+def routing_of(arch: ModelArch) -> Routing:
+    """A model's Routing (DENSE for a dense one): the routed experts' share of the weights a
+    token reads, from total and active parameters as estimate.expert_bytes counts them."""
+    if not arch.n_expert or not arch.n_expert_used or arch.n_expert_used >= arch.n_expert:
+        return DENSE
+    used = arch.n_expert_used / arch.n_expert
+    experts = (arch.n_params - arch.active_params) / (1 - used)
+    return Routing(share=min(experts * used / max(arch.active_params, 1), 1.0), used=used)
+
+
 def step_gain(
-    acceptance: float, guess: int, step_s: float, token_s: float, draft_s: float
+    acceptance: float,
+    guess: int,
+    step_s: float,
+    token_s: float,
+    draft_s: float,
+    routing: Routing = DENSE,
 ) -> float:
     """Tokens per second with `guess` tokens guessed each step, over one token per step."""
     kept = sum(acceptance**i for i in range(guess + 1))  # the sampled token and kept guesses
-    return kept * step_s / (step_s + guess * (token_s + draft_s))
+    verify_s = step_s + guess * (token_s + draft_s) + routing.extra_s(step_s, guess)
+    return kept * step_s / verify_s
 
 
 def best_gain(
-    acceptance: float, step_s: float, token_s: float, draft_s: float
+    acceptance: float, step_s: float, token_s: float, draft_s: float, routing: Routing = DENSE
 ) -> tuple[float, int]:
     """The best gain over guess lengths 1..MAX_GUESS, and its length."""
     guesses = range(1, MAX_GUESS + 1)
-    return max((step_gain(acceptance, d, step_s, token_s, draft_s), d) for d in guesses)
+    return max((step_gain(acceptance, d, step_s, token_s, draft_s, routing), d) for d in guesses)
 
 
-def edit_gain(decode_tok_s: float, prompt_tok_s: float) -> float:
+def edit_gain(decode_tok_s: float, prompt_tok_s: float, routing: Routing = DENSE) -> float:
     """n-gram speculation's predicted gain on an edit-like request (its guesses cost nothing)."""
     if decode_tok_s <= 0 or prompt_tok_s <= 0:
         return 1.0
-    return round(best_gain(EDIT_ACCEPTANCE, 1 / decode_tok_s, 1 / prompt_tok_s, 0.0)[0], 2)
+    step_s, token_s = 1 / decode_tok_s, 1 / prompt_tok_s
+    return round(best_gain(EDIT_ACCEPTANCE, step_s, token_s, 0.0, routing)[0], 2)
