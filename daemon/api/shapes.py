@@ -9,10 +9,12 @@ import struct
 from typing import Any
 
 DONE = b"data: [DONE]\n\n"
+# One encoder for every event: json.dumps with any option builds a new encoder per call.
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + _compact(payload).encode() + b"\n\n"
 
 
 def restamp(chunk: dict[str, Any], model_id: str, keep_ids: bool = False) -> dict[str, Any]:

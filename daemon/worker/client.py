@@ -132,10 +132,24 @@ class WorkerStream:
         self.finished = False
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
-        async for event in _events(self._reader):
-            if event["type"] == "end":
-                self.finished = True
-            yield event
+        """Events until the end event; a stream that stops short means the worker died."""
+        readline, loads = self._reader.readline, json.loads
+        try:
+            while line := await readline():
+                if line == b"\n":
+                    continue
+                event = loads(line)
+                kind = event["type"]
+                if kind == "error":
+                    raise ReportedError(event)
+                if kind == "end":
+                    self.finished = True
+                    yield event
+                    return
+                yield event
+        except (OSError, ValueError):  # ValueError: a line past _LINE_LIMIT
+            raise WorkerFailed(_DIED) from None
+        raise WorkerFailed(_DIED)
 
     async def finish(self) -> dict[str, Any] | None:
         """Stop decoding if still running; return the worker's end event, if it has one."""
@@ -146,20 +160,3 @@ class WorkerStream:
 
 
 _LINE_LIMIT = 64 << 20  # one event per line; an end event with every logprob can be long
-
-
-async def _events(reader: asyncio.StreamReader) -> AsyncIterator[dict[str, Any]]:
-    try:
-        while line := await reader.readline():
-            if line == b"\n":
-                continue
-            event = json.loads(line)
-            if event["type"] == "error":
-                raise ReportedError(event)
-            yield event
-            if event["type"] == "end":
-                return
-    except (OSError, ValueError):  # ValueError: a line past _LINE_LIMIT
-        raise WorkerFailed(_DIED) from None
-    # A stream that ends without an "end" event means the worker died mid-answer.
-    raise WorkerFailed(_DIED)
