@@ -95,6 +95,7 @@ class Answer:
         self._logprobs: list[list[dict[str, Any]]] = [[] for _ in range(n)]  # not yet sent
         self._ids: list[list[int]] = [[] for _ in range(n)]  # token ids not yet sent
         self._offset = [0] * n  # characters of the answer before the next token
+        self._ends: list[dict[str, Any]] = []
 
     def _chunk(self, index: int, text: str, finish: str | None, **delta: Any) -> ChunkEvent:
         if self.chat:
@@ -162,25 +163,32 @@ class Answer:
         return at
 
     def events(self, slot_events: Iterator[dict[str, Any]]) -> Iterator[Event]:
-        ends: list[dict[str, Any]] = []
         for event in slot_events:
-            index = int(event.get("index", 0))
-            if event["type"] == "token":
-                if "logprob" in event:
-                    self._logprobs[index].append(event["logprob"])
-                if event.get("token") is not None:
-                    self._ids[index].append(event["token"])
-                text = event["text"]
-                watch = self._watch[index]
-                if watch is not None:
-                    text = watch.feed(text)
-                if text:
-                    yield from self._opening(index)
-                    yield self._chunk(index, text, None)
-            elif event["type"] == "end":
-                ends.append(event)
-                yield from self._close(index, event)
-        yield self._end(ends)
+            yield from self.feed(event)
+        yield self.finish()
+
+    def feed(self, event: dict[str, Any]) -> Iterator[ChunkEvent]:
+        """The chunks one slot event makes (none while a tool call is being held back)."""
+        index = int(event.get("index", 0))
+        if event["type"] == "token":
+            if "logprob" in event:
+                self._logprobs[index].append(event["logprob"])
+            if event.get("token") is not None:
+                self._ids[index].append(event["token"])
+            text = event["text"]
+            watch = self._watch[index]
+            if watch is not None:
+                text = watch.feed(text)
+            if text:
+                yield from self._opening(index)
+                yield self._chunk(index, text, None)
+        elif event["type"] == "end":
+            self._ends.append(event)
+            yield from self._close(index, event)
+
+    def finish(self) -> EndEvent:
+        """The end event, once every choice has ended."""
+        return self._end(self._ends)
 
     def _close(self, index: int, end: dict[str, Any]) -> Iterator[ChunkEvent]:
         finish = end["finish_reason"]

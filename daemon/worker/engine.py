@@ -7,8 +7,9 @@ worker down and leaves the daemon serving.
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, cast
 
 import llama_cpp
@@ -20,6 +21,7 @@ from assistantd.worker import constraints, tool_calls
 from assistantd.worker.allocations import capture
 from assistantd.worker.answers import Answer
 from assistantd.worker.draft_model import DraftModel
+from assistantd.worker.event_sink import EventOut, EventSink
 from assistantd.worker.model_params import Placement, placed
 from assistantd.worker.prompts import Prompts
 from assistantd.worker.protocol import (
@@ -89,6 +91,10 @@ class Engine:
         )
         self._embedder: Llama | None = None
         self._embed_lock = threading.Lock()
+        # event_sink.py: where the decode threads take every core, events are shaped and
+        # written by the engine thread; where a core is free, by handler threads meanwhile.
+        on_gpu = n_gpu_layers != 0 and bool(self.placement.devices)
+        self.shapes_inline = not on_gpu and threads >= _usable_cores()
 
     def info(self) -> dict[str, Any]:
         return {
@@ -134,6 +140,30 @@ class Engine:
         self, kind: str, params: dict[str, Any], cancel: threading.Event
     ) -> Generator[Event, None, None]:
         """Chunk events as tokens come, then one end event with usage and timings."""
+        request, answer = self._request(kind, params, cancel)
+        events = self._submit(request)
+        try:
+            yield from answer.events(events)
+        except SlotEngineError as exc:
+            raise WorkerFailed(f"the model failed while generating: {exc}") from None
+        finally:
+            cancel.set()  # a consumer that stops early frees the slot
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+
+    def generate_into(
+        self, kind: str, params: dict[str, Any], cancel: threading.Event, out: EventOut
+    ) -> None:
+        """The same events handed to `out` on the engine thread as they come (shapes_inline);
+        what is wrong with the request is raised here, before any."""
+        request, answer = self._request(kind, params, cancel)
+        self._submit(request, EventSink(answer, out, cancel))
+
+    def _request(
+        self, kind: str, params: dict[str, Any], cancel: threading.Event
+    ) -> tuple[SlotRequest, Answer]:
+        """The slot request for a generation, and the Answer that shapes its events."""
         grammar: str | None = None
         family = None
         forced = False
@@ -183,30 +213,24 @@ class Engine:
             family=family,
             forced_call=forced,
         )
+        return request, answer
+
+    def _submit(self, request: SlotRequest, sink: EventSink | None = None) -> Iterator[dict]:
         try:
-            events = self.slots.submit(request)
+            return self.slots.submit(request, sink)
         except SlotsFull:
             raise QueueFull("the model worker's queue is full; retry in a moment") from None
         except PromptTooLong:
             n_ctx = self.slots.n_ctx_slot
             raise ContextOverflow(
-                f"the prompt has {len(prompt)} tokens, which does not fit this model's "
+                f"the prompt has {len(request.prompt)} tokens, which does not fit this model's "
                 f"context of {n_ctx} tokens; shorten it",
-                param="messages" if kind == "chat" else "prompt",
-                n_prompt_tokens=len(prompt),
+                param="prompt" if request.kind != "chat" else "messages",
+                n_prompt_tokens=len(request.prompt),
                 n_ctx=n_ctx,
             ) from None
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
-        try:
-            yield from answer.events(events)
-        except SlotEngineError as exc:
-            raise WorkerFailed(f"the model failed while generating: {exc}") from None
-        finally:
-            cancel.set()  # a consumer that stops early frees the slot
-            close = getattr(events, "close", None)
-            if close is not None:
-                close()
 
     # --- text: llama-server's /tokenize, /detokenize, /apply-template -----------------------
 
@@ -336,3 +360,10 @@ def _logit_bias(
             '[[15043, -1.0]] or [[" hello", false]]',
             param="logit_bias",
         ) from None
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1

@@ -39,6 +39,7 @@ from assistantd.worker.protocol import (
     Event,
     GenerateRequest,
 )
+from assistantd.worker.socket_events import SocketEvents
 from assistantd.worker.speculation import MODES
 
 # Exit code that tells the daemon the model could not be loaded (not worth retrying fast).
@@ -161,6 +162,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")  # the body ends when the stream closes
         self.end_headers()
         self.close_connection = True
+        if state.engine.shapes_inline:
+            self._generate_inline(state, body, gen)
+            return
         events = state.engine.generate(body["kind"], body["params"], gen.stop)
         writing = True
         try:
@@ -179,6 +183,20 @@ class Handler(BaseHTTPRequestHandler):
                     self._send_event(_error_event(exc))
         finally:
             events.close()
+            gen.done.set()
+
+    def _generate_inline(self, state: WorkerState, body: GenerateRequest, gen: _Generation) -> None:
+        """The engine thread shapes and writes the events (event_sink.py); this thread
+        writes only what the socket could not take at once."""
+        out = SocketEvents(self.connection, gen.stop.set, _error_event)
+        try:
+            state.engine.generate_into(body["kind"], body["params"], gen.stop, out)
+        except BaseException as exc:  # refused before any token: reported, never swallowed
+            out.fail(exc)
+        try:
+            out.run()
+        finally:
+            gen.end = out.end
             gen.done.set()
 
     def _send_event(self, event: Event) -> None:

@@ -71,9 +71,9 @@ class Job:
         "t0",
     )
 
-    def __init__(self, req, chains, seq):
+    def __init__(self, req, chains, seq, sink=None):
         self.req, self.chains, self.seq = req, chains, seq
-        self.q = queue.SimpleQueue()
+        self.q = sink or queue.SimpleQueue()  # a sink: events shaped on the engine thread
         self.slots, self.n_open, self.done = [], 0, False
         self.cached_n = self.prompt_n = 0
         self.t0 = 0.0

@@ -105,7 +105,8 @@ class SlotEngine:
         self._thread.start()
 
     # ------------------------------------------------------------------ public API
-    def submit(self, req: SlotRequest) -> Iterator[dict]:
+    def submit(self, req: SlotRequest, sink: Any = None) -> Iterator[dict]:
+        """The job's events; given a `sink` (event_sink.py), its `put` gets each instead."""
         check_request(req, self.n_ctx_slot, self.n_slots, self.n_vocab)
         with self._cv:
             if self._closing:
@@ -120,7 +121,7 @@ class SlotEngine:
             for c in chains:
                 L.llama_sampler_free(c)
             raise
-        job = Job(req, chains, next(self._seq))
+        job = Job(req, chains, next(self._seq), sink)
         with self._cv:
             if self._closing or len(self._heap) >= self.max_queue:
                 for c in chains:
@@ -130,7 +131,7 @@ class SlotEngine:
                 raise QueueFull(f"{len(self._heap)} requests already waiting")
             heapq.heappush(self._heap, (req.priority, job.seq, job))
             self._cv.notify()
-        return job_events(job)
+        return iter(()) if sink is not None else job_events(job)
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """`fn()`, run on the engine thread between two steps (engine_calls.py says why)."""
