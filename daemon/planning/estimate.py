@@ -127,14 +127,20 @@ def bytes_per_token(arch: ModelArch, weights_bytes: int) -> float:
     return weights_bytes * arch.active_params / arch.n_params
 
 
+def routed_expert_params(arch: ModelArch) -> float:
+    """Parameters in the routed experts, from total and active parameters:
+    E = (total − active) / (1 − used/experts); 0 for a dense model."""
+    if not arch.is_moe:
+        return 0.0
+    used_share = arch.n_expert_used / arch.n_expert if arch.n_expert else 0.0
+    return (arch.n_params - arch.active_params) / (1 - used_share)
+
+
 def expert_bytes(arch: ModelArch, weights_bytes: int) -> int:
-    """Bytes of the routed-expert tensors (what `--n-cpu-moe` leaves in RAM): from total and
-    active parameters, E = (total − active) / (1 − used/experts); 0 for a dense model."""
+    """Bytes of the routed-expert tensors (what `--n-cpu-moe` leaves in RAM)."""
     if not arch.is_moe:
         return 0
-    used_share = arch.n_expert_used / arch.n_expert if arch.n_expert else 0.0
-    experts = (arch.n_params - arch.active_params) / (1 - used_share)
-    return int(weights_bytes * min(experts / arch.n_params, 1.0))
+    return int(weights_bytes * min(routed_expert_params(arch) / arch.n_params, 1.0))
 
 
 def prompt_cache_share(ram_left: int, workers: int) -> int:

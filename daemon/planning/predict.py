@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 
 from assistantd.planning.architecture import ModelArch
+from assistantd.planning.estimate import routed_expert_params
 
 # "vulkan" as ROCm; "rpc" is a remote device whose kind the protocol does not say: a CPU's
 # figures (the cautious guess), plus the network round trips of every token (Hardware.link_s).
@@ -199,12 +200,12 @@ DENSE = Routing()
 
 def routing_of(arch: ModelArch) -> Routing:
     """A model's Routing (DENSE for a dense one): the routed experts' share of the weights a
-    token reads, from total and active parameters as estimate.expert_bytes counts them."""
-    if not arch.n_expert or not arch.n_expert_used or arch.n_expert_used >= arch.n_expert:
+    token reads."""
+    if not arch.is_moe or not arch.n_expert or not arch.n_expert_used:
         return DENSE
     used = arch.n_expert_used / arch.n_expert
-    experts = (arch.n_params - arch.active_params) / (1 - used)
-    return Routing(share=min(experts * used / max(arch.active_params, 1), 1.0), used=used)
+    read = routed_expert_params(arch) * used / max(arch.active_params, 1)
+    return Routing(share=min(read, 1.0), used=used)
 
 
 def step_gain(

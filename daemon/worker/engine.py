@@ -15,13 +15,13 @@ from typing import Any, cast
 import llama_cpp
 from llama_cpp import Llama
 
-from assistantd.errors import ContextOverflow, InvalidRequest, QueueFull, WorkerFailed
+from assistantd.errors import ContextOverflow, InvalidRequest, QueueFull
 from assistantd.vocab import GenerationKind
 from assistantd.worker import constraints, tool_calls
 from assistantd.worker.allocations import capture
 from assistantd.worker.answers import Answer
 from assistantd.worker.draft_model import DraftModel
-from assistantd.worker.event_sink import EventOut, EventSink
+from assistantd.worker.event_sink import EventOut, EventSink, reported
 from assistantd.worker.model_params import Placement, placed
 from assistantd.worker.prompts import Prompts
 from assistantd.worker.protocol import (
@@ -93,8 +93,11 @@ class Engine:
         self._embed_lock = threading.Lock()
         # event_sink.py: where the decode threads take every core, events are shaped and
         # written by the engine thread; where a core is free, by handler threads meanwhile.
-        on_gpu = n_gpu_layers != 0 and bool(self.placement.devices)
-        self.shapes_inline = not on_gpu and threads >= _usable_cores()
+        self.shapes_inline = not self.gpu_offload and threads >= _usable_cores()
+
+    @property
+    def gpu_offload(self) -> bool:
+        return self._n_gpu_layers != 0 and bool(self.placement.devices)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -106,7 +109,7 @@ class Engine:
             "fim": self.prompts.fim.supported,
             "tools": self.tool_family,
             "chat_template": "gguf" if self.prompts.template else "chatml (the model has none)",
-            "gpu_offload": self._n_gpu_layers != 0 and bool(self.placement.devices),
+            "gpu_offload": self.gpu_offload,
             "devices": list(self.placement.devices or ()),
             "n_gpu_layers": self._n_gpu_layers,
             "n_cpu_moe": self.placement.n_cpu_moe,
@@ -145,7 +148,7 @@ class Engine:
         try:
             yield from answer.events(events)
         except SlotEngineError as exc:
-            raise WorkerFailed(f"the model failed while generating: {exc}") from None
+            raise reported(exc) from None
         finally:
             cancel.set()  # a consumer that stops early frees the slot
             close = getattr(events, "close", None)

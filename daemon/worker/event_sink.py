@@ -18,6 +18,13 @@ from assistantd.worker.protocol import Event
 from assistantd.worker.slot_state import DONE, SlotEngineError
 
 
+def reported(exc: BaseException) -> BaseException:
+    """A failure as the daemon is told of it: the slot engine's own as the model's failure."""
+    if isinstance(exc, SlotEngineError):
+        return WorkerFailed(f"the model failed while generating: {exc}")
+    return exc
+
+
 class EventOut(Protocol):
     """Where shaped events go; neither call may block the engine thread."""
 
@@ -41,9 +48,7 @@ class EventSink:
                 self._out.send(self._answer.finish())
             elif isinstance(event, BaseException):
                 self._done = True
-                failed = isinstance(event, SlotEngineError)
-                self._out.fail(WorkerFailed(f"the model failed while generating: {event}")
-                               if failed else event)  # fmt: skip
+                self._out.fail(reported(event))
             else:
                 for chunk in self._answer.feed(event):
                     self._out.send(chunk)

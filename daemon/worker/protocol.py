@@ -9,6 +9,7 @@ llm/server.go declares its completion structs). One request per stream:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
@@ -115,6 +116,11 @@ class ErrorEvent(TypedDict):
 
 
 Event = ChunkEvent | EndEvent | ErrorEvent
+
+
+def ndjson(event: Event) -> bytes:
+    """One event as a line of the worker's stream."""
+    return json.dumps(event).encode() + b"\n"
 
 
 class GenerateRequest(TypedDict):

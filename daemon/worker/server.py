@@ -38,6 +38,7 @@ from assistantd.worker.protocol import (
     ErrorEvent,
     Event,
     GenerateRequest,
+    ndjson,
 )
 from assistantd.worker.socket_events import SocketEvents
 from assistantd.worker.speculation import MODES
@@ -200,7 +201,7 @@ class Handler(BaseHTTPRequestHandler):
             gen.done.set()
 
     def _send_event(self, event: Event) -> None:
-        self.wfile.write(json.dumps(event).encode() + b"\n")
+        self.wfile.write(ndjson(event))
         self.wfile.flush()
 
 

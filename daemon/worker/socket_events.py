@@ -5,12 +5,11 @@ writes it, in order, blocking on its own time."""
 from __future__ import annotations
 
 import collections
-import json
 import socket
 import threading
 from collections.abc import Callable
 
-from assistantd.worker.protocol import EndEvent, ErrorEvent, Event
+from assistantd.worker.protocol import EndEvent, ErrorEvent, Event, ndjson
 
 
 class SocketEvents:
@@ -37,10 +36,10 @@ class SocketEvents:
     def send(self, event: Event) -> None:
         if event["type"] == "end":
             self.end = event
-        self._write(json.dumps(event).encode() + b"\n", last=event["type"] == "end")
+        self._write(ndjson(event), last=event["type"] == "end")
 
     def fail(self, exc: BaseException) -> None:
-        self._write(json.dumps(self._error_event(exc)).encode() + b"\n", last=True)
+        self._write(ndjson(self._error_event(exc)), last=True)
 
     def _write(self, data: bytes, last: bool) -> None:
         with self._lock:
