@@ -40,10 +40,11 @@ def walk(drafter: NgramDrafter, text: list[int], pricing: BatchCosts) -> list[in
     return drafted
 
 
-# A prompt whose 3-grams recur with other continuations: guesses are mostly wrong.
-SHAPE = [t for i in range(40) for t in (1, 2, 3, 100 + i)]
+# A prompt of groups of four tokens; the answer repeats each group's first three and then goes
+# elsewhere, so each guess (the group's fourth token on) is wrong.
+SHAPE = [1000 + t for t in range(160)]
 COPY = list(range(500, 560))  # a passage the answer will repeat word for word
-NEW = [t for i in range(10) for t in (1, 2, 3, 200 + i)]  # the same shape, never the same tokens
+NEW = [t for i in range(10) for t in (1000 + 4 * i, 1001 + 4 * i, 1002 + 4 * i, 200 + i)]
 
 
 def test_guesses_that_are_mostly_wrong_are_not_drafted_on_a_cpu_but_are_checked() -> None:
@@ -102,3 +103,19 @@ def test_ngram_mode_drafts_at_every_match_as_long_as_pays() -> None:
     drafted = walk(drafter, NEW + COPY, costs(CPU))
     assert set(drafted[: len(NEW)]) == {0, 1}
     assert max(drafted[len(NEW) :]) >= 8
+
+
+def test_a_guess_ends_where_the_text_it_copies_forked() -> None:
+    """Where the same three tokens were followed by other tokens the last two times (a renamed
+    word in an edit, each name in a repeated block), the guess stops before the fork; once
+    the last two agree again, it runs through."""
+    drafter = NgramDrafter.over([10, 11, 12, 13, 14, 15, 16, 0, 10, 11, 12, 13, 99, 15, 16, 0])
+    for t in (10, 11, 12):
+        drafter.push(t)
+    assert drafter.draft(12, costs(GPU), 0) == [13]  # (11, 12, 13) went on with 14, then 99
+    for t in (13, 14, 15, 16, 0, 10, 11, 12):
+        drafter.push(t)
+    assert drafter.draft(12, costs(GPU), 0) == [13]  # 14 after 99: the last two still differ
+    for t in (13, 14, 15, 16, 0, 10, 11, 12):
+        drafter.push(t)
+    assert drafter.draft(12, costs(GPU), 0)[:4] == [13, 14, 15, 16]

@@ -7,6 +7,12 @@ with the slot's own sampler and keeps the guess up to the first token the sample
 choose, so the answer is the one the sampler gives without speculation (greedy stays greedy;
 sampling keeps the model's distribution).
 
+A guess takes, token by token, what last followed the n-gram before it, and stops at an
+n-gram whose last two continuations differ: a fork, as at each renamed word of an edit or each
+name in a repeated block, where the next token is a coin toss and a wrong one costs a CPU nearly
+what a right one gains (replayed on the edit: 1.29× instead of 1.21× auto, 1.28× instead of
+1.16× ngram).
+
 A guess is drafted as far as it pays on this device: the guess's measured acceptance against
 what a longer batch costs here (`batch_cost.BatchCosts`). On a CPU each extra token costs
 nearly half a lone one, so a long guess that breaks early loses more than a short one gains.
@@ -90,6 +96,7 @@ class NgramDrafter:
     drafted: int = 0
     accepted: int = 0
     _index: dict[int, int] = field(default_factory=dict)  # n-gram key → the position after it
+    _forks: set[int] = field(default_factory=set)  # keys whose last two continuations differ
     _key: int = 0  # the last NGRAM tokens' key
     _shadow: list[int] = field(default_factory=list)  # a guess not drafted, checked as tokens come
     _shadow_at: int = 0
@@ -115,7 +122,14 @@ class NgramDrafter:
         toks.append(token)
         i = len(toks) - 1
         if i >= NGRAM:
-            self._index[self._key] = i
+            key = self._key
+            before = self._index.get(key)
+            if before is not None:
+                if toks[before] == token:
+                    self._forks.discard(key)
+                else:
+                    self._forks.add(key)
+            self._index[key] = i
         self._key = ((self._key << BITS) | token) & KEY_MASK
         if self._shadow:
             self._check_shadow(token)
@@ -125,16 +139,30 @@ class NgramDrafter:
         beside `others` tokens already in the batch (at most `room`)."""
         if len(self.tokens) < NGRAM or room < 1 or self._shadow:
             return []
-        at = self._index.get(self._key)
-        if at is None:
+        guess = self._guess(min(MAX_DRAFT, room))
+        if not guess:
             return []
-        guess = self.tokens[at : at + min(MAX_DRAFT, room)]
         n = pricing.best_draft(others, self.rates.rate, len(guess))
         if not self.priced:
             return guess[: max(n, 1)]
         if n == 0:
             self._shadow, self._shadow_at = guess[:SHADOW], 0
         return guess[:n]
+
+    def _guess(self, most: int) -> list[int]:
+        """Each next token the latest one to follow the n-gram before it, up to the first
+        n-gram whose last two continuations differ (where a copy forks, as at each renamed
+        word of an edit or each name in a repeated block)."""
+        toks, index, forks = self.tokens, self._index, self._forks
+        key, guess = self._key, []
+        while len(guess) < most:
+            at = index.get(key)
+            if at is None or key in forks:
+                break
+            token = toks[at]
+            guess.append(token)
+            key = ((key << BITS) | token) & KEY_MASK
+        return guess
 
     def record(self, drafted: int, accepted: int) -> None:
         """One verified draft: count it in the rate its length was priced with."""
