@@ -154,7 +154,7 @@ class NgramDrafter:
         n-gram whose last two continuations differ (where a copy forks, as at each renamed
         word of an edit or each name in a repeated block)."""
         toks, index, forks = self.tokens, self._index, self._forks
-        key, guess = self._key, []
+        key, guess = self._key, list[int]()
         while len(guess) < most:
             at = index.get(key)
             if at is None or key in forks:
