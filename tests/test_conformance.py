@@ -141,8 +141,10 @@ def test_continue_and_langchain_embeddings(smol_fim: Daemon) -> None:
     assert ids.status_code == 200 and len(ids.json()["data"]) == 1
     foreign = post(smol_fim, "/v1/embeddings", {"input": [[15339, 100000]]})
     assert foreign.status_code == 400 and "check_embedding_ctx_length" in foreign.text
-    empty = post(smol_fim, "/v1/embeddings", {"input": ""})
-    assert empty.status_code == 400 and empty.json()["error"]["param"] == "input"
+    for nothing in ("", [[""]], [["", ""]]):  # [[""]]: found by tests/test_fuzz.py (was a 500)
+        empty = post(smol_fim, "/v1/embeddings", {"input": nothing})
+        assert empty.status_code == 400 and empty.json()["error"]["param"] == "input"
+        assert "empty" in empty.json()["error"]["message"]
 
 
 def test_aider_chat_without_max_tokens_is_whole(smol_fim: Daemon) -> None:

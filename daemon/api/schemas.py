@@ -328,6 +328,8 @@ def _one_prompt(item: Any) -> EmbeddingInput:
                 raise ValueError("a prompt list holds token ids (integers) and texts only")
             if isinstance(part, int) and part < 0:
                 raise ValueError(f"token id {part} is negative")
+        if all(part == "" for part in item):
+            raise ValueError("an input is empty; send at least one character or token per input")
         return list(item)
     raise ValueError(
         "each input is a text, a list of token ids (or ids and texts), or an object with "

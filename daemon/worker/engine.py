@@ -276,6 +276,11 @@ class Engine:
             # Counted as embed() tokenizes it, once per distinct text.
             sizes = {t: len(self._embedder.tokenize(t.encode("utf-8"))) for t in texts}
             for i, text in enumerate(texts):
+                if not sizes[text]:
+                    raise InvalidRequest(
+                        f"input {i} holds no tokens; send at least one character or token",
+                        param="input",
+                    )
                 if sizes[text] > limit:
                     raise InvalidRequest(
                         f"input {i} is too large to process: {sizes[text]} tokens, more than the "
