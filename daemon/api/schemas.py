@@ -312,13 +312,16 @@ class EmbeddingRequest(_Body):
         return list(self.input)
 
 
+_EMPTY_INPUT = "an input is empty; send at least one character or token per input"
+
+
 def _one_prompt(item: Any) -> EmbeddingInput:
     """One embeddings prompt, checked: text, ids and text, or an object holding text."""
     if isinstance(item, dict):
         item = _object_text(item)
     if isinstance(item, str):
         if not item:
-            raise ValueError("an input is empty; send at least one character or token per input")
+            raise ValueError(_EMPTY_INPUT)
         if len(item) > MAX_TEXT:
             raise ValueError(f"an input is longer than {MAX_TEXT} characters")
         return item
@@ -329,7 +332,7 @@ def _one_prompt(item: Any) -> EmbeddingInput:
             if isinstance(part, int) and part < 0:
                 raise ValueError(f"token id {part} is negative")
         if all(part == "" for part in item):
-            raise ValueError("an input is empty; send at least one character or token per input")
+            raise ValueError(_EMPTY_INPUT)
         return list(item)
     raise ValueError(
         "each input is a text, a list of token ids (or ids and texts), or an object with "

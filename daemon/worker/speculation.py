@@ -41,6 +41,11 @@ PRIOR_TRIALS = 8.0  # a new request starts from its kind's rate with at most thi
 MODES = ("off", "ngram", "auto", "draft")
 
 
+def _then(key: int, token: int) -> int:
+    """The key of the last NGRAM tokens once `token` follows those of `key`."""
+    return ((key << BITS) | token) & KEY_MASK
+
+
 class DraftPricing(Protocol):
     def best_draft(self, others: int, rate: float, longest: int, per_guess: float = 0.0) -> int: ...
 
@@ -131,7 +136,7 @@ class NgramDrafter:
                 else:
                     self._forks.add(key)
             self._index[key] = i
-        self._key = ((self._key << BITS) | token) & KEY_MASK
+        self._key = _then(self._key, token)
         if self._shadow:
             self._check_shadow(token)
 
@@ -162,7 +167,7 @@ class NgramDrafter:
                 break
             token = toks[at]
             guess.append(token)
-            key = ((key << BITS) | token) & KEY_MASK
+            key = _then(key, token)
         return guess
 
     def record(self, drafted: int, accepted: int) -> None:
