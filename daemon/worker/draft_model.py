@@ -22,6 +22,7 @@ from typing import Any
 import llama_cpp as L
 from llama_cpp import Llama
 
+from assistantd.worker.sampling import argmax_token
 from assistantd.worker.slot_state import common_prefix, new_context
 from assistantd.worker.speculation import MAX_DRAFT, MIN_DRAFT, DraftPricing, NgramDrafter, Rates
 
@@ -75,13 +76,11 @@ class DraftModel:
         self._batch = L.llama_batch_init(self.n_batch, 0, n_slots)
         for i in range(self.n_batch):
             self._batch.n_seq_id[i] = 1
-        self._greedy = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-        L.llama_sampler_chain_add(self._greedy, L.llama_sampler_init_greedy())
+        self._n_draft_vocab = L.llama_vocab_n_tokens(self._vocab)
         self._held: list[list[int]] = [[] for _ in range(n_slots)]
         self.token_seconds = 0.0  # one draft decode of one token, a moving average
 
     def close(self) -> None:
-        L.llama_sampler_free(self._greedy)
         L.llama_batch_free(self._batch)
         L.llama_free(self._ctx)
 
@@ -110,7 +109,7 @@ class DraftModel:
                 return []
         out: list[int] = []
         while True:
-            t = L.llama_sampler_sample(self._greedy, self._ctx, -1)
+            t = argmax_token(self._ctx, self._n_draft_vocab, -1)
             if t >= self._n_target:
                 return out  # a padding id of a larger vocabulary: not the model's to verify
             out.append(t)

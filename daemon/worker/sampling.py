@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 
 import llama_cpp as L
+import numpy as np
 
 from assistantd.worker.protocol import Sampling
 
@@ -63,3 +65,29 @@ def build_chain(vocab, n_vocab: int, s: Sampling, alt: int = 0):
         L.llama_sampler_free(ch)
         raise
     return ch
+
+
+def argmax_token(ctx, n_vocab: int, i: int) -> int:
+    """The most likely token at output `i`, first of ties as llama.cpp's greedy sampler picks.
+    llama_sampler_sample first copies every logit into a candidate array: 51 µs a token for
+    SmolLM2's 49k vocabulary on this machine, against 7 µs for this read."""
+    logits = L.llama_get_logits_ith(ctx, i)
+    if not logits:
+        raise RuntimeError(f"llama.cpp has no logits for output {i}")
+    return int(np.ctypeslib.as_array(logits, shape=(n_vocab,)).argmax())
+
+
+def picker(ctx, n_vocab: int, chain, s: Sampling) -> Callable[[int], int]:
+    """The slot's token at output i: the chain's choice, or the argmax when the chain is a
+    plain greedy one (no grammar, bias or penalty changes the logits it would read)."""
+    plain = (
+        s.temperature <= 0
+        and not s.grammar
+        and not s.logit_bias
+        and s.repeat_penalty == 1.0
+        and s.presence_penalty == 0.0
+        and s.frequency_penalty == 0.0
+    )
+    if plain:
+        return functools.partial(argmax_token, ctx, n_vocab)
+    return functools.partial(L.llama_sampler_sample, chain, ctx)

@@ -87,6 +87,7 @@ class Slot:
         "job",
         "idx",
         "chain",
+        "pick",
         "state",
         "pf_pos",
         "pf_take",
@@ -102,7 +103,7 @@ class Slot:
 
     def __init__(self, i):
         self.id, self.cache, self.last_used = i, [], 0
-        self.job = self.chain = self.stream = None
+        self.job = self.chain = self.stream = self.pick = None
         self.state, self.idx, self.pf_pos, self.pf_take = IDLE, 0, 0, 0
         self.last_tok, self.i_batch, self.n_gen, self.t1, self.in_batch = 0, -1, 0, 0.0, False
         self.spec: NgramDrafter | None = None

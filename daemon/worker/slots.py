@@ -29,7 +29,7 @@ from assistantd.worker.engine_calls import EngineCalls
 from assistantd.worker.hold import HOLD_POLL_S, HoldFlag
 from assistantd.worker.logprobs import LogProbs
 from assistantd.worker.prompt_cache import PromptCache
-from assistantd.worker.sampling import Sampling, build_chain
+from assistantd.worker.sampling import Sampling, build_chain, picker
 from assistantd.worker.slot_state import (
     DONE,
     GEN,
@@ -229,6 +229,7 @@ class SlotEngine:
         rate = self._rates.get(job.req.kind)
         for i, s in enumerate(job.slots):
             s.job, s.idx, s.chain, s.n_gen, s.i_batch = job, i, job.chains[i], 0, -1
+            s.pick = picker(self._ctx, self.n_vocab, s.chain, job.req.sampling)
             s.spec = start_drafter(mode, prompt, rate, s.id, self.draft)
             s.drafts = []
             s.stream = TextStream(job.req.stop)
@@ -301,7 +302,6 @@ class SlotEngine:
             return
         now = time.perf_counter()
         self.costs.record(n, now - t0, bool(pre))
-        ctx, sample = self._ctx, L.llama_sampler_sample
         for s in used:
             if s.state == GEN:
                 s.cache.append(s.last_tok)
@@ -321,7 +321,7 @@ class SlotEngine:
                     if job.req.max_tokens is not None and job.req.max_tokens <= 0:
                         self._finish(o, "length", "limit", False)
                     else:
-                        self._on_token(o, sample(o.chain, ctx, s.i_batch), now, s.i_batch)
+                        self._on_token(o, o.pick(s.i_batch), now, s.i_batch)
                         if o.spec is not None and o.state == GEN:
                             o.spec.push(o.last_tok)
 
@@ -332,7 +332,7 @@ class SlotEngine:
         s.drafts = []
         kept = 0
         while True:
-            t = L.llama_sampler_sample(s.chain, self._ctx, at + kept)
+            t = s.pick(at + kept)
             self._on_token(s, t, now, at + kept)
             if s.state != GEN or spec is None:
                 break
@@ -410,7 +410,7 @@ class SlotEngine:
     def _release(self, s: Slot):
         if s.chain:
             L.llama_sampler_free(s.chain)
-        s.chain = s.job = s.stream = None
+        s.chain = s.job = s.stream = s.pick = None
         s.state, s.i_batch, s.t1 = IDLE, -1, 0.0
         s.last_used = next(self._use)
         self._n_busy -= 1
