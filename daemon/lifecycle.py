@@ -123,6 +123,9 @@ class Lifecycle:
             app,
             host=self.settings.host,
             port=self.settings.port,
+            # h11 writes header names as given, as llama-server does and its test suite checks
+            # ("Access-Control-Allow-Origin"); uvicorn's httptools writer lowercases them.
+            http="h11",
             log_level=self.settings.log_level,
             access_log=self.settings.log_level == "debug",
             timeout_graceful_shutdown=30,

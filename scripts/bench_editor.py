@@ -12,7 +12,9 @@ README says, and for llama-server built from the llama.cpp that llama-cpp-python
    chat tok/s while autocomplete runs;
 2. single-stream decode tok/s vs llama-cpp-python in-process (target ≥ 0.97) and llama-server;
 3. aggregate decode tok/s with 4 concurrent streams over one stream (target ≥ 0.9 × the same
-   ratio for llama-server).
+   ratio for llama-server);
+4. serving CPU per streamed token in the single stream: every thread's CPU but the decode
+   threads' (assistantd's daemon and the worker's other threads; llama-server's HTTP threads).
 
     .venv/bin/python -m scripts.bench_editor [--llama-server PATH] [--model smollm2] [--n 30]
 """
@@ -32,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 
 from scripts import fetch_models
 from scripts.bench import THREADS, _free_port, _wait_ready, in_process
@@ -162,8 +165,35 @@ class ChatLoad:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
+def thread_cpu(server: Server) -> dict[tuple[int, int], float]:
+    """CPU seconds of every thread of the server and its children (assistantd's worker)."""
+    out = {}
+    root = psutil.Process(server.proc.pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            for t in proc.threads():
+                out[(proc.pid, t.id)] = t.user_time + t.system_time
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def front_us_per_token(
+    before: dict[tuple[int, int], float], after: dict[tuple[int, int], float], tokens: int
+) -> float:
+    """CPU per streamed token outside the THREADS busiest threads (the decode threads): what
+    serving the stream costs, taken from those threads' cores when there are no others."""
+    spent = sorted((after[k] - before.get(k, 0.0) for k in after), reverse=True)
+    return sum(spent[THREADS:]) / max(tokens, 1) * 1e6
+
+
 def decode_rate(url: str, streams: int, tokens: int = 128) -> float:
     """Aggregate decode tok/s of `streams` completions at once (count after the first token)."""
+    return decode_run(url, streams, tokens)[0]
+
+
+def decode_run(url: str, streams: int, tokens: int = 128) -> tuple[float, int]:
+    """decode_rate, and how many tokens were streamed."""
     results: list[tuple[float, float, int]] = []
 
     def one(i: int) -> None:
@@ -180,7 +210,8 @@ def decode_rate(url: str, streams: int, tokens: int = 128) -> float:
     start = max(r[0] for r in results)
     end = max(r[1] for r in results)
     begin = min(r[0] for r in results)
-    return sum(r[2] - 1 for r in results) / (end - begin) if end > start else 0.0
+    n = sum(r[2] for r in results)
+    return (sum(r[2] - 1 for r in results) / (end - begin) if end > start else 0.0), n
 
 
 ROUNDS = 3
@@ -207,7 +238,10 @@ def measure(servers: list[Server], n: int) -> dict[str, dict[str, float]]:
                 add(server, "busy", autocomplete_ttft(server.url, per_round, typed[server.name]))
             add(server, "chat", [chat.tok_s])
         for server in servers:
-            add(server, "one", [decode_rate(server.url, 1)])
+            cpu = thread_cpu(server)
+            rate, n_tokens = decode_run(server.url, 1)
+            add(server, "one", [rate])
+            add(server, "front", [front_us_per_token(cpu, thread_cpu(server), n_tokens)])
             add(server, "four", [decode_rate(server.url, 4)])
     rows = {}
     for name, r in got.items():
@@ -215,7 +249,7 @@ def measure(servers: list[Server], n: int) -> dict[str, dict[str, float]]:
             "alone_p50": _p(r["alone"], 50), "alone_p95": _p(r["alone"], 95),
             "busy_p50": _p(r["busy"], 50), "busy_p95": _p(r["busy"], 95),
             "chat_tok_s": statistics.median(r["chat"]), "one": statistics.median(r["one"]),
-            "four": statistics.median(r["four"]),
+            "four": statistics.median(r["four"]), "front": statistics.median(r["front"]),
         }  # fmt: skip
     return rows
 
@@ -244,14 +278,15 @@ def main() -> None:
     print(f"\n## Editor mix on {args.model}, {THREADS} threads, {SLOTS} slots\n")
     print(
         "| server | autocomplete TTFT p50 / p95 alone (ms) | … while chat streams | "
-        "chat tok/s meanwhile | 1-stream decode tok/s | 4-stream aggregate | 4 / 1 |"
+        "chat tok/s meanwhile | 1-stream decode tok/s | 4-stream aggregate | 4 / 1 | "
+        "serving CPU µs/token |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
         print(f"| {name} | {r['alone_p50']:.0f} / {r['alone_p95']:.0f} | {r['busy_p50']:.0f} / "
               f"{r['busy_p95']:.0f} | {r['chat_tok_s']:.1f} | {r['one']:.1f} | {r['four']:.1f} | "
-              f"{r['four'] / r['one']:.2f} |")  # fmt: skip
-    print(f"| llama-cpp-python in-process | | | | {reference:.1f} | | |")
+              f"{r['four'] / r['one']:.2f} | {r['front']:.0f} |")  # fmt: skip
+    print(f"| llama-cpp-python in-process | | | | {reference:.1f} | | | |")
     ours = rows["assistantd"]
     print("\n| target | value | met |\n|---|---:|---|")
     ratio = ours["busy_p95"] / ours["alone_p95"]

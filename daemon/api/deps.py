@@ -9,7 +9,9 @@ from fastapi import Depends, Request
 from assistantd.control.state import DaemonState
 
 
-def daemon_state(request: Request) -> DaemonState:
+async def daemon_state(request: Request) -> DaemonState:
+    """Async on purpose: FastAPI runs a plain `def` dependency on a worker thread, a thread
+    hop on every request for an attribute read."""
     state: DaemonState = request.app.state.daemon
     return state
 

@@ -120,8 +120,12 @@ class Guard:
                 return
             request_key.set(name)
 
+        if origin is None:  # not a browser: every streamed chunk skips one wrapper
+            await self.app(scope, receive, send)
+            return
+
         async def send_with_cors(message: Message) -> None:
-            if origin is not None and message["type"] == "http.response.start":
+            if message["type"] == "http.response.start":
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"Access-Control-Allow-Origin", origin.encode()),
