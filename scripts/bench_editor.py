@@ -186,13 +186,9 @@ def serving_cpu(before: dict[tuple[int, int], float], after: dict[tuple[int, int
     return sum(spent[THREADS:])
 
 
-def decode_rate(url: str, streams: int, tokens: int = 128) -> float:
-    """Aggregate decode tok/s of `streams` completions at once (count after the first token)."""
-    return decode_run(url, streams, tokens)[0]
-
-
-def decode_run(url: str, streams: int, tokens: int = 128) -> tuple[float, int]:
-    """decode_rate, and how many tokens were streamed."""
+def decode_rate(url: str, streams: int, tokens: int = 128) -> tuple[float, int]:
+    """Aggregate decode tok/s of `streams` completions at once (count after the first token),
+    and how many tokens were streamed."""
     results: list[tuple[float, float, int]] = []
 
     def one(i: int) -> None:
@@ -238,11 +234,11 @@ def measure(servers: list[Server], n: int) -> dict[str, dict[str, float]]:
             add(server, "chat", [chat.tok_s])
         for server in servers:
             cpu = thread_cpu(server)
-            rate, n_tokens = decode_run(server.url, 1)
+            rate, n_tokens = decode_rate(server.url, 1)
             add(server, "one", [rate])
             add(server, "serving_s", [serving_cpu(cpu, thread_cpu(server))])
             add(server, "streamed", [float(n_tokens)])
-            add(server, "four", [decode_rate(server.url, 4)])
+            add(server, "four", [decode_rate(server.url, 4)[0]])
     rows = {}
     for name, r in got.items():
         rows[name] = {

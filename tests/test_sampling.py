@@ -53,8 +53,10 @@ def test_the_argmax_is_the_greedy_samplers_token_at_every_step(smol) -> None:
 def test_a_chain_that_changes_the_logits_is_never_skipped(smol, sampling: Sampling) -> None:
     _, ctx, vocab, n_vocab = smol
     chain = build_chain(vocab, n_vocab, sampling)
+    greedy = build_chain(vocab, n_vocab, Sampling(temperature=0.0))
     try:
-        assert picker(ctx, n_vocab, chain, sampling).func is L.llama_sampler_sample  # type: ignore[attr-defined]
+        assert picker(ctx, n_vocab, chain).func is L.llama_sampler_sample  # type: ignore[attr-defined]
+        assert picker(ctx, n_vocab, greedy).func is argmax_token  # type: ignore[attr-defined]
     finally:
         L.llama_sampler_free(chain)
-    assert picker(ctx, n_vocab, None, Sampling(temperature=0.0)).func is argmax_token  # type: ignore[attr-defined]
+        L.llama_sampler_free(greedy)

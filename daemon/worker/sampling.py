@@ -77,17 +77,13 @@ def argmax_token(ctx, n_vocab: int, i: int) -> int:
     return int(np.ctypeslib.as_array(logits, shape=(n_vocab,)).argmax())
 
 
-def picker(ctx, n_vocab: int, chain, s: Sampling) -> Callable[[int], int]:
-    """The slot's token at output i: the chain's choice, or the argmax when the chain is a
-    plain greedy one (no grammar, bias or penalty changes the logits it would read)."""
-    plain = (
-        s.temperature <= 0
-        and not s.grammar
-        and not s.logit_bias
-        and s.repeat_penalty == 1.0
-        and s.presence_penalty == 0.0
-        and s.frequency_penalty == 0.0
-    )
-    if plain:
+def picker(ctx, n_vocab: int, chain) -> Callable[[int], int]:
+    """The slot's token at output i: the chain's choice, or the argmax when the chain
+    build_chain made holds the greedy sampler alone (nothing else changes the logits it
+    reads). Read from the chain itself, so a sampler build_chain adds later is never skipped."""
+    if (
+        L.llama_sampler_chain_n(chain) == 1
+        and L.llama_sampler_name(L.llama_sampler_chain_get(chain, 0)) == b"greedy"
+    ):
         return functools.partial(argmax_token, ctx, n_vocab)
     return functools.partial(L.llama_sampler_sample, chain, ctx)

@@ -229,7 +229,7 @@ class SlotEngine:
         rate = self._rates.get(job.req.kind)
         for i, s in enumerate(job.slots):
             s.job, s.idx, s.chain, s.n_gen, s.i_batch = job, i, job.chains[i], 0, -1
-            s.pick = picker(self._ctx, self.n_vocab, s.chain, job.req.sampling)
+            s.pick = picker(self._ctx, self.n_vocab, s.chain)
             s.spec = start_drafter(mode, prompt, rate, s.id, self.draft)
             s.drafts = []
             s.stream = TextStream(job.req.stop)
