@@ -19,6 +19,7 @@ import uvicorn
 
 from assistantd.api.admission import Admission
 from assistantd.api.app import create_app
+from assistantd.api.hand_over import ConnectionCapture
 from assistantd.control import device_loss, growth
 from assistantd.control.controller import Controller
 from assistantd.control.monitor import Monitor
@@ -120,7 +121,7 @@ class Lifecycle:
         app = create_app(self.state)
         app.router.lifespan_context = self._lifespan
         config = uvicorn.Config(
-            app,
+            ConnectionCapture(app),  # what api/hand_over.py hands to the worker
             host=self.settings.host,
             port=self.settings.port,
             # h11 writes header names as given, as llama-server does and its test suite checks

@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     queue_timeout_s: float = Field(
         300.0, gt=0, description="Longest a request waits for its turn or for the model to load."
     )
+    hand_over_streams: bool = Field(
+        True,
+        description="A streamed OpenAI answer's tokens are written to the client by the model "
+        "worker itself, not relayed through the daemon (less CPU per token; false relays).",
+    )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted (bytes)."
     )

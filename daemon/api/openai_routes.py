@@ -8,8 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.types import Scope
 
-from assistantd.api import openapi, shapes
+from assistantd.api import hand_over, openapi, shapes
 from assistantd.api.admission import Admission
 from assistantd.api.deps import State
 from assistantd.api.fim_prompt import split_fim
@@ -21,6 +22,7 @@ from assistantd.control.state import DaemonState
 from assistantd.control.stats import RequestRecord
 from assistantd.errors import UpstreamUnavailable
 from assistantd.vocab import GenerationKind, Outcome
+from assistantd.worker.protocol import HandOver
 
 Shape = Callable[[list[dict[str, Any]], dict[str, Any], str], dict[str, Any]]
 
@@ -28,13 +30,22 @@ router = APIRouter(prefix="/v1")
 
 
 async def _openai_stream(
-    gen: Generation, model_id: str, include_usage: bool, timings: bool = False
+    gen: Generation,
+    model_id: str,
+    include_usage: bool,
+    timings: bool = False,
+    scope: Scope | None = None,
 ) -> AsyncIterator[bytes]:
+    """The chunks, then usage and [DONE]. With `scope` the worker is handed the client's
+    socket once the first chunk is out, and writes the chunks that follow itself."""
     first: dict[str, Any] | None = None
     async for event in gen.events():
         chunk = shapes.restamp(event["data"], model_id)
-        first = first or chunk
         yield shapes.sse(chunk)
+        if first is None:
+            first = chunk
+            if scope is not None:  # the first chunk is written: the rest may follow it
+                gen.hand_over(hand_over.client_socket(scope))
     if include_usage and first is not None:
         last = shapes.usage_chunk(first, model_id, gen.end["usage"])
         if timings:  # llama-server's timings_per_token: the answer's timings ride along
@@ -53,16 +64,23 @@ async def _generation(
     body: ChatRequest | CompletionRequest,
     shape: Shape,
 ) -> Response:
-    gen = await opened(state, served, endpoint, kind, params)
     model_id = served.model_id
+    scope = request.scope if body.stream and _may_hand_over(state, request) else None
+    spec: HandOver | None = {"model": model_id, "keep_ids": False} if scope else None
+    gen = await opened(state, served, endpoint, kind, params, spec)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         timings = isinstance(body, ChatRequest) and body.timings_per_token
-        return sse_response(guarded(gen, _openai_stream(gen, model_id, include_usage, timings)))
+        stream = _openai_stream(gen, model_id, include_usage, timings, scope)
+        return sse_response(guarded(gen, stream))
     chunks = await collect(request, gen, model_id)
     if chunks is None:
         return Response(status_code=499)
     return JSONResponse(shape(chunks, gen.end, model_id))
+
+
+def _may_hand_over(state: DaemonState, request: Request) -> bool:
+    return state.settings.hand_over_streams and hand_over.possible(request.scope)
 
 
 def chat_params(served: Served, body: ChatRequest) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from assistantd.control.stats import RequestRecord
 from assistantd.errors import AssistantError, Unavailable, UpstreamUnavailable, WorkerFailed
 from assistantd.vocab import GenerationKind, Outcome
 from assistantd.worker.client import WorkerStream
-from assistantd.worker.protocol import priority_of
+from assistantd.worker.protocol import HandOver, priority_of
 
 _background: set[asyncio.Task[None]] = set()
 
@@ -95,9 +95,14 @@ class Generation:
         self._started_at: float | None = None  # when the worker was asked
         self.end: dict[str, Any] = {}
         self.id = uuid.uuid4().hex
+        self._hand_over_asked = False
+        self.handed_over = False  # the worker wrote the chunks to the client itself
 
-    async def open(self, kind: GenerationKind, params: dict[str, Any]) -> None:
-        """Wait for a turn and the first event, so errors become proper HTTP statuses."""
+    async def open(
+        self, kind: GenerationKind, params: dict[str, Any], hand_over: HandOver | None = None
+    ) -> None:
+        """Wait for a turn and the first event, so errors become proper HTTP statuses. With
+        `hand_over` (a local worker only), `hand_over` must be called after the first chunk."""
         try:
             if self._share is not None:
                 self._share.enter(self._key)  # over its share: 429, before any queue
@@ -108,7 +113,10 @@ class Generation:
             self._lease = await self._supervisor.lease(self._wait_timeout_s)
             self._started_at = time.perf_counter()
             self._queue_ms = (self._started_at - self._opened_at) * 1000
-            self._stream = await self._lease.client.open_generation(self.id, kind, params)
+            self._stream = await self._lease.client.open_generation(
+                self.id, kind, params, hand_over
+            )
+            self._hand_over_asked = hand_over is not None
             self._events = self._stream.events()
             self._first = await anext(self._events)
         except BaseException as exc:
@@ -132,6 +140,15 @@ class Generation:
                 if self._on_failure is not None:
                     self._on_failure(exc.message)  # counts against an upstream rung
                 raise
+
+    def hand_over(self, client: Any | None) -> None:
+        """After the first chunk of a generation opened with `hand_over`: the worker writes the
+        rest of the chunks to `client` (None: relay them), so the events that follow are the
+        end alone (api/hand_over.py)."""
+        if self._hand_over_asked and self._stream is not None and self._first is not None:
+            self._hand_over_asked = False
+            if self._first.get("type") == "chunk":
+                self.handed_over = self._stream.hand_over(client)
 
     def close(self, outcome: Outcome) -> None:
         """Give the turn back now; stop the worker and record the request in the background.
@@ -181,5 +198,6 @@ class Generation:
                 key=self._key,
                 draft_tokens=int(timings.get("draft_n", 0)) if timings else 0,
                 draft_accepted=int(timings.get("draft_n_accepted", 0)) if timings else 0,
+                handed_over=self.handed_over,
             )
         )

@@ -8,13 +8,10 @@ import math
 import struct
 from typing import Any
 
+from assistantd.worker.protocol import sse_event
+
 DONE = b"data: [DONE]\n\n"
-# One encoder for every event: json.dumps with any option builds a new encoder per call.
-_compact = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + _compact(payload).encode() + b"\n\n"
+sse = sse_event  # the worker writes handed-over chunks with the same function
 
 
 def restamp(chunk: dict[str, Any], model_id: str, keep_ids: bool = False) -> dict[str, Any]:

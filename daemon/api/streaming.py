@@ -22,7 +22,7 @@ from assistantd.control.served import Served
 from assistantd.control.state import DaemonState
 from assistantd.errors import AssistantError, InvalidRequest, PayloadTooLarge, UpstreamUnavailable
 from assistantd.vocab import GenerationKind, Outcome, Role
-from assistantd.worker.protocol import priority_of
+from assistantd.worker.protocol import HandOver, priority_of
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -86,11 +86,13 @@ async def opened(
     endpoint: str,
     kind: GenerationKind,
     params: dict[str, Any],
+    hand_over: HandOver | None = None,
 ) -> Generation:
     """A generation admitted to the worker's queue and started on it. The request's role
     (autocomplete for what the queue ranks first, else chat) may have upstreams in use: it is
     started on the first, and on the next rung (the local worker last) when one fails before
-    its first byte."""
+    its first byte. A local worker is asked to take over the client's socket after the first
+    chunk when `hand_over` is given (api/hand_over.py)."""
 
     def generation(admission: Admission, rung: Rung, **hooks: Any) -> Generation:
         return Generation(
@@ -117,7 +119,7 @@ async def opened(
                 rung.failed(exc.message)  # the next rung (the local worker last) answers
     gen = generation(served.admission, served.supervisor, on_decode_speed=served.observe_speed)
     with state.cores.first_token(served):  # other CPU workers yield to autocomplete
-        await gen.open(kind, params)  # a refusal is recorded by the generation itself
+        await gen.open(kind, params, hand_over)  # a refusal is recorded by the generation
     return gen
 
 

@@ -125,6 +125,11 @@ class Monitor:
             ["kind"],
             registry=self.registry,
         )
+        self._handed_over = Counter(
+            "assistantd_streams_handed_over",
+            "Streamed answers whose chunks the worker wrote to the client itself.",
+            registry=self.registry,
+        )
         self.shifts = Counter(
             "assistantd_shifts",
             "Model shifts by direction.",
@@ -167,6 +172,8 @@ class Monitor:
             if rec.ttft_ms is not None:
                 self._key_ttft.labels(rec.key).observe(rec.ttft_ms / 1000)
         self._queue.observe(rec.queue_ms / 1000)
+        if rec.handed_over:
+            self._handed_over.inc()
         if rec.outcome != "ok":
             return
         self._prompt_tokens.inc(rec.prompt_tokens)

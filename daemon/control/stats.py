@@ -25,6 +25,7 @@ class RequestRecord:
     key: str | None = None  # the API key's name (never the key)
     draft_tokens: int = 0  # speculative decoding: tokens guessed, and those the model kept
     draft_accepted: int = 0
+    handed_over: bool = False  # a stream whose chunks the worker wrote to the client itself
     at: float = field(default_factory=time.time)
 
 

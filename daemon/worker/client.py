@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from assistantd.errors import ReportedError, WorkerFailed
 from assistantd.vocab import GenerationKind
 from assistantd.worker import hold
 from assistantd.worker.hold import HoldFlag
-from assistantd.worker.protocol import GenerateRequest
+from assistantd.worker.protocol import HAND_OVER, KEEP_RELAYING, GenerateRequest, HandOver
 
 _DIED = (
     "the model worker stopped while answering this request; it is being restarted, "
@@ -68,10 +70,17 @@ class WorkerClient:
             self._hold.hold(seconds)
 
     async def open_generation(
-        self, request_id: str, kind: GenerationKind, params: dict[str, Any]
+        self,
+        request_id: str,
+        kind: GenerationKind,
+        params: dict[str, Any],
+        hand_over: HandOver | None = None,
     ) -> WorkerStream:
-        """Start a generation; read its events from the returned stream, then close it."""
+        """Start a generation; read its events from the returned stream, then close it. With
+        `hand_over`, the stream's `hand_over` must be called after the first chunk."""
         body: GenerateRequest = {"id": request_id, "kind": kind, "params": params}
+        if hand_over is not None:
+            body["hand_over"] = hand_over
         data = json.dumps(body).encode()
         head = (
             b"POST /generate HTTP/1.1\r\nHost: worker\r\nContent-Type: application/json\r\n"
@@ -150,6 +159,20 @@ class WorkerStream:
         except (OSError, ValueError):  # ValueError: a line past _LINE_LIMIT
             raise WorkerFailed(_DIED) from None
         raise WorkerFailed(_DIED)
+
+    def hand_over(self, client: Any | None) -> bool:
+        """The worker's word after the first chunk: write the chunks to `client` (a socket;
+        its descriptor is sent along) or keep relaying them here (None, or it failed)."""
+        if client is not None:
+            ours = self._writer.get_extra_info("socket")
+            try:
+                with socket.socket(fileno=os.dup(ours.fileno())) as raw:
+                    socket.send_fds(raw, [HAND_OVER], [client.fileno()])
+                return True
+            except OSError:
+                pass  # nothing was sent: relaying is still the way
+        self._writer.write(KEEP_RELAYING)
+        return False
 
     async def finish(self) -> dict[str, Any] | None:
         """Stop decoding if still running; return the worker's end event, if it has one."""

@@ -123,10 +123,35 @@ def ndjson(event: Event) -> bytes:
     return json.dumps(event).encode() + b"\n"
 
 
+# One encoder for every event: json.dumps with any option builds a new encoder per call.
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def sse_event(payload: dict[str, Any]) -> bytes:
+    """One server-sent event, byte for byte the same whether the daemon or the worker
+    writes it to the client."""
+    return b"data: " + _compact(payload).encode() + b"\n\n"
+
+
+class HandOver(TypedDict):
+    """Asked with a streamed OpenAI answer (api/hand_over.py): after the first chunk the
+    worker waits for the daemon's word. HAND_OVER with the client's socket attached (the
+    worker then writes the chunks to the client itself, as HTTP/1.1 chunks, stamped with
+    `model`), or KEEP_RELAYING."""
+
+    model: str
+    keep_ids: bool
+
+
+HAND_OVER = b"H"
+KEEP_RELAYING = b"R"
+
+
 class GenerateRequest(TypedDict):
     id: str
     kind: GenerationKind
     params: dict[str, Any]
+    hand_over: NotRequired[HandOver]
 
 
 class CancelReply(TypedDict):

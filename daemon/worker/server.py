@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import ctypes
 import gc
 import json
@@ -21,6 +20,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from socketserver import ThreadingUnixStreamServer
@@ -38,7 +38,6 @@ from assistantd.worker.protocol import (
     ErrorEvent,
     Event,
     GenerateRequest,
-    ndjson,
 )
 from assistantd.worker.socket_events import SocketEvents
 from assistantd.worker.speculation import MODES
@@ -156,42 +155,24 @@ class Handler(BaseHTTPRequestHandler):
             self._reply({"message": "not found"}, 404)
 
     def _generate(self, state: WorkerState, body: GenerateRequest) -> None:
-        """Many of these run at once, one per handler thread; the slot engine batches them."""
+        """Many of these run at once, one per handler thread; the slot engine batches them.
+        Events are written by the engine thread where it shapes them (shapes_inline), else by
+        a thread that reads them off the engine's queue; this thread writes only what the
+        socket could not take at once, and reads the daemon's word on a hand-over."""
         gen = state.register(body["id"])
         self.send_response(200)
         self.send_header("Content-Type", "application/x-ndjson")
         self.send_header("Connection", "close")  # the body ends when the stream closes
         self.end_headers()
+        self.wfile.flush()
         self.close_connection = True
-        if state.engine.shapes_inline:
-            self._generate_inline(state, body, gen)
-            return
-        events = state.engine.generate(body["kind"], body["params"], gen.stop)
-        writing = True
+        out = SocketEvents(self.connection, gen.stop, _error_event, body.get("hand_over"))
         try:
-            for event in events:
-                if event["type"] == "end":
-                    gen.end = cast(EndEvent, event)
-                if writing:
-                    try:
-                        self._send_event(event)
-                    except OSError:
-                        gen.stop.set()  # the daemon hung up: stop decoding, keep the count
-                        writing = False
-        except BaseException as exc:  # reported to the daemon, never swallowed
-            if writing:
-                with contextlib.suppress(OSError):
-                    self._send_event(_error_event(exc))
-        finally:
-            events.close()
-            gen.done.set()
-
-    def _generate_inline(self, state: WorkerState, body: GenerateRequest, gen: _Generation) -> None:
-        """The engine thread shapes and writes the events (event_sink.py); this thread
-        writes only what the socket could not take at once."""
-        out = SocketEvents(self.connection, gen.stop.set, _error_event)
-        try:
-            state.engine.generate_into(body["kind"], body["params"], gen.stop, out)
+            if state.engine.shapes_inline:
+                state.engine.generate_into(body["kind"], body["params"], gen.stop, out)
+            else:
+                events = state.engine.generate(body["kind"], body["params"], gen.stop)
+                threading.Thread(target=_pump, args=(events, out), daemon=True).start()
         except BaseException as exc:  # refused before any token: reported, never swallowed
             out.fail(exc)
         try:
@@ -200,9 +181,18 @@ class Handler(BaseHTTPRequestHandler):
             gen.end = out.end
             gen.done.set()
 
-    def _send_event(self, event: Event) -> None:
-        self.wfile.write(ndjson(event))
-        self.wfile.flush()
+
+def _pump(events: Iterator[Event], out: SocketEvents) -> None:
+    """The engine's queued events into `out`, as the engine thread would hand them."""
+    try:
+        for event in events:
+            out.send(event)
+    except BaseException as exc:  # reported to the daemon, never swallowed
+        out.fail(exc)
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
 
 
 class _Server(ThreadingUnixStreamServer):
