@@ -9,9 +9,11 @@ import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
+import openai
 import pytest
 
 from assistantd.worker.protocol import HAND_OVER, KEEP_RELAYING, Event, HandOver
@@ -72,7 +74,7 @@ def wires() -> Iterator[tuple[socket.socket, socket.socket, socket.socket, socke
 def test_after_the_handover_chunks_go_to_the_client_and_the_end_to_the_daemon(wires) -> None:
     worker_end, daemon_end, server, client = wires
     stop = threading.Event()
-    out = SocketEvents(worker_end, stop, _error_event, SPEC)
+    out = SocketEvents(worker_end, stop.set, _error_event, SPEC)
     handler = threading.Thread(target=out.run)
     handler.start()
     out.send(_chunk(0))
@@ -99,7 +101,7 @@ def test_after_the_handover_chunks_go_to_the_client_and_the_end_to_the_daemon(wi
 
 def test_a_daemon_that_keeps_relaying_gets_everything_in_order(wires) -> None:
     worker_end, daemon_end, _, _ = wires
-    out = SocketEvents(worker_end, threading.Event(), _error_event, SPEC)
+    out = SocketEvents(worker_end, lambda: None, _error_event, SPEC)
     handler = threading.Thread(target=out.run)
     handler.start()
     for i in range(50):
@@ -114,15 +116,15 @@ def test_a_daemon_that_keeps_relaying_gets_everything_in_order(wires) -> None:
     assert events[-1]["type"] == "end" and not out.handed_over
 
 
-def test_a_generation_stopped_before_the_daemon_answers_is_relayed(wires) -> None:
+def test_a_generation_cancelled_before_the_daemon_answers_is_relayed(wires) -> None:
     worker_end, daemon_end, _, _ = wires
-    stop = threading.Event()
-    out = SocketEvents(worker_end, stop, _error_event, SPEC)
+    cancelled = threading.Event()
+    out = SocketEvents(worker_end, lambda: None, _error_event, SPEC, cancelled)
     handler = threading.Thread(target=out.run)
     handler.start()
     out.send(_chunk(0))
     out.send(_chunk(1))
-    stop.set()  # the daemon cancelled: its word will never come
+    cancelled.set()  # the daemon cancelled: its word will never come
     out.send({"type": "end", "finish_reason": "cancelled"})
     handler.join(30)
     assert not handler.is_alive()
@@ -133,12 +135,15 @@ def test_a_generation_stopped_before_the_daemon_answers_is_relayed(wires) -> Non
 def test_a_client_that_hangs_up_stops_the_generation_and_the_daemon_gets_the_end(wires) -> None:
     worker_end, daemon_end, server, client = wires
     stop = threading.Event()
-    out = SocketEvents(worker_end, stop, _error_event, SPEC)
+    out = SocketEvents(worker_end, stop.set, _error_event, SPEC)
     handler = threading.Thread(target=out.run)
     handler.start()
     out.send(_chunk(0))
     daemon_end.recv(65536)
     socket.send_fds(daemon_end, [HAND_OVER], [server.fileno()])
+    deadline = time.monotonic() + 10
+    while not out.handed_over and time.monotonic() < deadline:
+        time.sleep(0.01)
     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     client.close()  # reset: the next write fails
     for i in range(1, 2000):
@@ -208,3 +213,20 @@ def test_a_connection_is_reused_after_handed_over_streams(smol: Daemon) -> None:
         whole = http.post("/chat/completions", json={**body, "stream": False}).json()
     assert texts == [whole["choices"][0]["message"]["content"]] * 3
     assert _handed_over(smol) == before + 3
+
+
+def test_a_worker_whose_handler_threads_shape_the_events_hands_over_too(
+    start_daemon, models
+) -> None:
+    """One decode thread on 2 cores: events come off the engine's queue on a thread of their
+    own (as beside a GPU), and the engine marks the answer stopped once it is complete."""
+    daemon = start_daemon(models["smollm2"], ASSISTANT_THREADS="1")
+    api = openai.OpenAI(base_url=daemon.v1, api_key="x", max_retries=0, timeout=60)
+    model = api.models.list().data[0].id
+    ask = {"model": model, "prompt": "1, 2, 3, 4,", "max_tokens": 16, "temperature": 0}
+    whole = api.completions.create(**ask).choices[0].text
+    for _ in range(3):
+        chunks = list(api.completions.create(**ask, stream=True))
+        assert "".join(c.choices[0].text for c in chunks) == whole
+        assert chunks[-1].choices[0].finish_reason == "length"
+    assert _handed_over(daemon) == 3

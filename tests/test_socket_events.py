@@ -33,7 +33,7 @@ def _read_all(sock: socket.socket) -> list[dict[str, Any]]:
 def test_what_the_socket_cannot_take_waits_for_the_handler_thread_in_order() -> None:
     ours, theirs = _pair()
     stopped = threading.Event()
-    out = SocketEvents(ours, stopped, _error_event)
+    out = SocketEvents(ours, stopped.set, _error_event)
     text = "x" * 150
 
     def engine() -> None:
@@ -57,7 +57,7 @@ def test_what_the_socket_cannot_take_waits_for_the_handler_thread_in_order() -> 
 def test_a_reader_that_hangs_up_stops_the_generation() -> None:
     ours, theirs = _pair()
     stopped = threading.Event()
-    out = SocketEvents(ours, stopped, _error_event)
+    out = SocketEvents(ours, stopped.set, _error_event)
     theirs.close()
     out.send({"type": "chunk", "data": {}})
     assert stopped.is_set()
@@ -72,7 +72,7 @@ def _generate(engine: Engine, body: dict[str, Any], inline: bool) -> list[dict[s
         except InvalidRequest as exc:
             return [dict(_error_event(exc))]
     ours, theirs = socket.socketpair()
-    out = SocketEvents(ours, threading.Event(), _error_event)
+    out = SocketEvents(ours, lambda: None, _error_event)
     try:
         engine.generate_into("chat", body, threading.Event(), out)
     except InvalidRequest as exc:

@@ -41,6 +41,8 @@ class ConnectionCapture:
 
 def possible(scope: Scope) -> bool:
     """Whether this request's response could be handed over at all (asked at the start)."""
+    if not hasattr(socket, "send_fds"):  # descriptors pass over Unix sockets only
+        return False
     return _KEY in (scope.get("extensions") or {}) and scope.get("http_version") == "1.1"
 
 

@@ -19,6 +19,7 @@ import httpx
 
 from assistantd.errors import UpstreamUnavailable, WorkerFailed
 from assistantd.vocab import GenerationKind
+from assistantd.worker.protocol import HandOver
 
 UPSTREAM_KINDS = ("chat", "completion")  # generations an OpenAI-compatible server takes
 FIRST_BYTE_TIMEOUT_S = 30.0
@@ -100,7 +101,11 @@ class UpstreamClient:
         return {"data": vectors, "prompt_tokens": tokens}
 
     async def open_generation(
-        self, request_id: str, kind: GenerationKind, params: dict[str, Any]
+        self,
+        request_id: str,
+        kind: GenerationKind,
+        params: dict[str, Any],
+        hand_over: HandOver | None = None,  # never asked of an upstream: its answer is relayed
     ) -> UpstreamStream:
         if kind not in UPSTREAM_KINDS:
             raise UpstreamUnavailable(f"{kind} is not sent upstream")

@@ -12,13 +12,13 @@ import threading
 
 from assistantd.worker.protocol import HAND_OVER, ChunkEvent, HandOver, sse_event
 
-_POLL_MS = 100  # how often a wait looks at the generation's stop flag
+_POLL_MS = 100  # how often a wait looks whether the daemon cancelled
 
 
 class ClientBody:
     """Chunks framed as the daemon's HTTP/1.1 server frames them (chunked transfer coding).
     The socket is the daemon's, non-blocking (the flag is shared with the daemon's copy), so
-    a blocking write here waits with poll and gives up when the generation is stopped."""
+    a blocking write here waits with poll and gives up when the daemon cancels."""
 
     def __init__(self, sock: socket.socket, spec: HandOver) -> None:
         self.sock = sock
@@ -35,14 +35,14 @@ class ClientBody:
         body = sse_event(data)
         return b"%x\r\n%b\r\n" % (len(body), body)
 
-    def send_all(self, data: bytes, stop: threading.Event) -> None:
-        """Write all of `data`; OSError when the client is gone or the generation stopped."""
+    def send_all(self, data: bytes, cancelled: threading.Event) -> None:
+        """Write all of `data`; OSError when the client is gone or the daemon cancelled."""
         poller = select.poll()
         poller.register(self.sock, select.POLLOUT)
         view = memoryview(data)
         while view:
-            if stop.is_set():
-                raise OSError("the generation was stopped")
+            if cancelled.is_set():
+                raise OSError("the daemon cancelled the generation")
             try:
                 view = view[self.sock.send(view, socket.MSG_DONTWAIT) :]
             except BlockingIOError:
@@ -53,13 +53,13 @@ class ClientBody:
 
 
 def wait_for_hand_over(
-    daemon: socket.socket, spec: HandOver, stop: threading.Event
+    daemon: socket.socket, spec: HandOver, cancelled: threading.Event
 ) -> ClientBody | None:
     """The daemon's word after the first chunk: the client's socket, or None to keep relaying
-    (also when it hung up or the generation was stopped meanwhile)."""
+    (also when it hung up or cancelled the generation meanwhile)."""
     poller = select.poll()
     poller.register(daemon, select.POLLIN)
-    while not stop.is_set():
+    while not cancelled.is_set():
         if not poller.poll(_POLL_MS):
             continue
         try:

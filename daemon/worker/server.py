@@ -71,7 +71,8 @@ class _Generation:
     """Book-keeping for one generation: its stop flag, and its end event once done."""
 
     def __init__(self) -> None:
-        self.stop = threading.Event()
+        self.stop = threading.Event()  # the engine's: also set when the answer is complete
+        self.cancelled = threading.Event()  # the daemon's cancel alone
         self.done = threading.Event()
         self.end: EndEvent | None = None
 
@@ -134,6 +135,7 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path.startswith("/cancel/"):
             gen = state.find(self.path.removeprefix("/cancel/"))
             if gen is not None:
+                gen.cancelled.set()
                 gen.stop.set()
                 gen.done.wait(10.0)
             self._reply({"cancelled": gen is not None, "end": gen.end if gen else None})
@@ -166,7 +168,9 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         self.close_connection = True
-        out = SocketEvents(self.connection, gen.stop, _error_event, body.get("hand_over"))
+        out = SocketEvents(
+            self.connection, gen.stop.set, _error_event, body.get("hand_over"), gen.cancelled
+        )
         try:
             if state.engine.shapes_inline:
                 state.engine.generate_into(body["kind"], body["params"], gen.stop, out)

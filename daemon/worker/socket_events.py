@@ -27,12 +27,15 @@ class SocketEvents:
     def __init__(
         self,
         sock: socket.socket,
-        stop: threading.Event,
+        hang_up: Callable[[], None],
         error_event: Callable[[BaseException], ErrorEvent],
         hand_over: HandOver | None = None,
+        cancelled: threading.Event | None = None,
     ) -> None:
         self._sock = sock
-        self._stop = stop  # set: the decoding stops (nobody reads it any more)
+        self._hang_up = hang_up  # stops the decoding: nobody reads it any more
+        # The daemon's cancel: a wait for its word, or on a client that does not read, ends.
+        self._cancelled = cancelled or threading.Event()
         self._error_event = error_event
         self._hand_over = hand_over  # asked for, and the first chunk not out yet
         self._client: ClientBody | None = None
@@ -105,7 +108,7 @@ class SocketEvents:
         else:
             self._broken = True
             self._waiting.clear()
-        self._stop.set()
+        self._hang_up()
 
     def run(self) -> None:
         """Write what waits until the last event is out (on the handler thread)."""
@@ -140,7 +143,7 @@ class SocketEvents:
     def _decide(self) -> None:
         """Wait for the daemon's word; then what was held goes where it says."""
         assert self._hand_over is not None
-        client = wait_for_hand_over(self._sock, self._hand_over, self._stop)
+        client = wait_for_hand_over(self._sock, self._hand_over, self._cancelled)
         with self._lock:
             self._client = client
             held, self._held, self._hand_over = self._held or [], None, None
@@ -153,7 +156,7 @@ class SocketEvents:
         to_client, data = item
         try:
             if to_client and self._client is not None:
-                self._client.send_all(data, self._stop)
+                self._client.send_all(data, self._cancelled)
             else:
                 self._sock.sendall(data)
         except OSError:
