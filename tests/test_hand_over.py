@@ -21,7 +21,7 @@ from assistantd.worker.server import _error_event
 from assistantd.worker.socket_events import SocketEvents
 from tests.support.daemons import Daemon
 
-SPEC: HandOver = {"model": "served-id", "keep_ids": False}
+SPEC: HandOver = {"model": "served-id", "shape": "openai", "post_sampling_probs": False}
 
 
 def _chunk(i: int) -> Event:
@@ -158,13 +158,13 @@ def test_a_client_that_hangs_up_stops_the_generation_and_the_daemon_gets_the_end
     assert [e["type"] for e in _lines(_read_until_closed(daemon_end))] == ["end"]
 
 
-def _raw_stream(daemon: Daemon, body: dict, version: str) -> bytes:
+def _raw_stream(daemon: Daemon, body: dict, version: str, path: str = "/v1/completions") -> bytes:
     """The response body as the bytes on the wire, over a plain socket."""
     data = json.dumps({**body, "stream": True}).encode()
     port = int(daemon.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         sock.sendall(
-            f"POST /v1/completions HTTP/{version}\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"POST {path} HTTP/{version}\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
             + data
         )
@@ -196,6 +196,29 @@ def test_a_handed_over_stream_has_the_bytes_a_relayed_one_has(smol: Daemon) -> N
 
     assert same(handed) == same(relayed)
     assert handed.count(b"data: ") > 20 and handed.endswith(b"data: [DONE]\n\n")
+
+
+def test_llama_servers_pieces_handed_over_are_the_relayed_ones(smol: Daemon) -> None:
+    """llama-server's own /completion (Continue's llama.cpp provider): its pieces with token
+    ids and post-sampling probabilities, then the final answer from the end event alone."""
+    body = {"prompt": "def add(a, b):", "n_predict": 24, "temperature": 0, "n_probs": 2,
+            "post_sampling_probs": True, "cache_prompt": False}  # fmt: skip
+    before = _handed_over(smol)
+    relayed = _raw_stream(smol, body, "1.0", "/completion")
+    handed = _raw_stream(smol, body, "1.1", "/completion")
+    assert _handed_over(smol) == before + 1
+
+    def events(data: bytes) -> list[dict]:
+        out = [json.loads(line[6:]) for line in data.split(b"\n\n") if line.startswith(b"data: ")]
+        for event in out:  # clocks differ per answer
+            event.pop("timings", None)
+        return out
+
+    assert events(handed) == events(relayed)
+    pieces = events(handed)
+    assert len(pieces) == 25 and all(len(p["tokens"]) == 1 for p in pieces[:-1])
+    assert pieces[1]["completion_probabilities"][0]["prob"] > 0  # post-sampling, not logprob
+    assert pieces[-1]["stop"] is True and pieces[-1]["stop_type"] == "limit"
 
 
 def test_a_connection_is_reused_after_handed_over_streams(smol: Daemon) -> None:

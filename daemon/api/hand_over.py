@@ -17,9 +17,11 @@ Anything else (a test client, TLS, HTTP/1.0) keeps relaying."""
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, Literal
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from assistantd.worker.protocol import HandOver
 
 _KEY = "assistantd.connection"
 
@@ -39,11 +41,20 @@ class ConnectionCapture:
         await self.app(scope, receive, send)
 
 
-def possible(scope: Scope) -> bool:
-    """Whether this request's response could be handed over at all (asked at the start)."""
-    if not hasattr(socket, "send_fds"):  # descriptors pass over Unix sockets only
-        return False
-    return _KEY in (scope.get("extensions") or {}) and scope.get("http_version") == "1.1"
+def asked(
+    scope: Scope,
+    enabled: bool,
+    model: str,
+    shape: Literal["openai", "llama"],
+    post_sampling_probs: bool = False,
+) -> HandOver | None:
+    """What to ask the worker for with a streamed answer of one choice, or None where this
+    response can never be handed over (the generation is then relayed without a pause)."""
+    if not enabled or not hasattr(socket, "send_fds"):  # descriptors pass on Unix sockets
+        return None
+    if _KEY not in (scope.get("extensions") or {}) or scope.get("http_version") != "1.1":
+        return None
+    return {"model": model, "shape": shape, "post_sampling_probs": post_sampling_probs}
 
 
 def client_socket(scope: Scope) -> Any | None:

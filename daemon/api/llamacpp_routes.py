@@ -12,8 +12,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
+from starlette.types import Scope
 
-from assistantd.api import openapi, shapes
+from assistantd.api import hand_over, openapi, shapes
 from assistantd.api.deps import State
 from assistantd.api.llamacpp_schemas import InfillRequest, NativeCompletion
 from assistantd.api.proxy import Generation
@@ -27,7 +28,7 @@ from assistantd.api.streaming import (
 )
 from assistantd.control.state import DaemonState
 from assistantd.errors import InvalidRequest, TurnedOff
-from assistantd.worker.protocol import SAMPLING_KEYS, Sampling
+from assistantd.worker.protocol import SAMPLING_KEYS, HandOver, Sampling
 
 router = APIRouter()
 
@@ -47,8 +48,11 @@ _INFILL_KEYS = {
 
 
 async def _infill_stream(
-    gen: Generation, model_id: str, settings: dict[str, Any]
+    gen: Generation, model_id: str, settings: dict[str, Any], scope: Scope | None = None
 ) -> AsyncIterator[bytes]:
+    """llama-server's pieces, then its final answer. With `scope` the worker is handed the
+    client's socket once the first chunk is out, and writes the pieces that follow itself
+    (the final answer needs only the end event for one choice)."""
     chunks: list[dict[str, Any]] = []
     post = bool(settings.get("post_sampling_probs"))
     async for event in gen.events():
@@ -56,8 +60,20 @@ async def _infill_stream(
         piece = shapes.infill_piece(event["data"], post)
         if piece is not None:
             yield shapes.sse(piece)
+        if scope is not None:  # the first chunk is written (the headers went before it)
+            gen.hand_over(hand_over.client_socket(scope))
+            scope = None
     for result in shapes.infill_results(chunks, gen.end, model_id, settings, streamed=True):
         yield shapes.sse(result)
+
+
+def _asked(
+    request: Request, state: DaemonState, stream: bool, model_id: str, settings: dict[str, Any]
+) -> HandOver | None:
+    """The hand-over a streamed answer of one choice asks for (api/hand_over.py)."""
+    enabled = stream and state.settings.hand_over_streams
+    post = bool(settings.get("post_sampling_probs"))
+    return hand_over.asked(request.scope, enabled, model_id, "llama", post)
 
 
 def _generation_settings(body: InfillRequest, n_ctx: int) -> dict[str, Any]:
@@ -88,11 +104,13 @@ async def infill(request: Request, state: State) -> Response:
     params["max_tokens"] = served.check_limit(body.token_limit, "n_predict")
     params["n"] = body.n_cmpl
     settings = _generation_settings(body, served.n_ctx)
-    gen = await opened(state, served, "infill", "infill", params)
     model_id = served.model_id
+    spec = _asked(request, state, body.stream and body.n_cmpl == 1, model_id, settings)
+    gen = await opened(state, served, "infill", "infill", params, spec)
     if body.stream:
+        scope = request.scope if spec else None
         return ClosingStreamingResponse(
-            guarded(gen, _infill_stream(gen, model_id, settings)),
+            guarded(gen, _infill_stream(gen, model_id, settings, scope)),
             media_type="text/event-stream",
         )
     chunks = await collect(request, gen, model_id, keep_ids=True)
@@ -176,11 +194,14 @@ async def _complete(
     settings = {"n_ctx": served.n_ctx, "n_predict": body.n_predict, "seed": body.seed or -1}
     if body.post_sampling_probs:
         settings["post_sampling_probs"] = True
-    gen = await opened(state, served, "completion", "completion", params)
     model_id = served.model_id
+    spec = _asked(request, state, body.stream, model_id, settings)
+    gen = await opened(state, served, "completion", "completion", params, spec)
     if body.stream:
+        scope = request.scope if spec else None
         return ClosingStreamingResponse(
-            guarded(gen, _infill_stream(gen, model_id, settings)), media_type="text/event-stream"
+            guarded(gen, _infill_stream(gen, model_id, settings, scope)),
+            media_type="text/event-stream",
         )
     chunks = await collect(request, gen, model_id, keep_ids=True)
     if chunks is None:

@@ -22,7 +22,6 @@ from assistantd.control.state import DaemonState
 from assistantd.control.stats import RequestRecord
 from assistantd.errors import UpstreamUnavailable
 from assistantd.vocab import GenerationKind, Outcome
-from assistantd.worker.protocol import HandOver
 
 Shape = Callable[[list[dict[str, Any]], dict[str, Any], str], dict[str, Any]]
 
@@ -65,8 +64,9 @@ async def _generation(
     shape: Shape,
 ) -> Response:
     model_id = served.model_id
-    scope = request.scope if body.stream and _may_hand_over(state, request) else None
-    spec: HandOver | None = {"model": model_id, "keep_ids": False} if scope else None
+    enabled = body.stream and state.settings.hand_over_streams
+    spec = hand_over.asked(request.scope, enabled, model_id, "openai")
+    scope = request.scope if spec else None
     gen = await opened(state, served, endpoint, kind, params, spec)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -77,10 +77,6 @@ async def _generation(
     if chunks is None:
         return Response(status_code=499)
     return JSONResponse(shape(chunks, gen.end, model_id))
-
-
-def _may_hand_over(state: DaemonState, request: Request) -> bool:
-    return state.settings.hand_over_streams and hand_over.possible(request.scope)
 
 
 def chat_params(served: Served, body: ChatRequest) -> dict[str, Any]:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import struct
 from typing import Any
 
+from assistantd.worker.client_body import as_probs, infill_piece
 from assistantd.worker.protocol import sse_event
 
 DONE = b"data: [DONE]\n\n"
 sse = sse_event  # the worker writes handed-over chunks with the same function
+__all__ = ["as_probs", "infill_piece", "sse"]  # shaped alike by the worker (client_body.py)
 
 
 def restamp(chunk: dict[str, Any], model_id: str, keep_ids: bool = False) -> dict[str, Any]:
@@ -139,29 +140,6 @@ def text_completion(
         ],
         "usage": end.get("usage"),
     }
-
-
-def infill_piece(chunk: dict[str, Any], post_sampling: bool = False) -> dict[str, Any] | None:
-    """A streamed llama-server piece, or None for a chunk that says nothing (a finish)."""
-    choice = chunk["choices"][0]
-    text, ids = _text_of(chunk), choice.get("token_ids") or []
-    if not text and not ids and not choice.get("logprobs"):
-        return None
-    piece = {"index": choice.get("index", 0), "content": text, "tokens": ids, "stop": False}
-    if choice.get("logprobs"):
-        entries = choice["logprobs"].get("content", [])
-        piece["completion_probabilities"] = as_probs(entries) if post_sampling else entries
-    return piece
-
-
-def as_probs(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """llama-server's `post_sampling_probs` form: probabilities, not log-probabilities."""
-
-    def prob(entry: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in entry.items() if k not in ("logprob", "top_logprobs")}
-        return out | {"prob": math.exp(entry["logprob"])}
-
-    return [prob(e) | {"top_probs": [prob(t) for t in e.get("top_logprobs", [])]} for e in entries]
 
 
 def infill_results(

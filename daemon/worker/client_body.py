@@ -5,10 +5,12 @@ the decode threads, and each event it was sent woke it on the engine thread's ow
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import socket
 import threading
+from typing import Any
 
 from assistantd.worker.protocol import HAND_OVER, ChunkEvent, HandOver, sse_event
 
@@ -23,16 +25,23 @@ class ClientBody:
     def __init__(self, sock: socket.socket, spec: HandOver) -> None:
         self.sock = sock
         self._model = spec["model"]
-        self._keep_ids = spec["keep_ids"]
+        self._llama = spec["shape"] == "llama"
+        self._post_sampling = spec["post_sampling_probs"]
 
-    def frame(self, event: ChunkEvent) -> bytes:
-        """The bytes the daemon would have written for this chunk (shapes.restamp, sse)."""
+    def frame(self, event: ChunkEvent) -> bytes | None:
+        """The bytes the daemon would have written for this chunk (None: none): OpenAI's
+        chunk (shapes.restamp) or llama-server's piece (infill_piece), as an SSE event."""
         data = event["data"]
-        data["model"] = self._model
-        if not self._keep_ids:
+        if self._llama:
+            piece = infill_piece(data, self._post_sampling)
+            if piece is None:
+                return None
+            body = sse_event(piece)
+        else:
+            data["model"] = self._model
             for choice in data["choices"]:
                 choice.pop("token_ids", None)
-        body = sse_event(data)
+            body = sse_event(data)
         return b"%x\r\n%b\r\n" % (len(body), body)
 
     def send_all(self, data: bytes, cancelled: threading.Event) -> None:
@@ -72,3 +81,27 @@ def wait_for_hand_over(
             os.close(fd)
         return None
     return None
+
+
+def infill_piece(chunk: dict[str, Any], post_sampling: bool = False) -> dict[str, Any] | None:
+    """A streamed llama-server piece, or None for a chunk that says nothing (a finish)."""
+    choice = chunk["choices"][0]
+    text = (choice["delta"].get("content") if "delta" in choice else choice.get("text")) or ""
+    ids = choice.get("token_ids") or []
+    if not text and not ids and not choice.get("logprobs"):
+        return None
+    piece = {"index": choice.get("index", 0), "content": text, "tokens": ids, "stop": False}
+    if choice.get("logprobs"):
+        entries = choice["logprobs"].get("content", [])
+        piece["completion_probabilities"] = as_probs(entries) if post_sampling else entries
+    return piece
+
+
+def as_probs(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """llama-server's `post_sampling_probs` form: probabilities, not log-probabilities."""
+
+    def prob(entry: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in entry.items() if k not in ("logprob", "top_logprobs")}
+        return out | {"prob": math.exp(entry["logprob"])}
+
+    return [prob(e) | {"top_probs": [prob(t) for t in e.get("top_logprobs", [])]} for e in entries]

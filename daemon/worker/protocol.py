@@ -134,13 +134,14 @@ def sse_event(payload: dict[str, Any]) -> bytes:
 
 
 class HandOver(TypedDict):
-    """Asked with a streamed OpenAI answer (api/hand_over.py): after the first chunk the
-    worker waits for the daemon's word. HAND_OVER with the client's socket attached (the
-    worker then writes the chunks to the client itself, as HTTP/1.1 chunks, stamped with
-    `model`), or KEEP_RELAYING."""
+    """Asked with a streamed answer of one choice (api/hand_over.py): after the first chunk
+    the worker waits for the daemon's word. HAND_OVER with the client's socket attached (the
+    worker then writes the chunks to the client itself, as HTTP/1.1 chunks in the door's
+    `shape`: OpenAI's stamped with `model`, or llama-server's pieces), or KEEP_RELAYING."""
 
     model: str
-    keep_ids: bool
+    shape: Literal["openai", "llama"]
+    post_sampling_probs: bool  # llama-server's pieces: probabilities, not log-probabilities
 
 
 HAND_OVER = b"H"

@@ -84,7 +84,8 @@ class SocketEvents:
     def _encode(self, event: Event) -> _Item | None:
         if event["type"] != "chunk" or self._client is None:
             return False, ndjson(event)
-        return None if self._client_gone else (True, self._client.frame(event))
+        data = None if self._client_gone else self._client.frame(event)
+        return None if data is None else (True, data)
 
     def _send_now(self, item: _Item) -> None:
         to_client, data = item
