@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -166,7 +165,7 @@ class WorkerStream:
         if client is not None:
             ours = self._writer.get_extra_info("socket")
             try:
-                with socket.socket(fileno=os.dup(ours.fileno())) as raw:
+                with socket.fromfd(ours.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as raw:
                     socket.send_fds(raw, [HAND_OVER], [client.fileno()])
                 return True
             except OSError:
