@@ -71,12 +71,20 @@ def wires() -> Iterator[tuple[socket.socket, socket.socket, socket.socket, socke
         sock.close()
 
 
+def _writing(
+    worker_end: socket.socket, hang_up=lambda: None, cancelled: threading.Event | None = None
+) -> tuple[SocketEvents, threading.Thread]:
+    """A generation's events asking for a hand-over, its handler thread writing them."""
+    out = SocketEvents(worker_end, hang_up, _error_event, SPEC, cancelled)
+    handler = threading.Thread(target=out.run)
+    handler.start()
+    return out, handler
+
+
 def test_after_the_handover_chunks_go_to_the_client_and_the_end_to_the_daemon(wires) -> None:
     worker_end, daemon_end, server, client = wires
     stop = threading.Event()
-    out = SocketEvents(worker_end, stop.set, _error_event, SPEC)
-    handler = threading.Thread(target=out.run)
-    handler.start()
+    out, handler = _writing(worker_end, stop.set)
     out.send(_chunk(0))
     for i in range(1, 200):  # while the daemon has not answered: held, the engine goes on
         out.send(_chunk(i))
@@ -101,9 +109,7 @@ def test_after_the_handover_chunks_go_to_the_client_and_the_end_to_the_daemon(wi
 
 def test_a_daemon_that_keeps_relaying_gets_everything_in_order(wires) -> None:
     worker_end, daemon_end, _, _ = wires
-    out = SocketEvents(worker_end, lambda: None, _error_event, SPEC)
-    handler = threading.Thread(target=out.run)
-    handler.start()
+    out, handler = _writing(worker_end)
     for i in range(50):
         out.send(_chunk(i))
     out.send({"type": "end", "finish_reason": "stop"})
@@ -119,9 +125,7 @@ def test_a_daemon_that_keeps_relaying_gets_everything_in_order(wires) -> None:
 def test_a_generation_cancelled_before_the_daemon_answers_is_relayed(wires) -> None:
     worker_end, daemon_end, _, _ = wires
     cancelled = threading.Event()
-    out = SocketEvents(worker_end, lambda: None, _error_event, SPEC, cancelled)
-    handler = threading.Thread(target=out.run)
-    handler.start()
+    out, handler = _writing(worker_end, cancelled=cancelled)
     out.send(_chunk(0))
     out.send(_chunk(1))
     cancelled.set()  # the daemon cancelled: its word will never come
@@ -135,9 +139,7 @@ def test_a_generation_cancelled_before_the_daemon_answers_is_relayed(wires) -> N
 def test_a_client_that_hangs_up_stops_the_generation_and_the_daemon_gets_the_end(wires) -> None:
     worker_end, daemon_end, server, client = wires
     stop = threading.Event()
-    out = SocketEvents(worker_end, stop.set, _error_event, SPEC)
-    handler = threading.Thread(target=out.run)
-    handler.start()
+    out, handler = _writing(worker_end, stop.set)
     out.send(_chunk(0))
     daemon_end.recv(65536)
     socket.send_fds(daemon_end, [HAND_OVER], [server.fileno()])

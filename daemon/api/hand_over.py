@@ -17,6 +17,7 @@ Anything else (a test client, TLS, HTTP/1.0) keeps relaying."""
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -41,20 +42,33 @@ class ConnectionCapture:
         await self.app(scope, receive, send)
 
 
+@dataclass(frozen=True)
+class Asked:
+    """A hand-over asked for when the generation opens: what the worker is told, and the
+    request whose socket Generation.events hands it once the first chunk is written."""
+
+    spec: HandOver
+    scope: Scope
+
+    def client(self) -> Any | None:
+        return client_socket(self.scope)
+
+
 def asked(
     scope: Scope,
     enabled: bool,
     model: str,
     shape: Literal["openai", "llama"],
     post_sampling_probs: bool = False,
-) -> HandOver | None:
+) -> Asked | None:
     """What to ask the worker for with a streamed answer of one choice, or None where this
     response can never be handed over (the generation is then relayed without a pause)."""
     if not enabled or not hasattr(socket, "send_fds"):  # descriptors pass on Unix sockets
         return None
     if _KEY not in (scope.get("extensions") or {}) or scope.get("http_version") != "1.1":
         return None
-    return {"model": model, "shape": shape, "post_sampling_probs": post_sampling_probs}
+    spec: HandOver = {"model": model, "shape": shape, "post_sampling_probs": post_sampling_probs}
+    return Asked(spec, scope)
 
 
 def client_socket(scope: Scope) -> Any | None:

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
-from starlette.types import Scope
 
 from assistantd.api import hand_over, openapi, shapes
 from assistantd.api.deps import State
@@ -28,7 +27,7 @@ from assistantd.api.streaming import (
 )
 from assistantd.control.state import DaemonState
 from assistantd.errors import InvalidRequest, TurnedOff
-from assistantd.worker.protocol import SAMPLING_KEYS, HandOver, Sampling
+from assistantd.worker.protocol import SAMPLING_KEYS, Sampling
 
 router = APIRouter()
 
@@ -48,11 +47,10 @@ _INFILL_KEYS = {
 
 
 async def _infill_stream(
-    gen: Generation, model_id: str, settings: dict[str, Any], scope: Scope | None = None
+    gen: Generation, model_id: str, settings: dict[str, Any]
 ) -> AsyncIterator[bytes]:
-    """llama-server's pieces, then its final answer. With `scope` the worker is handed the
-    client's socket once the first chunk is out, and writes the pieces that follow itself
-    (the final answer needs only the end event for one choice)."""
+    """llama-server's pieces (after the first, the worker's own where it was handed the
+    socket), then its final answer."""
     chunks: list[dict[str, Any]] = []
     post = bool(settings.get("post_sampling_probs"))
     async for event in gen.events():
@@ -60,17 +58,15 @@ async def _infill_stream(
         piece = shapes.infill_piece(event["data"], post)
         if piece is not None:
             yield shapes.sse(piece)
-        if scope is not None:  # the first chunk is written (the headers went before it)
-            gen.hand_over(hand_over.client_socket(scope))
-            scope = None
     for result in shapes.infill_results(chunks, gen.end, model_id, settings, streamed=True):
         yield shapes.sse(result)
 
 
 def _asked(
     request: Request, state: DaemonState, stream: bool, model_id: str, settings: dict[str, Any]
-) -> HandOver | None:
-    """The hand-over a streamed answer of one choice asks for (api/hand_over.py)."""
+) -> hand_over.Asked | None:
+    """The hand-over a streamed answer of one choice asks for (api/hand_over.py): its final
+    answer is built from the end event alone."""
     enabled = stream and state.settings.hand_over_streams
     post = bool(settings.get("post_sampling_probs"))
     return hand_over.asked(request.scope, enabled, model_id, "llama", post)
@@ -105,12 +101,11 @@ async def infill(request: Request, state: State) -> Response:
     params["n"] = body.n_cmpl
     settings = _generation_settings(body, served.n_ctx)
     model_id = served.model_id
-    spec = _asked(request, state, body.stream and body.n_cmpl == 1, model_id, settings)
-    gen = await opened(state, served, "infill", "infill", params, spec)
+    asked = _asked(request, state, body.stream and body.n_cmpl == 1, model_id, settings)
+    gen = await opened(state, served, "infill", "infill", params, asked)
     if body.stream:
-        scope = request.scope if spec else None
         return ClosingStreamingResponse(
-            guarded(gen, _infill_stream(gen, model_id, settings, scope)),
+            guarded(gen, _infill_stream(gen, model_id, settings)),
             media_type="text/event-stream",
         )
     chunks = await collect(request, gen, model_id, keep_ids=True)
@@ -195,13 +190,11 @@ async def _complete(
     if body.post_sampling_probs:
         settings["post_sampling_probs"] = True
     model_id = served.model_id
-    spec = _asked(request, state, body.stream, model_id, settings)
-    gen = await opened(state, served, "completion", "completion", params, spec)
+    asked = _asked(request, state, body.stream, model_id, settings)
+    gen = await opened(state, served, "completion", "completion", params, asked)
     if body.stream:
-        scope = request.scope if spec else None
         return ClosingStreamingResponse(
-            guarded(gen, _infill_stream(gen, model_id, settings, scope)),
-            media_type="text/event-stream",
+            guarded(gen, _infill_stream(gen, model_id, settings)), media_type="text/event-stream"
         )
     chunks = await collect(request, gen, model_id, keep_ids=True)
     if chunks is None:

@@ -8,7 +8,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.types import Scope
 
 from assistantd.api import hand_over, openapi, shapes
 from assistantd.api.admission import Admission
@@ -29,22 +28,15 @@ router = APIRouter(prefix="/v1")
 
 
 async def _openai_stream(
-    gen: Generation,
-    model_id: str,
-    include_usage: bool,
-    timings: bool = False,
-    scope: Scope | None = None,
+    gen: Generation, model_id: str, include_usage: bool, timings: bool = False
 ) -> AsyncIterator[bytes]:
-    """The chunks, then usage and [DONE]. With `scope` the worker is handed the client's
-    socket once the first chunk is out, and writes the chunks that follow itself."""
+    """The chunks (after the first, the worker's own where it was handed the socket), then
+    usage and [DONE]."""
     first: dict[str, Any] | None = None
     async for event in gen.events():
         chunk = shapes.restamp(event["data"], model_id)
+        first = first or chunk
         yield shapes.sse(chunk)
-        if first is None:
-            first = chunk
-            if scope is not None:  # the first chunk is written: the rest may follow it
-                gen.hand_over(hand_over.client_socket(scope))
     if include_usage and first is not None:
         last = shapes.usage_chunk(first, model_id, gen.end["usage"])
         if timings:  # llama-server's timings_per_token: the answer's timings ride along
@@ -65,14 +57,12 @@ async def _generation(
 ) -> Response:
     model_id = served.model_id
     enabled = body.stream and state.settings.hand_over_streams
-    spec = hand_over.asked(request.scope, enabled, model_id, "openai")
-    scope = request.scope if spec else None
-    gen = await opened(state, served, endpoint, kind, params, spec)
+    asked = hand_over.asked(request.scope, enabled, model_id, "openai")
+    gen = await opened(state, served, endpoint, kind, params, asked)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         timings = isinstance(body, ChatRequest) and body.timings_per_token
-        stream = _openai_stream(gen, model_id, include_usage, timings, scope)
-        return sse_response(guarded(gen, stream))
+        return sse_response(guarded(gen, _openai_stream(gen, model_id, include_usage, timings)))
     chunks = await collect(request, gen, model_id)
     if chunks is None:
         return Response(status_code=499)

@@ -15,11 +15,12 @@ from typing import Any, Protocol
 
 from assistantd.api.admission import Admission
 from assistantd.api.fairness import KeyShare
+from assistantd.api.hand_over import Asked
 from assistantd.control.stats import RequestRecord
 from assistantd.errors import AssistantError, Unavailable, UpstreamUnavailable, WorkerFailed
 from assistantd.vocab import GenerationKind, Outcome
 from assistantd.worker.client import WorkerStream
-from assistantd.worker.protocol import HandOver, priority_of
+from assistantd.worker.protocol import priority_of
 
 _background: set[asyncio.Task[None]] = set()
 
@@ -95,14 +96,15 @@ class Generation:
         self._started_at: float | None = None  # when the worker was asked
         self.end: dict[str, Any] = {}
         self.id = uuid.uuid4().hex
-        self._hand_over_asked = False
+        self._hand_over: Asked | None = None  # until the first chunk is written
         self.handed_over = False  # the worker wrote the chunks to the client itself
 
     async def open(
-        self, kind: GenerationKind, params: dict[str, Any], hand_over: HandOver | None = None
+        self, kind: GenerationKind, params: dict[str, Any], hand_over: Asked | None = None
     ) -> None:
         """Wait for a turn and the first event, so errors become proper HTTP statuses. With
-        `hand_over` (a local worker only), `hand_over` must be called after the first chunk."""
+        `hand_over` (a local worker only) the worker is handed the client's socket once
+        `events`' consumer has written the first chunk (api/hand_over.py)."""
         try:
             if self._share is not None:
                 self._share.enter(self._key)  # over its share: 429, before any queue
@@ -114,9 +116,9 @@ class Generation:
             self._started_at = time.perf_counter()
             self._queue_ms = (self._started_at - self._opened_at) * 1000
             self._stream = await self._lease.client.open_generation(
-                self.id, kind, params, hand_over
+                self.id, kind, params, hand_over.spec if hand_over else None
             )
-            self._hand_over_asked = hand_over is not None
+            self._hand_over = hand_over
             self._events = self._stream.events()
             self._first = await anext(self._events)
         except BaseException as exc:
@@ -124,7 +126,9 @@ class Generation:
             raise
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
-        """Chunk events; the end event is kept in `self.end`."""
+        """Chunk events; the end event is kept in `self.end`. Asked for the next one, the
+        consumer has written the last: after the first, a hand-over asked for happens here,
+        and the events that follow are then the end alone."""
         assert self._first is not None
         event: dict[str, Any] | None = self._first
         while event is not None:
@@ -134,21 +138,15 @@ class Generation:
             if self._first_token_at is None:
                 self._first_token_at = time.perf_counter()
             yield event
+            if self._hand_over is not None and self._stream is not None:
+                self.handed_over = self._stream.hand_over(self._hand_over.client())
+                self._hand_over = None
             try:
                 event = await anext(self._events, None)
             except WorkerFailed as exc:
                 if self._on_failure is not None:
                     self._on_failure(exc.message)  # counts against an upstream rung
                 raise
-
-    def hand_over(self, client: Any | None) -> None:
-        """After the first chunk of a generation opened with `hand_over`: the worker writes the
-        rest of the chunks to `client` (None: relay them), so the events that follow are the
-        end alone (api/hand_over.py)."""
-        if self._hand_over_asked and self._stream is not None and self._first is not None:
-            self._hand_over_asked = False
-            if self._first.get("type") == "chunk":
-                self.handed_over = self._stream.hand_over(client)
 
     def close(self, outcome: Outcome) -> None:
         """Give the turn back now; stop the worker and record the request in the background.

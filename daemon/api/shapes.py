@@ -7,12 +7,12 @@ import json
 import struct
 from typing import Any
 
-from assistantd.worker.client_body import as_probs, infill_piece
+from assistantd.worker.client_body import as_probs, text_of
+from assistantd.worker.client_body import infill_piece as infill_piece  # the worker's, too
 from assistantd.worker.protocol import sse_event
 
 DONE = b"data: [DONE]\n\n"
 sse = sse_event  # the worker writes handed-over chunks with the same function
-__all__ = ["as_probs", "infill_piece", "sse"]  # shaped alike by the worker (client_body.py)
 
 
 def restamp(chunk: dict[str, Any], model_id: str, keep_ids: bool = False) -> dict[str, Any]:
@@ -23,13 +23,6 @@ def restamp(chunk: dict[str, Any], model_id: str, keep_ids: bool = False) -> dic
         for choice in chunk["choices"]:
             choice.pop("token_ids", None)
     return chunk
-
-
-def _text_of(chunk: dict[str, Any]) -> str:
-    choice = chunk["choices"][0]
-    if "delta" in choice:
-        return choice["delta"].get("content") or ""
-    return choice.get("text") or ""
 
 
 def _finish(chunks: list[dict[str, Any]], end: dict[str, Any]) -> str:
@@ -95,7 +88,7 @@ def chat_completion(
     first = chunks[0]
     choices = []
     for index, group in enumerate(_by_choice(chunks)):
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(map(_text_of, group))}
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(map(text_of, group))}
         calls = _tool_calls_of(group)
         if calls:
             message["tool_calls"] = calls
@@ -132,7 +125,7 @@ def text_completion(
         "choices": [
             {
                 "index": index,
-                "text": "".join(map(_text_of, group)),
+                "text": "".join(map(text_of, group)),
                 "logprobs": _logprobs_of(group),
                 "finish_reason": _finish(group, end),
             }
@@ -163,7 +156,7 @@ def infill_results(
         stop_type = end.get("stop_type") or "none"
         if finish == "length" or stop_type == "limit":
             stop_type = "limit"
-        content = "" if streamed else "".join(map(_text_of, group))
+        content = "" if streamed else "".join(map(text_of, group))
         results.append(
             {
                 "index": index,

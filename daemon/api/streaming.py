@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from assistantd.api import shapes
 from assistantd.api.admission import Admission
+from assistantd.api.hand_over import Asked
 from assistantd.api.keys import request_key
 from assistantd.api.proxy import Generation, Rung
 from assistantd.api.upstream_client import UPSTREAM_KINDS
@@ -22,7 +23,7 @@ from assistantd.control.served import Served
 from assistantd.control.state import DaemonState
 from assistantd.errors import AssistantError, InvalidRequest, PayloadTooLarge, UpstreamUnavailable
 from assistantd.vocab import GenerationKind, Outcome, Role
-from assistantd.worker.protocol import HandOver, priority_of
+from assistantd.worker.protocol import priority_of
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -86,7 +87,7 @@ async def opened(
     endpoint: str,
     kind: GenerationKind,
     params: dict[str, Any],
-    hand_over: HandOver | None = None,
+    hand_over: Asked | None = None,
 ) -> Generation:
     """A generation admitted to the worker's queue and started on it. The request's role
     (autocomplete for what the queue ranks first, else chat) may have upstreams in use: it is

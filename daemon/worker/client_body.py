@@ -86,8 +86,7 @@ def wait_for_hand_over(
 def infill_piece(chunk: dict[str, Any], post_sampling: bool = False) -> dict[str, Any] | None:
     """A streamed llama-server piece, or None for a chunk that says nothing (a finish)."""
     choice = chunk["choices"][0]
-    text = (choice["delta"].get("content") if "delta" in choice else choice.get("text")) or ""
-    ids = choice.get("token_ids") or []
+    text, ids = text_of(chunk), choice.get("token_ids") or []
     if not text and not ids and not choice.get("logprobs"):
         return None
     piece = {"index": choice.get("index", 0), "content": text, "tokens": ids, "stop": False}
@@ -95,6 +94,14 @@ def infill_piece(chunk: dict[str, Any], post_sampling: bool = False) -> dict[str
         entries = choice["logprobs"].get("content", [])
         piece["completion_probabilities"] = as_probs(entries) if post_sampling else entries
     return piece
+
+
+def text_of(chunk: dict[str, Any]) -> str:
+    """A chunk's text, a chat delta's or a completion's."""
+    choice = chunk["choices"][0]
+    if "delta" in choice:
+        return choice["delta"].get("content") or ""
+    return choice.get("text") or ""
 
 
 def as_probs(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Generator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from socketserver import ThreadingUnixStreamServer
@@ -166,7 +166,6 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/x-ndjson")
         self.send_header("Connection", "close")  # the body ends when the stream closes
         self.end_headers()
-        self.wfile.flush()
         self.close_connection = True
         out = SocketEvents(
             self.connection, gen.stop.set, _error_event, body.get("hand_over"), gen.cancelled
@@ -186,7 +185,7 @@ class Handler(BaseHTTPRequestHandler):
             gen.done.set()
 
 
-def _pump(events: Iterator[Event], out: SocketEvents) -> None:
+def _pump(events: Generator[Event, None, None], out: SocketEvents) -> None:
     """The engine's queued events into `out`, as the engine thread would hand them."""
     try:
         for event in events:
@@ -194,9 +193,7 @@ def _pump(events: Iterator[Event], out: SocketEvents) -> None:
     except BaseException as exc:  # reported to the daemon, never swallowed
         out.fail(exc)
     finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
+        events.close()
 
 
 class _Server(ThreadingUnixStreamServer):
