@@ -91,6 +91,15 @@ def detect(
             probes.system_nvcc(p)
         elif tool not in p.tools:
             p.which(tool)
+    if p.native_amx():
+        decision.cmake_args += [
+            f"-DCMAKE_C_FLAGS={probes.NO_AMX}",
+            f"-DCMAKE_CXX_FLAGS={probes.NO_AMX}",
+        ]
+        decision.why += (
+            "; without llama.cpp's AMX kernels, which crash on the first prompt in this "
+            "llama.cpp (ggml-org/llama.cpp#26954)"
+        )
     decision.forced = forced is not None
     decision.gpus = list(dict.fromkeys(p.gpus))  # Vulkan may list a CUDA GPU again
     decision.tools = p.tools

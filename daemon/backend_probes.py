@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,13 @@ TOOL_TIMEOUT_S = 15.0
 # no nvcc), as unsuffixed packages that install under site-packages/nvidia/cu13.
 PYPI_CUDA_MIN_MAJOR = 13
 SYSTEM_INCLUDE = Path("/usr/include")
+# llama.cpp's AMX kernels (ggml-cpu/amx) crash on the first prompt batch in the llama.cpp that
+# llama-cpp-python 0.3.36 vendors: a general protection fault at `ldtilecfg` in
+# ggml_backend_amx_mul_mat (its tile config, on the stack, is optimised away, and worker threads
+# never ask the kernel for tile data; ggml-org/llama.cpp#26954, open). They are compiled in when
+# the compiler's -march=native has AMX (Sapphire Rapids and later Xeons, common in clouds), so
+# such builds leave them out; the AVX-512 kernels serve instead.
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 OS_RELEASE = Path("/etc/os-release")
 # Where a driver's libcuda.so.1 lives when no unversioned libcuda.so (toolkit stub) exists.
 DRIVER_LIB_DIRS = (
@@ -98,6 +106,15 @@ class Probe:
 
     def install(self, *what: str) -> str:
         return install_command(what, self.system)
+
+    def native_amx(self) -> bool:
+        """Whether the C++ compiler CMake will use ($CXX, else c++) compiles AMX code for
+        -march=native, as llama.cpp's CPU backend builds by default."""
+        compiler = shlex.split(self.env.get("CXX", "")) or [self.which("c++") or ""]
+        if not compiler[0]:
+            return False
+        macros = self.run(*compiler, "-march=native", "-dM", "-E", "-x", "c++", os.devnull)
+        return macros is not None and "__AMX_INT8__" in macros
 
 
 def package_manager(system: str | None = None) -> str | None:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import llama_cpp
 import pytest
 
 from assistantd.backend import BACKENDS, UnknownBackend, detect, link_toolkit
@@ -442,6 +443,7 @@ def test_setup_dry_run_builds_nothing(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     nvidia(bin_dir)
     compiler = nvcc(bin_dir)
+    standin(bin_dir, "c++", {})  # before /usr/bin's: a compiler without AMX
     cache = tmp_path / "cache"
     env = {
         "PATH": f"{bin_dir}:/usr/bin:/bin",
@@ -497,8 +499,8 @@ def test_this_machine_builds_the_rpc_cpu_backend() -> None:
         pytest.skip(f"this machine may have a GPU: {_gpu_tools_here() or 'Apple silicon'}")
     decision = detect()
     assert decision.backend == "cpu"
-    assert decision.cmake_args == ["-DGGML_RPC=on"]
-    assert decision.cmake_args_string == "-DGGML_RPC=on"
+    amx = _native_amx_here()
+    assert decision.cmake_args == ["-DGGML_RPC=on", *(NO_AMX_ARGS if amx else [])]
     out = subprocess.run(
         [sys.executable, "-S", str(SCRIPT), "--dry-run"],
         capture_output=True,
@@ -510,5 +512,53 @@ def test_this_machine_builds_the_rpc_cpu_backend() -> None:
     assert out.stdout.splitlines() == [
         "backend: cpu",
         f"why: {decision.why}",
-        "CMAKE_ARGS: -DGGML_RPC=on",
+        f"CMAKE_ARGS: {decision.cmake_args_string}",
     ]
+    if amx:  # the wheel setup installed was built from this decision: no AMX kernels
+        assert "AMX_INT8 = 1" not in llama_cpp.llama_print_system_info().decode()
+
+
+def _native_amx_here() -> bool:
+    cxx = shutil.which("c++")
+    if not cxx:
+        return False
+    out = subprocess.run(
+        [cxx, "-march=native", "-dM", "-E", "-x", "c++", os.devnull],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return "__AMX_INT8__" in out.stdout
+
+
+NO_AMX_ARGS = [
+    "-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
+    "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
+]
+NATIVE_MACROS = "-march=native -dM -E -x c++ /dev/null"
+
+
+def test_a_compiler_with_amx_builds_without_llamas_amx_kernels(tmp_path: Path) -> None:
+    """A Sapphire Rapids CPU: -march=native would compile llama.cpp's AMX kernels, which crash
+    on the first prompt in this llama.cpp, so the build turns them off (the stand-in c++ prints
+    what GCC 12 prints there), and the wheel gets a cache folder of its own."""
+    bin_dir = tmp_path / "bin"
+    standin(bin_dir, "c++", {NATIVE_MACROS: "#define __AVX512F__ 1\n#define __AMX_INT8__ 1\n"})
+    decision = detect({"PATH": str(bin_dir)})
+    assert decision.backend == "cpu"
+    assert decision.cmake_args == ["-DGGML_RPC=on", *NO_AMX_ARGS]
+    assert "AMX" in decision.why and "26954" in decision.why
+    plain = tmp_path / "plain"
+    standin(plain, "c++", {NATIVE_MACROS: "#define __AVX512F__ 1\n"})
+    without = detect({"PATH": str(plain)})
+    assert without.cmake_args == ["-DGGML_RPC=on"]
+    assert without.key("0.3.36") != decision.key("0.3.36")
+    # $CXX is the compiler CMake uses when set; with a GPU backend too (its CPU part has them).
+    nvidia(plain)
+    nvcc(plain)
+    cuda = detect({"PATH": str(plain), "CXX": str(bin_dir / "c++")})
+    assert cuda.backend == "cuda"
+    assert cuda.cmake_args[-2:] == NO_AMX_ARGS
+    # As setup reads it: CMAKE_ARGS split like a shell gives the flags whole.
+    out = run_script("--shell", "--version", "0.3.36", path=bin_dir)
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("CMAKE_ARGS="))
+    assert shlex.split(shlex.split(line.partition("=")[2])[0]) == ["-DGGML_RPC=on", *NO_AMX_ARGS]
