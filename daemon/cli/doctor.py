@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistantd import backend as detection
-from assistantd.devices.registry import DeviceList, read_devices
+from assistantd.devices.registry import AMX_NOTE, DeviceList, read_devices
 from assistantd.planning.hardware import GPU, probe_amd, probe_nvidia
 from assistantd.planning.planner import gib
 
@@ -56,7 +56,7 @@ def diagnose(
         )
     if not listed.devices:
         report.lines.append("llama.cpp device: none besides the CPU")
-    report.lines += [f"note: {n}" for n in listed.notes]
+    report.lines += [f"note: {n}" for n in listed.notes if n != AMX_NOTE]  # a problem below
     if not listed.read:
         report.problems.append(
             (
@@ -70,6 +70,14 @@ def diagnose(
                 "this build has no RPC backend (no remote devices, `assistantctl device serve` "
                 "unavailable)",
                 "scripts/setup.sh (every build it makes has GGML_RPC on)",
+            )
+        )
+    if listed.amx_kernels:
+        report.problems.append(
+            (
+                "this build has llama.cpp's AMX kernels, which crash on the first prompt in this "
+                "llama.cpp (workers load without them, and without weight repacking)",
+                "scripts/setup.sh (builds without them)",
             )
         )
     gpu_backends = {"cuda", "hip", "vulkan", "metal"}

@@ -99,6 +99,16 @@ def has_rpc() -> bool:
     return librpc() is not None
 
 
+@functools.cache
+def has_amx_kernels() -> bool:
+    """Whether this build has llama.cpp's AMX kernels compiled in: in the llama.cpp of
+    llama-cpp-python 0.3.36 they crash on the first prompt batch (backend_probes.NO_AMX)."""
+    libggml()
+    cpu = _load("ggml-cpu")
+    probe = getattr(cpu, "ggml_cpu_has_amx_int8", None) if cpu is not None else None
+    return bool(probe is not None and probe())
+
+
 def backends() -> list[str]:
     """The backends compiled into this build (CPU, RPC, CUDA, …)."""
     lib = libggml()

@@ -50,6 +50,7 @@ class DeviceList:
     backends: list[str] = field(default_factory=list)  # CPU, RPC, CUDA …
     notes: list[str] = field(default_factory=list)
     read: bool = True  # False: the build could not be asked at all
+    amx_kernels: bool = False  # llama.cpp's AMX kernels compiled in (they crash: ggml.py)
 
     @property
     def gpu_backend(self) -> str:
@@ -70,7 +71,15 @@ class DeviceList:
             "rpc": self.rpc,
             "devices": [asdict(d) for d in self.devices],
             "notes": self.notes,
+            "amx_kernels": self.amx_kernels,
         }
+
+
+AMX_NOTE = (
+    "this llama-cpp-python build has llama.cpp's AMX kernels, which crash on the first prompt "
+    "in this llama.cpp (ggml-org/llama.cpp#26954): workers load without them and without weight "
+    "repacking; scripts/setup.sh builds one without them"
+)
 
 
 def reachable(endpoint: str, timeout_s: float = CONNECT_TIMEOUT_S) -> tuple[bool, float, str]:
@@ -127,7 +136,11 @@ def read_devices(rpc: list[str] | None = None, timeout_s: float = PROBE_TIMEOUT_
         endpoint = raw["description"] if raw["backend"] == "RPC" else None
         rtt = endpoints.get(endpoint) if endpoint is not None else None
         found.append(LlamaDevice(**raw, endpoint=endpoint, rtt_ms=rtt))
-    return DeviceList(devices=found, backends=data["backends"], notes=notes)
+    if data["amx_kernels"]:
+        notes.append(AMX_NOTE)
+    return DeviceList(
+        devices=found, backends=data["backends"], notes=notes, amx_kernels=data["amx_kernels"]
+    )
 
 
 def _probe(rpc: list[str]) -> dict[str, Any]:
@@ -150,7 +163,7 @@ def _probe(rpc: list[str]) -> dict[str, Any]:
     ]
     # Each RPC server adds a registry of its own, RPC[host:port]: the backend is "RPC".
     compiled = [b for b in ggml.backends() if not b.startswith("RPC[")]
-    return {"devices": listed, "backends": compiled}
+    return {"devices": listed, "backends": compiled, "amx_kernels": ggml.has_amx_kernels()}
 
 
 def main(argv: list[str] | None = None) -> int:

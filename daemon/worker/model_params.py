@@ -6,12 +6,17 @@ llama-cpp-python's `Llama` takes neither `devices` nor `tensor_buft_overrides`, 
 model params it builds carry both; so the params it builds are completed while it loads. An
 empty device list is a real choice: llama.cpp then places nothing off the CPU, whatever
 n_gpu_layers says (without it, llama.cpp would pick every GPU it can see).
+
+A build with llama.cpp's AMX kernels (one not made by scripts/setup.sh on a recent Xeon) loads
+without extra buffer types: the AMX buffer is the only way into those kernels, which crash on
+the first prompt in this llama.cpp. Weight repacking goes with it; setup.sh's build keeps it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +26,7 @@ import llama_cpp.llama_cpp as low
 from assistantd.devices import ggml
 
 _LOADING = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 class _Override(ctypes.Structure):
@@ -75,6 +81,13 @@ def placed(placement: Placement) -> Iterator[None]:
             shares = (ctypes.c_float * len(found))(*placement.split)
             keep.append(shares)
             edits.append(("tensor_split", ctypes.cast(shares, ctypes.POINTER(ctypes.c_float))))
+    if ggml.has_amx_kernels():
+        log.warning(
+            "this llama-cpp-python build has llama.cpp's AMX kernels, which crash on the first "
+            "prompt (ggml-org/llama.cpp#26954): loading without them and without weight "
+            "repacking; scripts/setup.sh builds one without them"
+        )
+        edits.append(("use_extra_bufts", False))
     if not edits:
         yield
         return
