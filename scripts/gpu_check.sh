@@ -312,6 +312,11 @@ build() {
     CMAKE_ARGS+=" -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF"
     CMAKE_ARGS+=" -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF"
     CMAKE_ARGS+=" -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF $hints"
+    # A host CPU with AMX (GPU servers often are Sapphire Rapids): llama.cpp's AMX kernels crash
+    # on the first prompt (daemon/backend_probes.py NO_AMX), so leave them out as setup.sh does.
+    if "${CXX:-c++}" -march=native -dM -E -x c++ /dev/null 2>/dev/null | grep -q __AMX_INT8__; then
+        CMAKE_ARGS+=" -DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8"
+    fi
     export CMAKE_ARGS CMAKE_BUILD_PARALLEL_LEVEL=$JOBS
     echo "CUDA arch $cc, $JOBS jobs, nvcc $nvcc, $(cmake --version | head -1)"
     echo "CMAKE_ARGS: $CMAKE_ARGS"
