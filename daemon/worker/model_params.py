@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import llama_cpp.llama_cpp as low
 
 from assistantd.devices import ggml
+from assistantd.devices.registry import AMX_NOTE
 
 _LOADING = threading.Lock()
 log = logging.getLogger(__name__)
@@ -82,11 +83,7 @@ def placed(placement: Placement) -> Iterator[None]:
             keep.append(shares)
             edits.append(("tensor_split", ctypes.cast(shares, ctypes.POINTER(ctypes.c_float))))
     if ggml.has_amx_kernels():
-        log.warning(
-            "this llama-cpp-python build has llama.cpp's AMX kernels, which crash on the first "
-            "prompt (ggml-org/llama.cpp#26954): loading without them and without weight "
-            "repacking; scripts/setup.sh builds one without them"
-        )
+        log.warning(AMX_NOTE)
         edits.append(("use_extra_bufts", False))
     if not edits:
         yield
